@@ -1,0 +1,13 @@
+//! monsys actors and where they live.
+//!
+//! Every per-agent and per-console-session actor has exactly one owner node at a time, chosen by
+//! [`placement`]: rendezvous hashing of the actor key over the live members. Every node computes
+//! the same owner from the same member set without talking to the others, and a membership change
+//! moves only the keys of the node that joined or left.
+//!
+//! This crate never touches sled or HTTP: the binary wires actors to the replicated store and
+//! forwards requests between nodes.
+
+pub mod placement;
+
+pub use placement::{ActorKey, PlacementView};

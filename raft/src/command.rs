@@ -1,0 +1,153 @@
+//! The replicated command set: the persisted format of the Raft log.
+//!
+//! Compatibility rule (rolling upgrades): a newer binary must read every log an older one wrote.
+//! bincode encodes an enum variant by its index and a struct by field order, so
+//! - variants are only ever **appended** at the end of [`Command`], [`CommandResult`] and
+//!   [`Rejection`], never reordered or removed;
+//! - a variant's fields never change; a new shape gets a new variant (`PutSettingsV2`), and the
+//!   state machine keeps applying the old one;
+//! - every log entry on disk is prefixed with a format byte (see `log_store`), bumped only if the
+//!   entry envelope itself changes.
+//!
+//! `command::tests::encoding_is_stable` pins the bytes of each variant so a careless edit fails.
+//!
+//! Commands carry everything `apply` needs (timestamps are stamped by the proposer), so every
+//! replica computes the same state.
+
+use monsys_proto::{Settings, SettingsDoc};
+use serde::{Deserialize, Serialize};
+
+/// A state change proposed through Raft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Changes nothing; used as a barrier and by tests.
+    Noop,
+    /// Replaces a tenant's settings. With `expected_revision` it is a compare-and-set: applied
+    /// only if the stored revision equals it.
+    PutSettings {
+        /// Tenant the settings belong to.
+        tenant: String,
+        /// Revision the writer read; `None` writes unconditionally.
+        expected_revision: Option<u64>,
+        /// The new settings (already validated by the proposer; validated again on apply).
+        settings: Settings,
+        /// Proposer's wall clock, unix milliseconds.
+        at_ms: u64,
+    },
+    /// Stores the SHA-256 of the cluster admin token if none is stored yet (first start).
+    InitAdminToken {
+        /// SHA-256 of the token.
+        sha256: [u8; 32],
+    },
+}
+
+/// What applying a [`Command`] produced. Deterministic: every replica computes the same one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// Applied; nothing to report (also the result of blank and membership entries).
+    Ok,
+    /// Settings after a successful `PutSettings`.
+    Settings(SettingsDoc),
+    /// The command was valid Raft input but refused by the state machine; nothing changed.
+    Rejected(Rejection),
+}
+
+/// Why the state machine refused a command. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// Compare-and-set failed: the stored revision is `current`.
+    RevisionMismatch {
+        /// The revision currently stored.
+        current: u64,
+    },
+    /// The value failed validation when applied.
+    Invalid(String),
+    /// A one-time initialisation was already done.
+    AlreadyInitialized,
+}
+
+#[cfg(test)]
+mod tests {
+    use monsys_proto::settings::Retention;
+    use monsys_proto::{Settings, SettingsDoc};
+
+    use super::*;
+    use crate::codec::{self, MAX_VALUE_BYTES};
+
+    fn settings() -> Settings {
+        Settings {
+            refresh_interval_secs: 15,
+            registration_enabled: true,
+            agent_offline_after_secs: 90,
+            integrity_check_interval_secs: 600,
+            retention: Retention {
+                raw_hours: 48,
+                rollup_1m_days: 14,
+                rollup_5m_days: 90,
+                rollup_1h_days: 730,
+            },
+        }
+    }
+
+    fn hex_of<T: Serialize>(value: &T) -> String {
+        hex::encode(codec::encode("test", value, MAX_VALUE_BYTES).unwrap())
+    }
+
+    /// Pins the persisted bytes of every variant. If this fails, you changed the log format:
+    /// append a new variant instead (see the module doc).
+    #[test]
+    fn encoding_is_stable() {
+        let commands = [
+            (Command::Noop, "00000000"),
+            (
+                Command::PutSettings {
+                    tenant: "acme".into(),
+                    expected_revision: Some(3),
+                    settings: settings(),
+                    at_ms: 1_700_000_000_000,
+                },
+                "01000000040000000000000061636d650103000000000000000f000000015a00000058020000300000000e0000005a000000da0200000068e5cf8b010000",
+            ),
+            (
+                Command::PutSettings {
+                    tenant: "a".into(),
+                    expected_revision: None,
+                    settings: settings(),
+                    at_ms: 0,
+                },
+                "01000000010000000000000061000f000000015a00000058020000300000000e0000005a000000da0200000000000000000000",
+            ),
+            (
+                Command::InitAdminToken { sha256: [0xab; 32] },
+                "02000000abababababababababababababababababababababababababababababababab",
+            ),
+        ];
+        let doc = SettingsDoc { tenant: "acme".into(), revision: 4, updated_at_ms: 5, settings: settings() };
+        let results = [
+            (CommandResult::Ok, "00000000"),
+            (
+                CommandResult::Settings(doc),
+                "01000000040000000000000061636d65040000000000000005000000000000000f000000015a00000058020000300000000e0000005a000000da020000",
+            ),
+            (
+                CommandResult::Rejected(Rejection::RevisionMismatch { current: 7 }),
+                "02000000000000000700000000000000",
+            ),
+            (
+                CommandResult::Rejected(Rejection::Invalid("bad".into())),
+                "02000000010000000300000000000000626164",
+            ),
+            (CommandResult::Rejected(Rejection::AlreadyInitialized), "0200000002000000"),
+        ];
+        for (cmd, hex) in &commands {
+            assert_eq!(hex_of(cmd), *hex, "{cmd:?}");
+            let bytes = hex::decode(hex).unwrap();
+            assert_eq!(codec::decode::<Command>("test", &bytes, MAX_VALUE_BYTES).unwrap(), *cmd);
+        }
+        for (result, hex) in &results {
+            assert_eq!(hex_of(result), *hex, "{result:?}");
+            let bytes = hex::decode(hex).unwrap();
+            assert_eq!(codec::decode::<CommandResult>("test", &bytes, MAX_VALUE_BYTES).unwrap(), *result);
+        }
+    }
+}

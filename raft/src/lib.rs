@@ -1,0 +1,77 @@
+//! monsys replicated state: openraft 0.9 over sled.
+//!
+//! Data flow: the hub proposes a [`Command`] with `Raft::client_write`; openraft appends it
+//! through [`LogStore`] (sled tree, fdatasync'ed before openraft hears it is durable), replicates
+//! it over a [`network::RaftTransport`] supplied by the binary, and once committed applies it to
+//! the [`StateMachineStore`], whose trees the hub reads through a [`StateReader`].
+//!
+//! Layout:
+//! - [`command`]: the versioned command enum and its results (the persisted log format).
+//! - [`log_store`]: `RaftLogStorage` on sled (entries, vote, committed, purge).
+//! - [`state_machine`]: `RaftStateMachine` on sled trees + snapshot files; [`StateReader`].
+//! - [`network`]: `RaftNetworkFactory` over a byte-moving [`network::RaftTransport`] trait and the
+//!   server-side [`network::serve_rpc`] that decodes and dispatches incoming RPCs.
+//! - [`options`]: tunables and their translation into `openraft::Config`.
+//! - `codec` (bincode options, versioned values), `durable` (flush + fdatasync, atomic files),
+//!   `snapshot` (snapshot file format and directory), `storage` ([`open`]): internals.
+//!
+//! Only this crate knows bincode and sled; the binary moves opaque bytes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+mod codec;
+pub mod command;
+mod durable;
+pub mod error;
+pub mod log_store;
+pub mod network;
+pub mod options;
+mod snapshot;
+pub mod state_machine;
+mod storage;
+
+pub use codec::{MAX_RPC_BYTES, MAX_VALUE_BYTES};
+pub use command::{Command, CommandResult, Rejection};
+pub use error::Error;
+pub use log_store::{LogStore, check_command_size};
+pub use network::{NetworkFactory, RaftTransport, RpcKind, TransportError, serve_rpc};
+pub use options::Options;
+pub use state_machine::{StateMachineStore, StateReader};
+pub use storage::{Storage, open};
+
+/// Raft node id; stable for the life of a node's data directory.
+pub type NodeId = u64;
+
+/// What the cluster knows about a member: how to reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// HTTP address (`host:port`): public API and internal routes (Raft RPC, forwarding).
+    pub api_addr: String,
+    /// UDP gossip address (`host:port`), used as a gossip seed by the other members.
+    pub gossip_addr: String,
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (gossip {})", self.api_addr, self.gossip_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// openraft type configuration of monsys.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = Node,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle of a monsys node.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// Metrics snapshot published by openraft.
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;

@@ -1,0 +1,366 @@
+//! Raft RPC over an injected byte transport.
+//!
+//! The binary implements [`RaftTransport`] (HTTP to `node.api_addr`, wrapped by the test
+//! harness's fault injector); this module owns the encoding. A request body is the bincode of
+//! the openraft request; the reply body is the bincode of `Result<Resp, RaftError<..>>` exactly
+//! as [`serve_rpc`] produced it on the target, so Raft-level refusals travel as values and only
+//! transport failures are transport errors.
+//!
+//! Error mapping on the client side:
+//! - `TransportError::Unreachable` → `RPCError::Unreachable`: openraft backs off (500 ms)
+//!   instead of retrying at once and logging an error per heartbeat (openraft FAQ).
+//! - `TransportError::Timeout` → `RPCError::Timeout`.
+//! - `TransportError::Remote` and undecodable replies → `RPCError::Network`.
+//!
+//! Timeouts: openraft already bounds each call (`RPCOption::hard_ttl()`: the heartbeat interval
+//! for append-entries, the minimum election timeout for votes, `install_snapshot_timeout` per
+//! snapshot chunk). The transport gets that bound, capped by `Options::rpc_timeout_ms` for
+//! append/vote, so it can stop cleanly before openraft drops the future.
+//!
+//! Snapshots use openraft 0.9's default chunked transfer (`install_snapshot` per chunk of
+//! `Options::snapshot_chunk_bytes`). Deliberately missing: authentication of peers (the binary's
+//! transport does that), compression, and connection pooling (the transport's job).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    Infallible, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{AnyError, RPCTypes};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{self, MAX_RPC_BYTES};
+use crate::{Error, Node, NodeId, Options, Raft, TypeConfig};
+
+/// The three Raft RPCs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcKind {
+    /// Append entries (also heartbeats).
+    AppendEntries,
+    /// Request vote.
+    Vote,
+    /// One chunk of a snapshot.
+    InstallSnapshot,
+}
+
+impl RpcKind {
+    /// URL path segment of the RPC: `append`, `vote` or `snapshot`.
+    pub fn path_segment(&self) -> &'static str {
+        match self {
+            RpcKind::AppendEntries => "append",
+            RpcKind::Vote => "vote",
+            RpcKind::InstallSnapshot => "snapshot",
+        }
+    }
+
+    /// Inverse of [`RpcKind::path_segment`].
+    pub fn from_path_segment(segment: &str) -> Option<Self> {
+        match segment {
+            "append" => Some(RpcKind::AppendEntries),
+            "vote" => Some(RpcKind::Vote),
+            "snapshot" => Some(RpcKind::InstallSnapshot),
+            _ => None,
+        }
+    }
+
+    fn rpc_type(&self) -> RPCTypes {
+        match self {
+            RpcKind::AppendEntries => RPCTypes::AppendEntries,
+            RpcKind::Vote => RPCTypes::Vote,
+            RpcKind::InstallSnapshot => RPCTypes::InstallSnapshot,
+        }
+    }
+}
+
+/// Why a transport could not deliver an RPC or its reply.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The peer could not be reached (connection refused, link cut, DNS failure).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// No reply within the timeout.
+    #[error("timeout")]
+    Timeout,
+    /// The peer answered with an error instead of an RPC reply.
+    #[error("remote error: {0}")]
+    Remote(String),
+}
+
+/// Moves encoded Raft RPCs between nodes. Implemented by the binary.
+pub trait RaftTransport: Send + Sync + 'static {
+    /// Sends an encoded RPC to `target` at `node.api_addr` and returns the encoded reply bytes.
+    fn send(
+        &self,
+        target: NodeId,
+        node: &Node,
+        kind: RpcKind,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send;
+}
+
+/// Creates one [`PeerNetwork`] per target for openraft.
+pub struct NetworkFactory<T: RaftTransport> {
+    transport: Arc<T>,
+    rpc_timeout: Duration,
+}
+
+impl<T: RaftTransport> NetworkFactory<T> {
+    /// A factory sending over `transport`.
+    pub fn new(transport: Arc<T>, opts: &Options) -> Self {
+        NetworkFactory { transport, rpc_timeout: Duration::from_millis(opts.rpc_timeout_ms) }
+    }
+}
+
+impl<T: RaftTransport> RaftNetworkFactory<TypeConfig> for NetworkFactory<T> {
+    type Network = PeerNetwork<T>;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
+        PeerNetwork {
+            transport: self.transport.clone(),
+            target,
+            node: node.clone(),
+            rpc_timeout: self.rpc_timeout,
+        }
+    }
+}
+
+/// The client side of Raft RPC to one peer.
+pub struct PeerNetwork<T: RaftTransport> {
+    transport: Arc<T>,
+    target: NodeId,
+    node: Node,
+    rpc_timeout: Duration,
+}
+
+type RpcResult<Resp, E> = Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>;
+
+impl<T: RaftTransport> PeerNetwork<T> {
+    /// Encodes `req`, sends it, and decodes the target's `Result<Resp, RaftError<E>>`.
+    async fn call<Req, Resp, E>(
+        &self,
+        kind: RpcKind,
+        from: NodeId,
+        req: &Req,
+        timeout: Duration,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = codec::encode("raft rpc", req, MAX_RPC_BYTES).map_err(|e| network_error(&e))?;
+        let sent = self.transport.send(self.target, &self.node, kind, body, timeout).await;
+        let reply = sent.map_err(|e| match e {
+            TransportError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+            TransportError::Timeout => {
+                RPCError::Timeout(Timeout { action: kind.rpc_type(), id: from, target: self.target, timeout })
+            }
+            TransportError::Remote(_) => network_error(&e),
+        })?;
+        let decoded: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode("raft rpc reply", &reply, MAX_RPC_BYTES).map_err(|e| network_error(&e))?;
+        decoded
+            .map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+    }
+
+    fn short_timeout(&self, option: &RPCOption) -> Duration {
+        option.hard_ttl().min(self.rpc_timeout)
+    }
+}
+
+fn network_error<E: std::error::Error + 'static, F: std::error::Error>(
+    e: &E,
+) -> RPCError<NodeId, Node, RaftError<NodeId, F>> {
+    RPCError::Network(NetworkError::from(AnyError::new(e)))
+}
+
+impl<T: RaftTransport> RaftNetwork<TypeConfig> for PeerNetwork<T> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, Infallible> {
+        let from = rpc.vote.leader_id().voted_for().unwrap_or_default();
+        self.call(RpcKind::AppendEntries, from, &rpc, self.short_timeout(&option)).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        let from = rpc.vote.leader_id().voted_for().unwrap_or_default();
+        self.call(RpcKind::InstallSnapshot, from, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, Infallible> {
+        let from = rpc.vote.leader_id().voted_for().unwrap_or_default();
+        self.call(RpcKind::Vote, from, &rpc, self.short_timeout(&option)).await
+    }
+}
+
+/// Serves one incoming Raft RPC: decodes `body`, hands it to `raft`, encodes the result.
+///
+/// Raft-level errors (e.g. the node is shutting down) are part of the encoded reply; `Err` means
+/// the body did not decode (`Error::BadRequest`) or the reply did not encode.
+pub async fn serve_rpc(raft: &Raft, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>, Error> {
+    match kind {
+        RpcKind::AppendEntries => encode_reply(&raft.append_entries(decode_request(body)?).await),
+        RpcKind::Vote => encode_reply(&raft.vote(decode_request(body)?).await),
+        RpcKind::InstallSnapshot => encode_reply(&raft.install_snapshot(decode_request(body)?).await),
+    }
+}
+
+fn decode_request<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    codec::decode("raft rpc", body, MAX_RPC_BYTES).map_err(|e| Error::BadRequest(e.to_string()))
+}
+
+fn encode_reply<T: Serialize>(reply: &T) -> Result<Vec<u8>, Error> {
+    codec::encode("raft rpc reply", reply, MAX_RPC_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::sync::Mutex;
+
+    use monsys_proto::Settings;
+
+    use super::*;
+    use crate::{Command, StateReader, storage};
+
+    /// In-process transport: calls `serve_rpc` on the target's `Raft`; unknown targets are
+    /// unreachable.
+    #[derive(Default)]
+    struct Router {
+        nodes: Mutex<HashMap<NodeId, Raft>>,
+    }
+
+    impl RaftTransport for Router {
+        fn send(
+            &self,
+            target: NodeId,
+            _node: &Node,
+            kind: RpcKind,
+            body: Vec<u8>,
+            timeout: Duration,
+        ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send {
+            let raft = self.nodes.lock().unwrap().get(&target).cloned();
+            async move {
+                let raft = raft.ok_or_else(|| TransportError::Unreachable(format!("node {target}")))?;
+                let served = tokio::time::timeout(timeout, serve_rpc(&raft, kind, &body)).await;
+                served
+                    .map_err(|_| TransportError::Timeout)?
+                    .map_err(|e| TransportError::Remote(e.to_string()))
+            }
+        }
+    }
+
+    fn node(id: NodeId) -> Node {
+        Node { api_addr: format!("n{id}:1"), gossip_addr: format!("n{id}:2") }
+    }
+
+    fn options() -> Options {
+        Options {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_every_entries: 10,
+            keep_logs_behind_snapshot: 0,
+            snapshot_chunk_bytes: 64,
+            install_snapshot_timeout_ms: 2000,
+            ..Options::default()
+        }
+    }
+
+    async fn start(router: &Arc<Router>, id: NodeId, dir: &std::path::Path) -> (Raft, StateReader) {
+        let opts = options();
+        let s = storage::open(dir, &opts).await.unwrap();
+        let config = Arc::new(opts.to_config("test").unwrap());
+        let net = NetworkFactory::new(router.clone(), &opts);
+        let raft = Raft::new(id, config, net, s.log, s.sm).await.unwrap();
+        router.nodes.lock().unwrap().insert(id, raft.clone());
+        (raft, s.reader)
+    }
+
+    fn put(n: u32) -> Command {
+        let settings = Settings { refresh_interval_secs: n, ..Settings::default() };
+        Command::PutSettings { tenant: "t".into(), expected_revision: None, settings, at_ms: u64::from(n) }
+    }
+
+    #[test]
+    fn path_segments_round_trip() {
+        for kind in [RpcKind::AppendEntries, RpcKind::Vote, RpcKind::InstallSnapshot] {
+            assert_eq!(RpcKind::from_path_segment(kind.path_segment()), Some(kind));
+        }
+        assert_eq!(RpcKind::from_path_segment("nope"), None);
+    }
+
+    #[tokio::test]
+    async fn down_peers_are_unreachable_not_network_errors() {
+        let mut factory = NetworkFactory::new(Arc::new(Router::default()), &Options::default());
+        let mut net = factory.new_client(9, &node(9)).await;
+        let req = VoteRequest { vote: openraft::Vote::new(1, 1), last_log_id: None };
+        let err = net.vote(req, RPCOption::new(Duration::from_secs(1))).await.unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+    }
+
+    /// A 3-node cluster over `serve_rpc`: writes replicate, and nodes added after the leader
+    /// purged its log catch up through a chunked snapshot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cluster_replicates_and_catches_up_by_snapshot() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let router = Arc::new(Router::default());
+        let (r1, reader1) = start(&router, 1, dirs[0].path()).await;
+        r1.initialize(BTreeMap::from([(1, node(1))])).await.unwrap();
+        let wait = Some(Duration::from_secs(10));
+        r1.wait(wait).current_leader(1, "leader elected").await.unwrap();
+
+        for n in 1..=25 {
+            r1.client_write(put(n)).await.unwrap();
+        }
+        let m = r1.wait(wait).metrics(|m| m.purged.is_some(), "log purged behind a snapshot").await.unwrap();
+        let purged = m.purged.unwrap().index;
+
+        let (r2, reader2) = start(&router, 2, dirs[1].path()).await;
+        let (r3, reader3) = start(&router, 3, dirs[2].path()).await;
+        r1.add_learner(2, node(2), true).await.unwrap();
+        r1.add_learner(3, node(3), true).await.unwrap();
+        r1.change_membership(BTreeSet::from([1, 2, 3]), false).await.unwrap();
+        let last = r1.client_write(put(26)).await.unwrap().log_id.index;
+
+        for (raft, name) in [(&r2, "n2"), (&r3, "n3")] {
+            let m = raft.wait(wait).applied_index_at_least(Some(last), name).await.unwrap();
+            assert!(m.snapshot.is_some_and(|s| s.index >= purged), "{name} did not install a snapshot");
+        }
+        for reader in [&reader1, &reader2, &reader3] {
+            let doc = reader.settings("t").unwrap();
+            assert_eq!((doc.revision, doc.settings.refresh_interval_secs), (26, 26));
+        }
+        for raft in [r1, r2, r3] {
+            raft.shutdown().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_rpc_bodies_are_bad_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raft, _) = start(&Arc::new(Router::default()), 1, dir.path()).await;
+        let err = serve_rpc(&raft, RpcKind::Vote, b"\x01\x02").await.unwrap_err();
+        assert!(err.is_bad_request(), "{err}");
+        raft.shutdown().await.unwrap();
+    }
+}

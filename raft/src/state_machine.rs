@@ -1,0 +1,558 @@
+//! The replicated state machine on sled (openraft v2 `RaftStateMachine`) and its reader.
+//!
+//! Layout: tree `sm_meta` holds `last_applied`, `membership` and the `installing` marker; tree
+//! `sm_data` holds the application state keyed by tenant (`settings/<tenant>`) plus cluster-wide
+//! keys (`admin/token_sha256`). Values use `codec::encode_value`.
+//!
+//! Invariants:
+//! - Each entry is applied in one sled transaction over (`sm_meta`, `sm_data`): its effect,
+//!   `last_applied` and, for membership entries, the membership move together.
+//! - `apply` is deterministic: it reads only the entry and the trees (timestamps come from the
+//!   proposer). Refusals are `CommandResult::Rejected`, never errors; errors are disk or format
+//!   failures and stop the node. Changing validation rules changes apply results, so a rule
+//!   change needs a new command variant (see `command`), not an edit of `Settings::validate`.
+//! - `apply` does not fsync. A crash can lose the last applied entries, but only as a whole
+//!   (transactions) and never past durable state: the log is durable up to `committed`, and
+//!   openraft re-applies from `last_applied` on restart. Logs are purged only behind a snapshot,
+//!   and building or installing a snapshot *does* `durable_flush` the state machine; if a snapshot
+//!   is still ahead of `last_applied` on open, `StateMachineStore::recover` loads it.
+//! - Snapshots are our own files (`snapshot`), never sled values. Installing one clears
+//!   `sm_data` before loading it (openraft's old sledstore did not, so deleted keys survived).
+//!   The install sets the `installing` marker durably first; a crash mid-load reloads on open.
+//!
+//! Consistency trade-offs:
+//! - sled has no point-in-time read view, so the snapshot dump happens in
+//!   `get_snapshot_builder`, which openraft 0.9 runs on the state-machine worker, serially with
+//!   `apply`: applying stalls while the dump is written (not while it is fsynced). Fine while the
+//!   state is small; a big state needs a store with snapshots (or a copy-on-write export).
+//! - While a snapshot is being installed, [`StateReader`] can observe a partially loaded state.
+//!   Only followers install snapshots, and their reads are stale anyway; linearizable reads go
+//!   through the leader.
+
+use std::io::{BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use monsys_proto::{Settings, SettingsDoc};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, StorageError,
+    StoredMembership,
+};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, ConflictableTransactionResult, TransactionalTree};
+
+use crate::codec;
+use crate::durable::{AtomicFile, Durable};
+use crate::error::StorageResultExt;
+use crate::snapshot::{Meta, SnapshotDir, SnapshotReader, SnapshotWriter};
+use crate::{Command, CommandResult, Error, Node, NodeId, Rejection, TypeConfig};
+
+const KEY_LAST_APPLIED: &[u8] = b"last_applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const KEY_INSTALLING: &[u8] = b"installing";
+const KEY_ADMIN_TOKEN: &[u8] = b"admin/token_sha256";
+/// Tree id of `sm_data` in snapshot records.
+const TREE_DATA: u8 = 0;
+/// Records per sled batch when loading a snapshot.
+const LOAD_BATCH: usize = 1024;
+
+type Membership = StoredMembership<NodeId, Node>;
+
+fn settings_key(tenant: &str) -> Vec<u8> {
+    format!("settings/{tenant}").into_bytes()
+}
+
+fn default_doc(tenant: &str) -> SettingsDoc {
+    SettingsDoc { tenant: tenant.to_string(), revision: 0, updated_at_ms: 0, settings: Settings::default() }
+}
+
+fn decode_doc(tenant: &str, raw: Option<impl AsRef<[u8]>>) -> Result<SettingsDoc, Error> {
+    raw.map_or_else(|| Ok(default_doc(tenant)), |v| codec::decode_value("settings", v.as_ref()))
+}
+
+fn decode_last_applied(raw: Option<impl AsRef<[u8]>>) -> Result<Option<LogId<NodeId>>, Error> {
+    Ok(raw
+        .map(|v| codec::decode_value::<Option<LogId<NodeId>>>("last applied", v.as_ref()))
+        .transpose()?
+        .flatten())
+}
+
+/// Read access to the applied state. Cheap to clone; reads are local (possibly stale).
+#[derive(Clone)]
+pub struct StateReader {
+    meta: sled::Tree,
+    data: sled::Tree,
+}
+
+impl StateReader {
+    /// The tenant's settings; defaults with revision 0 if never written.
+    pub fn settings(&self, tenant: &str) -> Result<SettingsDoc, Error> {
+        decode_doc(tenant, self.data.get(settings_key(tenant))?)
+    }
+
+    /// SHA-256 of the cluster admin token, once initialised.
+    pub fn admin_token_sha256(&self) -> Result<Option<[u8; 32]>, Error> {
+        self.data.get(KEY_ADMIN_TOKEN)?.map(|v| codec::decode_value("admin token", &v)).transpose()
+    }
+
+    /// Id of the last entry applied to this replica.
+    pub fn last_applied(&self) -> Result<Option<LogId<NodeId>>, Error> {
+        decode_last_applied(self.meta.get(KEY_LAST_APPLIED)?)
+    }
+}
+
+/// Applies one command inside the apply transaction.
+fn apply_command(
+    data: &TransactionalTree,
+    cmd: &Command,
+) -> ConflictableTransactionResult<CommandResult, Error> {
+    match cmd {
+        Command::Noop => Ok(CommandResult::Ok),
+        Command::PutSettings { tenant, expected_revision, settings, at_ms } => {
+            let key = settings_key(tenant);
+            let current = decode_doc(tenant, data.get(&key)?).map_err(ConflictableTransactionError::Abort)?;
+            if let Some(expected) = expected_revision.filter(|r| *r != current.revision) {
+                tracing::debug!(%tenant, expected, current = current.revision, "settings revision mismatch");
+                return Ok(CommandResult::Rejected(Rejection::RevisionMismatch {
+                    current: current.revision,
+                }));
+            }
+            if let Err(errors) = settings.validate() {
+                let msg: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+                return Ok(CommandResult::Rejected(Rejection::Invalid(msg.join("; "))));
+            }
+            let doc = SettingsDoc {
+                tenant: tenant.clone(),
+                revision: current.revision + 1,
+                updated_at_ms: *at_ms,
+                settings: settings.clone(),
+            };
+            let value = codec::encode_value("settings", &doc).map_err(ConflictableTransactionError::Abort)?;
+            data.insert(key, value)?;
+            Ok(CommandResult::Settings(doc))
+        }
+        Command::InitAdminToken { sha256 } => {
+            if data.get(KEY_ADMIN_TOKEN)?.is_some() {
+                return Ok(CommandResult::Rejected(Rejection::AlreadyInitialized));
+            }
+            let value =
+                codec::encode_value("admin token", sha256).map_err(ConflictableTransactionError::Abort)?;
+            data.insert(KEY_ADMIN_TOKEN, value)?;
+            Ok(CommandResult::Ok)
+        }
+    }
+}
+
+/// The state machine store handed to openraft.
+pub struct StateMachineStore {
+    meta: sled::Tree,
+    data: sled::Tree,
+    durable: Durable,
+    snapshots: Arc<SnapshotDir>,
+}
+
+impl StateMachineStore {
+    pub(crate) fn new(meta: sled::Tree, data: sled::Tree, durable: Durable, snapshots: SnapshotDir) -> Self {
+        StateMachineStore { meta, data, durable, snapshots: Arc::new(snapshots) }
+    }
+
+    /// A reader over the same trees.
+    pub fn reader(&self) -> StateReader {
+        StateReader { meta: self.meta.clone(), data: self.data.clone() }
+    }
+
+    /// Loads the newest snapshot if it is ahead of the applied state or an install was cut short.
+    pub(crate) async fn recover(&self) -> Result<(), Error> {
+        let installing = self.meta.contains_key(KEY_INSTALLING)?;
+        let latest = self.snapshots.latest()?;
+        let applied = self.reader().last_applied()?;
+        match latest {
+            None if installing => Err(Error::Corrupt("snapshot install marker without a snapshot".into())),
+            None => Ok(()),
+            Some((path, meta)) if installing || meta.last_log_id > applied => {
+                tracing::warn!(snapshot = %meta, ?applied, installing, "state machine behind snapshot; reloading");
+                self.load_snapshot(path, &meta).await
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn membership(&self) -> Result<Membership, Error> {
+        let raw = self.meta.get(KEY_MEMBERSHIP)?;
+        Ok(raw.map(|v| codec::decode_value("membership", &v)).transpose()?.unwrap_or_default())
+    }
+
+    fn apply_entry(&self, entry: &Entry<TypeConfig>) -> Result<CommandResult, Error> {
+        let applied = codec::encode_value("last applied", &Some(entry.log_id))?;
+        let membership = match &entry.payload {
+            EntryPayload::Membership(m) => {
+                Some(codec::encode_value("membership", &Membership::new(Some(entry.log_id), m.clone()))?)
+            }
+            _ => None,
+        };
+        let result = (&self.meta, &self.data).transaction(|(meta, data)| {
+            meta.insert(KEY_LAST_APPLIED, applied.as_slice())?;
+            if let Some(m) = &membership {
+                meta.insert(KEY_MEMBERSHIP, m.as_slice())?;
+            }
+            match &entry.payload {
+                EntryPayload::Normal(cmd) => apply_command(data, cmd),
+                EntryPayload::Blank | EntryPayload::Membership(_) => Ok(CommandResult::Ok),
+            }
+        })?;
+        Ok(result)
+    }
+
+    /// Writes the dump of the current state to a new temp snapshot file (not yet synced).
+    async fn dump(&self) -> Result<Prepared, Error> {
+        let last_log_id = self.reader().last_applied()?;
+        let (generation, path) = self.snapshots.allocate();
+        let meta = Meta {
+            last_log_id,
+            last_membership: self.membership()?,
+            snapshot_id: snapshot_id(last_log_id, generation),
+        };
+        let data = self.data.clone();
+        let (file, meta) = blocking(move || {
+            let mut file = AtomicFile::create(&path)?;
+            let mut w = SnapshotWriter::new(file.writer(), &meta)?;
+            for kv in data.iter() {
+                let (k, v) = kv?;
+                w.record(TREE_DATA, &k, &v)?;
+            }
+            w.finish()?;
+            Ok((file, meta))
+        })
+        .await?;
+        Ok(Prepared { file, meta })
+    }
+
+    /// Replaces the state with the snapshot at `path` (already published).
+    async fn load_snapshot(&self, path: PathBuf, meta: &Meta) -> Result<(), Error> {
+        self.meta.insert(KEY_INSTALLING, codec::encode_value("install marker", &meta.snapshot_id)?)?;
+        self.durable.durable_flush().await?;
+        let data = self.data.clone();
+        blocking(move || load_records(&path, &data)).await?;
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_LAST_APPLIED, codec::encode_value("last applied", &meta.last_log_id)?);
+        batch.insert(KEY_MEMBERSHIP, codec::encode_value("membership", &meta.last_membership)?);
+        batch.remove(KEY_INSTALLING);
+        self.meta.apply_batch(batch)?;
+        self.durable.durable_flush().await
+    }
+
+    /// Verifies the received snapshot against `meta` and publishes a copy as the current one.
+    async fn store_received(&self, mut file: std::fs::File, meta: &Meta) -> Result<PathBuf, Error> {
+        let (_, dest) = self.snapshots.allocate();
+        let snapshots = self.snapshots.clone();
+        let expected = meta.clone();
+        blocking(move || {
+            file.seek(SeekFrom::Start(0))?;
+            let (mut reader, found) = SnapshotReader::open(BufReader::new(file))?;
+            if found != expected {
+                return Err(Error::Corrupt(format!("received snapshot is {found}, expected {expected}")));
+            }
+            let mut out = AtomicFile::create(&dest)?;
+            let mut w = SnapshotWriter::new(out.writer(), &expected)?;
+            while let Some(r) = reader.next_record()? {
+                w.record(r.tree, &r.key, &r.value)?;
+            }
+            w.finish()?.flush()?;
+            snapshots.publish(out)
+        })
+        .await
+    }
+}
+
+/// Clears `data` and loads every record of the snapshot at `path` into it.
+fn load_records(path: &Path, data: &sled::Tree) -> Result<(), Error> {
+    let (mut reader, _) = SnapshotReader::open(BufReader::new(std::fs::File::open(path)?))?;
+    data.clear()?;
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    while let Some(r) = reader.next_record()? {
+        if r.tree != TREE_DATA {
+            return Err(Error::Corrupt(format!("snapshot record for unknown tree {}", r.tree)));
+        }
+        batch.insert(r.key, r.value);
+        n += 1;
+        if n % LOAD_BATCH == 0 {
+            data.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    data.apply_batch(batch)?;
+    Ok(())
+}
+
+fn snapshot_id(last: Option<LogId<NodeId>>, generation: u64) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let (term, index) = last.map_or((0, 0), |l| (l.leader_id.term, l.index));
+    format!("{term}-{index}-{generation}-{nanos:x}")
+}
+
+/// Runs blocking file/sled work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(format!("blocking task failed: {e}"))))?
+}
+
+/// A dumped, not yet published snapshot.
+struct Prepared {
+    file: AtomicFile,
+    meta: Meta,
+}
+
+/// Publishes the snapshot dumped by `get_snapshot_builder`.
+pub struct SnapshotBuilder {
+    prepared: Option<Result<Prepared, Error>>,
+    durable: Durable,
+    snapshots: Arc<SnapshotDir>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let subject = || ErrorSubject::Snapshot(None);
+        let prepared =
+            self.prepared.take().unwrap_or_else(|| Err(Error::Corrupt("snapshot already built".into())));
+        let Prepared { file, meta } = prepared.sto(subject(), ErrorVerb::Write)?;
+        self.durable.durable_flush().await.sto(subject(), ErrorVerb::Write)?;
+        let snapshots = self.snapshots.clone();
+        let path = blocking(move || snapshots.publish(file)).await.sto(subject(), ErrorVerb::Write)?;
+        let file = std::fs::File::open(&path).map_err(Error::from).sto(subject(), ErrorVerb::Read)?;
+        tracing::info!(snapshot = %meta, "snapshot built");
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+        let applied = self.reader().last_applied().sto(ErrorSubject::StateMachine, ErrorVerb::Read)?;
+        let membership = self.membership().sto(ErrorSubject::StateMachine, ErrorVerb::Read)?;
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut results = Vec::new();
+        for entry in entries {
+            let result = self.apply_entry(&entry).sto(ErrorSubject::Apply(entry.log_id), ErrorVerb::Write)?;
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            prepared: Some(self.dump().await),
+            durable: self.durable.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        let file = tempfile::tempfile_in(self.snapshots.path()).map_err(Error::from);
+        let file = file.sto(ErrorSubject::Snapshot(None), ErrorVerb::Write)?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        tracing::info!(snapshot = %meta, "installing snapshot");
+        let file = snapshot.into_std().await;
+        let path = self.store_received(file, meta).await.sto(subject(), ErrorVerb::Write)?;
+        self.load_snapshot(path, meta).await.sto(subject(), ErrorVerb::Write)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let latest = self.snapshots.open_latest().sto(ErrorSubject::Snapshot(None), ErrorVerb::Read)?;
+        Ok(latest.map(|(meta, file)| Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use monsys_proto::Settings;
+    use openraft::testing::log_id;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::{Options, storage};
+
+    fn put(tenant: &str, expected_revision: Option<u64>, settings: Settings, at_ms: u64) -> Command {
+        Command::PutSettings { tenant: tenant.into(), expected_revision, settings, at_ms }
+    }
+
+    /// Applies `cmds` as entries with consecutive indexes after the last applied one.
+    async fn apply(sm: &mut StateMachineStore, cmds: Vec<Command>) -> Vec<CommandResult> {
+        let next = sm.reader().last_applied().unwrap().map_or(1, |l| l.index + 1);
+        let entries = cmds.into_iter().zip(next..).map(|(cmd, i)| Entry::<TypeConfig> {
+            log_id: log_id(1, 1, i),
+            payload: EntryPayload::Normal(cmd),
+        });
+        sm.apply(entries.collect::<Vec<_>>()).await.unwrap()
+    }
+
+    fn refresh(secs: u32) -> Settings {
+        Settings { refresh_interval_secs: secs, ..Settings::default() }
+    }
+
+    #[tokio::test]
+    async fn put_settings_is_a_compare_and_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+        let reader = sm.reader();
+        assert_eq!(reader.settings("t1").unwrap(), default_doc("t1"));
+
+        let results = apply(
+            &mut sm,
+            vec![
+                put("t1", Some(0), refresh(30), 1000),
+                put("t1", Some(0), refresh(40), 2000),
+                put("t1", None, refresh(0), 3000),
+                put("t1", Some(1), refresh(50), 4000),
+                put("t2", None, refresh(60), 5000),
+            ],
+        )
+        .await;
+
+        let doc1 =
+            SettingsDoc { tenant: "t1".into(), revision: 1, updated_at_ms: 1000, settings: refresh(30) };
+        let doc2 =
+            SettingsDoc { tenant: "t1".into(), revision: 2, updated_at_ms: 4000, settings: refresh(50) };
+        assert_eq!(results[0], CommandResult::Settings(doc1));
+        assert_eq!(results[1], CommandResult::Rejected(Rejection::RevisionMismatch { current: 1 }));
+        assert!(
+            matches!(&results[2], CommandResult::Rejected(Rejection::Invalid(m)) if m.contains("refresh_interval_secs")),
+            "{:?}",
+            results[2]
+        );
+        assert_eq!(results[3], CommandResult::Settings(doc2.clone()));
+        assert_eq!(reader.settings("t1").unwrap(), doc2);
+        assert_eq!(reader.settings("t2").unwrap().revision, 1);
+        assert_eq!(reader.last_applied().unwrap(), Some(log_id(1, 1, 5)));
+    }
+
+    #[tokio::test]
+    async fn admin_token_initialises_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+        let results = apply(
+            &mut sm,
+            vec![
+                Command::Noop,
+                Command::InitAdminToken { sha256: [1; 32] },
+                Command::InitAdminToken { sha256: [2; 32] },
+            ],
+        )
+        .await;
+        assert_eq!(
+            results,
+            vec![
+                CommandResult::Ok,
+                CommandResult::Ok,
+                CommandResult::Rejected(Rejection::AlreadyInitialized)
+            ]
+        );
+        assert_eq!(sm.reader().admin_token_sha256().unwrap(), Some([1; 32]));
+    }
+
+    #[tokio::test]
+    async fn installed_snapshot_replaces_the_whole_state() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = storage::open(dir_a.path(), &Options::default()).await.unwrap().sm;
+        let mut b = storage::open(dir_b.path(), &Options::default()).await.unwrap().sm;
+        apply(&mut a, vec![put("t1", None, refresh(30), 1), Command::InitAdminToken { sha256: [7; 32] }])
+            .await;
+        apply(&mut b, vec![put("only-on-b", None, refresh(99), 2)]).await;
+
+        let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(log_id(1, 1, 2)));
+
+        let mut incoming = b.begin_receiving_snapshot().await.unwrap();
+        let mut bytes = Vec::new();
+        let mut current = a.get_current_snapshot().await.unwrap().unwrap();
+        current.snapshot.read_to_end(&mut bytes).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut *incoming, &bytes).await.unwrap();
+        b.install_snapshot(&snap.meta, incoming).await.unwrap();
+
+        let (ra, rb) = (a.reader(), b.reader());
+        assert_eq!(rb.settings("only-on-b").unwrap(), default_doc("only-on-b"), "extra key survived");
+        assert_eq!(rb.settings("t1").unwrap(), ra.settings("t1").unwrap());
+        assert_eq!(rb.admin_token_sha256().unwrap(), Some([7; 32]));
+        assert_eq!(rb.last_applied().unwrap(), Some(log_id(1, 1, 2)));
+        assert_eq!(b.get_current_snapshot().await.unwrap().unwrap().meta, snap.meta);
+        assert_eq!(std::fs::read_dir(dir_b.path().join("snapshots")).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn corrupt_snapshot_is_refused_and_state_kept() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = storage::open(dir_a.path(), &Options::default()).await.unwrap().sm;
+        let mut b = storage::open(dir_b.path(), &Options::default()).await.unwrap().sm;
+        apply(&mut a, vec![put("t1", None, refresh(30), 1)]).await;
+        apply(&mut b, vec![put("t1", None, refresh(99), 2)]).await;
+        let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+
+        let mut bytes = Vec::new();
+        let mut current = a.get_current_snapshot().await.unwrap().unwrap();
+        current.snapshot.read_to_end(&mut bytes).await.unwrap();
+        bytes.truncate(bytes.len() - 1);
+        let mut incoming = b.begin_receiving_snapshot().await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut *incoming, &bytes).await.unwrap();
+
+        assert!(b.install_snapshot(&snap.meta, incoming).await.is_err());
+        assert_eq!(b.reader().settings("t1").unwrap().settings, refresh(99));
+        assert!(b.get_current_snapshot().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn open_reloads_a_snapshot_ahead_of_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+            apply(&mut sm, vec![put("t1", None, refresh(30), 1), Command::Noop]).await;
+            sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            // Simulate losing state-machine writes that never reached the disk.
+            sm.data.clear().unwrap();
+            sm.meta.remove(KEY_LAST_APPLIED).unwrap();
+            sm.durable.durable_flush().await.unwrap();
+        }
+        let reader = storage::open(dir.path(), &Options::default()).await.unwrap().reader;
+        assert_eq!(reader.settings("t1").unwrap().settings, refresh(30));
+        assert_eq!(reader.last_applied().unwrap(), Some(log_id(1, 1, 2)));
+    }
+
+    #[tokio::test]
+    async fn open_finishes_an_interrupted_install() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+            apply(&mut sm, vec![put("t1", None, refresh(30), 1)]).await;
+            sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            apply(&mut sm, vec![put("t1", None, refresh(40), 2)]).await;
+            // A crash mid-install leaves the marker and half-loaded data.
+            sm.meta.insert(KEY_INSTALLING, codec::encode_value("x", &"id").unwrap()).unwrap();
+            sm.data.insert(b"junk", b"x".as_slice()).unwrap();
+            sm.durable.durable_flush().await.unwrap();
+        }
+        let s = storage::open(dir.path(), &Options::default()).await.unwrap();
+        assert_eq!(s.reader.settings("t1").unwrap().settings, refresh(30));
+        assert_eq!(s.reader.last_applied().unwrap(), Some(log_id(1, 1, 1)));
+        assert!(!s.sm.meta.contains_key(KEY_INSTALLING).unwrap());
+        assert!(!s.sm.data.contains_key(b"junk").unwrap());
+    }
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The project's test command (README, CI): unit tests, storage conformance, in-process
+# multi-node cluster tests. Installs nothing on the host; uses cargo-nextest when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast --test-threads 2 --retries 0
+  # nextest does not run doctests
+  cargo test --workspace --doc --quiet
+else
+  cargo test --workspace --no-fail-fast -- --test-threads 2
+fi

@@ -1,0 +1,91 @@
+//! Cluster status and online membership changes.
+//!
+//! - `GET /api/v1/cluster` (admin): this node's view: Raft state, leader, term, applied index,
+//!   members with their gossip liveness and versions. A local read: it shows what *this* node
+//!   knows, which is what an operator debugging a node wants.
+//! - `POST /api/v1/cluster/members` (admin or cluster secret): add a node as learner, wait for it
+//!   to catch up, promote it to voter (unless `promote: false`). Leader-routed.
+//! - `POST /api/v1/cluster/members/{id}/promote` (admin): learner → voter. Leader-routed.
+//! - `DELETE /api/v1/cluster/members/{id}` (admin): remove a voter or learner. Leader-routed.
+//! - `GET /api/v1/cluster/placement/{kind}/{key}` (admin): which node owns an actor key now.
+//!
+//! Membership changes run one at a time (a lock on the leader) through openraft's joint consensus.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use monsys_actors::ActorKey;
+use monsys_proto::cluster::{ClusterStatus, JoinRequest};
+use serde_json::json;
+
+use super::extract::{AdminAuth, ClusterAuth, JsonBody};
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::routing::owner;
+
+/// `GET /api/v1/cluster`.
+pub async fn status(State(hub): State<Hub>, _: AdminAuth) -> Json<ClusterStatus> {
+    Json(hub.status())
+}
+
+/// `POST /api/v1/cluster/members`.
+pub async fn add(
+    State(hub): State<Hub>,
+    _: ClusterAuth,
+    JsonBody(req): JsonBody<JoinRequest>,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    validate_addr("api_addr", &req.api_addr)?;
+    validate_addr("gossip_addr", &req.gossip_addr)?;
+    Ok(Json(hub.add_member(req).await?))
+}
+
+/// `POST /api/v1/cluster/members/{id}/promote`.
+pub async fn promote(
+    State(hub): State<Hub>,
+    _: AdminAuth,
+    Path(id): Path<u64>,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    Ok(Json(hub.promote_member(id).await?))
+}
+
+/// `DELETE /api/v1/cluster/members/{id}`.
+pub async fn remove(
+    State(hub): State<Hub>,
+    _: AdminAuth,
+    Path(id): Path<u64>,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    Ok(Json(hub.remove_member(id).await?))
+}
+
+/// `GET /api/v1/cluster/placement/{kind}/{key}`.
+pub async fn placement(
+    State(hub): State<Hub>,
+    _: AdminAuth,
+    Path((kind, key)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let key = match kind.as_str() {
+        "agent" => ActorKey::Agent(key),
+        "console" => ActorKey::Console(key),
+        other => return Err(ApiError::NotFound(format!("unknown actor kind {other:?} (agent, console)"))),
+    };
+    let view = owner::view(&hub);
+    let ranked = view.ranked(&key);
+    Ok(Json(json!({
+        "key": key.to_string(),
+        "owner": ranked.first(),
+        "successors": ranked.iter().skip(1).collect::<Vec<_>>(),
+        "epoch": view.epoch(),
+    })))
+}
+
+fn validate_addr(field: &str, addr: &str) -> Result<(), ApiError> {
+    let ok =
+        addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(vec![monsys_proto::settings::FieldError {
+            field: field.to_string(),
+            message: format!("expected host:port, got {addr:?}"),
+        }]))
+    }
+}

@@ -1,0 +1,34 @@
+//! Node-to-node routes under `/internal/v1`, authenticated with the cluster secret.
+//!
+//! `POST /internal/v1/raft/{append|vote|snapshot}` carries openraft RPCs as opaque bytes; the
+//! `monsys-raft` crate encodes and decodes them. A bad or missing secret gets 401 before the body
+//! is looked at, so nothing is applied.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use monsys_raft::network::{RpcKind, serve_rpc};
+
+use super::extract::PeerAuth;
+use crate::error::ApiError;
+use crate::hub::Hub;
+
+/// `POST /internal/v1/raft/{kind}`.
+pub async fn raft_rpc(
+    State(hub): State<Hub>,
+    _: PeerAuth,
+    Path(kind): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let kind = RpcKind::from_path_segment(&kind)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown raft rpc {kind:?}")))?;
+    let reply = serve_rpc(&hub.raft, kind, &body).await.map_err(|e| {
+        if e.is_bad_request() {
+            ApiError::BadRequest(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response())
+}

@@ -1,0 +1,93 @@
+//! `GET/PUT /api/v1/settings`: the tenant's settings, a compare-and-set register.
+//!
+//! Consistency: `GET` is linearizable by default (served by the leader after a read-index
+//! barrier); `GET ?consistency=local` answers from the receiving node's applied state, which may
+//! be stale by the replication lag. `PUT` returns once the write is committed on a quorum.
+//! Both answer with `ETag: "<revision>"`; `PUT` with `If-Match: "<revision>"` is applied only if
+//! the stored revision still equals it (else 412 and nothing changes).
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use monsys_proto::{DEFAULT_TENANT, Settings, SettingsDoc};
+use monsys_raft::{Command, CommandResult, Rejection};
+use serde::Deserialize;
+
+use super::extract::{AdminAuth, IfMatch, JsonBody};
+use crate::error::ApiError;
+use crate::hub::Hub;
+
+/// Query of reads: `consistency=linearizable|local` (`stale` is an alias of `local`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadQuery {
+    /// Requested read consistency.
+    #[serde(default)]
+    pub consistency: Consistency,
+}
+
+/// Read consistency levels.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Read-index through the leader.
+    #[default]
+    Linearizable,
+    /// This node's applied state.
+    #[serde(alias = "stale")]
+    Local,
+}
+
+/// `GET /api/v1/settings`.
+pub async fn get(
+    State(hub): State<Hub>,
+    _: AdminAuth,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if query.consistency == Consistency::Linearizable {
+        hub.linearizable_barrier().await?;
+    }
+    let doc = hub.reader.settings(DEFAULT_TENANT)?;
+    Ok(with_etag(doc))
+}
+
+/// `PUT /api/v1/settings`.
+pub async fn put(
+    State(hub): State<Hub>,
+    _: AdminAuth,
+    IfMatch(expected): IfMatch,
+    JsonBody(settings): JsonBody<Settings>,
+) -> Result<Response, ApiError> {
+    settings.validate().map_err(ApiError::Validation)?;
+    let cmd = Command::PutSettings {
+        tenant: DEFAULT_TENANT.to_string(),
+        expected_revision: expected,
+        settings,
+        at_ms: now_ms(),
+    };
+    match hub.write(cmd).await? {
+        CommandResult::Settings(doc) => Ok(with_etag(doc)),
+        CommandResult::Rejected(Rejection::RevisionMismatch { current }) => {
+            Err(ApiError::RevisionMismatch { current })
+        }
+        CommandResult::Rejected(Rejection::Invalid(msg)) => Err(ApiError::BadRequest(msg)),
+        other => Err(ApiError::Internal(format!("unexpected result of PutSettings: {other:?}"))),
+    }
+}
+
+fn with_etag(doc: SettingsDoc) -> Response {
+    let etag = HeaderValue::from_str(&format!("\"{}\"", doc.revision)).expect("digits are a valid header");
+    let mut resp = Json(doc).into_response();
+    resp.headers_mut().insert(header::ETAG, etag);
+    resp
+}
+
+/// Wall clock in unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

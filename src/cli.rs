@@ -1,0 +1,103 @@
+//! Command-line interface: `monsys hub`, `monsys ctl …`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+/// monsys: highly available hub cluster for fleet monitoring and emergency access.
+#[derive(Debug, Parser)]
+#[command(name = "monsys", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+/// The roles of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run a hub node (with no flags: a single-node cluster on 127.0.0.1:8080, data in ./monsys-data).
+    Hub(HubArgs),
+    /// Operate a running cluster through its API.
+    Ctl(crate::ctl::CtlArgs),
+}
+
+/// Flags of `monsys hub`; each overrides the config file and has a `MONSYS_*` variable.
+#[derive(Debug, Args)]
+pub struct HubArgs {
+    /// TOML config file (see config/monsys.example.toml).
+    #[arg(long, env = "MONSYS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Raft node id (default: generated on first start).
+    #[arg(long, env = "MONSYS_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// HTTP listen address.
+    #[arg(long, env = "MONSYS_API_ADDR")]
+    pub api_addr: Option<std::net::SocketAddr>,
+    /// HTTP address other nodes use to reach this one (host:port).
+    #[arg(long, env = "MONSYS_ADVERTISE_API_ADDR")]
+    pub advertise_api_addr: Option<String>,
+    /// UDP gossip listen address.
+    #[arg(long, env = "MONSYS_GOSSIP_ADDR")]
+    pub gossip_addr: Option<std::net::SocketAddr>,
+    /// Gossip address other nodes use to reach this one (host:port).
+    #[arg(long, env = "MONSYS_ADVERTISE_GOSSIP_ADDR")]
+    pub advertise_gossip_addr: Option<String>,
+    /// Extra gossip seed (host:port); repeatable.
+    #[arg(long = "seed", env = "MONSYS_GOSSIP_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// Data directory.
+    #[arg(long, env = "MONSYS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Join the cluster of this node on first start (e.g. http://10.0.0.1:8080).
+    #[arg(long, env = "MONSYS_JOIN")]
+    pub join: Option<String>,
+    /// Cluster secret shared by all nodes (default: generated into the data dir).
+    #[arg(long, env = "MONSYS_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Admin token to install on first start instead of a random one.
+    #[arg(long, env = "MONSYS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+impl HubArgs {
+    /// The effective configuration: defaults < file < environment/flags.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if self.node_id.is_some() {
+            c.node_id = self.node_id;
+        }
+        if let Some(a) = self.api_addr {
+            c.api_addr = a;
+        }
+        if let Some(a) = self.gossip_addr {
+            c.gossip_addr = a;
+        }
+        if self.advertise_api_addr.is_some() {
+            c.advertise_api_addr = self.advertise_api_addr;
+        }
+        if self.advertise_gossip_addr.is_some() {
+            c.advertise_gossip_addr = self.advertise_gossip_addr;
+        }
+        c.gossip_seeds.extend(self.seeds.into_iter().filter(|s| !s.is_empty()));
+        if let Some(d) = self.data_dir {
+            c.data_dir = d;
+        }
+        if self.join.is_some() {
+            c.join = self.join;
+        }
+        if self.cluster_secret.is_some() {
+            c.cluster_secret = self.cluster_secret;
+        }
+        if self.admin_token.is_some() {
+            c.admin_token = self.admin_token;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}

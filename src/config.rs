@@ -1,0 +1,152 @@
+//! Hub configuration: one documented struct, from a TOML file with flags and `MONSYS_*`
+//! environment variables on top (see `config/monsys.example.toml` for every key).
+//!
+//! Precedence: built-in defaults < config file < environment < command-line flags (clap reads
+//! the environment variables of the flags it defines). Validated once in [`Config::validate`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Configuration of a hub node.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Raft node id. When unset, a random id is generated on first start and kept in the data dir.
+    pub node_id: Option<u64>,
+    /// Listen address of the HTTP API, the WebSocket endpoints and the internal peer routes.
+    pub api_addr: SocketAddr,
+    /// `host:port` other nodes use to reach this node's HTTP port (default: `api_addr`).
+    pub advertise_api_addr: Option<String>,
+    /// UDP listen address of gossip.
+    pub gossip_addr: SocketAddr,
+    /// `host:port` other nodes use to gossip with this node (default: `gossip_addr`).
+    pub advertise_gossip_addr: Option<String>,
+    /// Extra gossip seeds (`host:port`). Members of the Raft configuration are always seeds.
+    pub gossip_seeds: Vec<String>,
+    /// Gossip round interval, milliseconds.
+    pub gossip_interval_ms: u64,
+    /// Directory of the Raft log, state machine and snapshots.
+    pub data_dir: PathBuf,
+    /// Cluster name; nodes of different clusters ignore each other's gossip.
+    pub cluster_name: String,
+    /// Shared secret authenticating node-to-node traffic. When unset, it is read from
+    /// `<data_dir>/cluster.secret`, which is generated on first start.
+    pub cluster_secret: Option<String>,
+    /// URL of any node of an existing cluster to join on first start (e.g. `http://10.0.0.1:8080`).
+    pub join: Option<String>,
+    /// Admin token to install on first start instead of a random one (automation, containers).
+    pub admin_token: Option<String>,
+    /// Largest accepted request body on the public API, bytes.
+    pub max_body_bytes: usize,
+    /// Timeout of a request forwarded to another node, milliseconds.
+    pub forward_timeout_ms: u64,
+    /// A follower whose applied index trails its log by more than this is not ready.
+    pub ready_max_lag_entries: u64,
+    /// Raft and storage tunables.
+    pub raft: monsys_raft::Options,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: None,
+            api_addr: "127.0.0.1:8080".parse().expect("static addr"),
+            advertise_api_addr: None,
+            gossip_addr: "127.0.0.1:7946".parse().expect("static addr"),
+            advertise_gossip_addr: None,
+            gossip_seeds: Vec::new(),
+            gossip_interval_ms: 300,
+            data_dir: PathBuf::from("./monsys-data"),
+            cluster_name: "monsys".to_string(),
+            cluster_secret: None,
+            join: None,
+            admin_token: None,
+            max_body_bytes: 1024 * 1024,
+            forward_timeout_ms: 5000,
+            ready_max_lag_entries: 1000,
+            raft: monsys_raft::Options::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+    }
+
+    /// Checks values that would otherwise fail late and obscurely.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.node_id != Some(0), "node_id must not be 0");
+        anyhow::ensure!(!self.cluster_name.is_empty(), "cluster_name must not be empty");
+        anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
+        anyhow::ensure!(self.gossip_interval_ms >= 10, "gossip_interval_ms must be at least 10");
+        if let Some(secret) = &self.cluster_secret {
+            anyhow::ensure!(secret.len() >= 16, "cluster_secret must be at least 16 characters");
+        }
+        if let Some(url) = &self.join {
+            anyhow::ensure!(url.starts_with("http://"), "join must be an http:// URL, got {url}");
+        }
+        let r = &self.raft;
+        anyhow::ensure!(
+            r.heartbeat_ms < r.election_timeout_min_ms
+                && r.election_timeout_min_ms < r.election_timeout_max_ms,
+            "raft timeouts must satisfy heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms"
+        );
+        Ok(())
+    }
+
+    /// The address peers use for this node's HTTP port.
+    pub fn advertised_api_addr(&self) -> String {
+        self.advertise_api_addr.clone().unwrap_or_else(|| self.api_addr.to_string())
+    }
+
+    /// The address peers use for this node's gossip port.
+    pub fn advertised_gossip_addr(&self) -> String {
+        self.advertise_gossip_addr.clone().unwrap_or_else(|| self.gossip_addr.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_single_node_quick_start() {
+        let c = Config::default();
+        assert_eq!(c.api_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.gossip_addr.to_string(), "127.0.0.1:7946");
+        assert_eq!(c.data_dir, PathBuf::from("./monsys-data"));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn example_config_documents_the_defaults() {
+        let example: Config = toml::from_str(include_str!("../config/monsys.example.toml")).unwrap();
+        assert_eq!(example, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("api_adr = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let c: Config = toml::from_str("api_addr = \"0.0.0.0:9000\"\n[raft]\nheartbeat_ms = 50\n").unwrap();
+        assert_eq!(c.api_addr.port(), 9000);
+        assert_eq!(c.raft.heartbeat_ms, 50);
+        assert_eq!(c.raft.election_timeout_min_ms, monsys_raft::Options::default().election_timeout_min_ms);
+    }
+
+    #[test]
+    fn bad_timeouts_fail_validation() {
+        let mut c = Config::default();
+        c.raft.heartbeat_ms = 5000;
+        assert!(c.validate().is_err());
+    }
+}

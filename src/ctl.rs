@@ -1,0 +1,165 @@
+//! `monsys ctl`: the operator CLI, a thin client of the HTTP API (any node will do).
+//!
+//! Exit status: 0 on success, 1 when the API answered with an error (its JSON body is printed
+//! on stderr), 2 on usage errors (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+/// Flags shared by every `ctl` command.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Base URL of any node.
+    #[arg(long, env = "MONSYS_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub url: String,
+    /// Admin token.
+    #[arg(long, env = "MONSYS_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `ctl` commands.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Cluster membership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Tenant settings.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+    /// Liveness and readiness of the node at --url.
+    Health,
+}
+
+/// `ctl cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members, leader, term, applied index and versions, as the node at --url sees them.
+    Status,
+    /// Add a node (learner, catch up, then voter unless --no-promote).
+    Add {
+        /// Raft id of the new node (its data dir's `node_id`).
+        #[arg(long)]
+        id: u64,
+        /// Its HTTP address, host:port.
+        #[arg(long)]
+        api_addr: String,
+        /// Its gossip address, host:port.
+        #[arg(long)]
+        gossip_addr: String,
+        /// Keep it a learner.
+        #[arg(long)]
+        no_promote: bool,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        /// Raft id.
+        id: u64,
+    },
+    /// Promote a learner to voter.
+    Promote {
+        /// Raft id.
+        id: u64,
+    },
+}
+
+/// `ctl settings …`.
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Print the settings (linearizable read).
+    Get,
+    /// Replace the settings with a JSON file; with --revision, only if unchanged since.
+    Put {
+        /// JSON file with the full settings document.
+        file: PathBuf,
+        /// Expected revision (compare-and-set).
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+}
+
+/// Runs a `ctl` command; returns the process exit code.
+pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
+    let client = Client {
+        http: reqwest::Client::new(),
+        url: args.url.trim_end_matches('/').to_string(),
+        token: args.token,
+    };
+    let result = match args.command {
+        CtlCommand::Health => client.call(reqwest::Method::GET, "/api/v1/ready", None, None).await,
+        CtlCommand::Cluster(ClusterCommand::Status) => {
+            client.call(reqwest::Method::GET, "/api/v1/cluster", None, None).await
+        }
+        CtlCommand::Cluster(ClusterCommand::Add { id, api_addr, gossip_addr, no_promote }) => {
+            let body = serde_json::json!({ "id": id, "api_addr": api_addr, "gossip_addr": gossip_addr, "promote": !no_promote });
+            client.call(reqwest::Method::POST, "/api/v1/cluster/members", Some(body), None).await
+        }
+        CtlCommand::Cluster(ClusterCommand::Remove { id }) => {
+            client.call(reqwest::Method::DELETE, &format!("/api/v1/cluster/members/{id}"), None, None).await
+        }
+        CtlCommand::Cluster(ClusterCommand::Promote { id }) => {
+            client
+                .call(reqwest::Method::POST, &format!("/api/v1/cluster/members/{id}/promote"), None, None)
+                .await
+        }
+        CtlCommand::Settings(SettingsCommand::Get) => {
+            client.call(reqwest::Method::GET, "/api/v1/settings", None, None).await
+        }
+        CtlCommand::Settings(SettingsCommand::Put { file, revision }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let body: Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
+            client.call(reqwest::Method::PUT, "/api/v1/settings", Some(body), revision).await
+        }
+    }?;
+    match result {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+        Err(v) => {
+            eprintln!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(1)
+        }
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// `Ok(Ok(body))` on 2xx, `Ok(Err(body))` on an API error, `Err` when the node is unreachable.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<u64>,
+    ) -> anyhow::Result<Result<Value, Value>> {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(rev) = if_match {
+            req = req.header("if-match", format!("\"{rev}\""));
+        }
+        let resp = req.send().await.map_err(|e| anyhow::anyhow!("cannot reach {}: {e}", self.url))?;
+        let ok = resp.status().is_success();
+        let status = resp.status();
+        let text = resp.text().await?;
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| serde_json::json!({ "status": status.as_u16(), "body": text }));
+        Ok(if ok { Ok(value) } else { Err(value) })
+    }
+}

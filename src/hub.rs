@@ -1,0 +1,309 @@
+//! The hub: one node's view of the cluster and the domain operations the API calls.
+//!
+//! [`Hub`] is a cheap clone shared by every request. It knows the local Raft handle, the local
+//! replicated-state reader, gossip's live view and the peer clients, and exposes typed operations
+//! (`write`, `linearizable_barrier`, membership changes). It knows nothing about HTTP; the
+//! `api` module maps its errors once.
+//!
+//! Outcome semantics of writes (what the chaos checker relies on):
+//! - `Ok` means the command is committed on a quorum and applied on this node;
+//! - `ApiError::Unavailable` (503) means it was certainly not applied (safe to retry);
+//! - `ApiError::Indeterminate` (504) means it may or may not have been applied.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monsys_proto::cluster::{ClusterStatus, JoinRequest, MemberStatus};
+use monsys_raft::{Command, CommandResult, Node, NodeId, Raft, RaftMetrics, StateReader};
+use openraft::ChangeMembers;
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
+use tokio::sync::{Mutex, watch};
+
+use crate::cluster::gossip::LiveView;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::NodeMetrics;
+use crate::routing::forward::Forwarder;
+use crate::secrets::ClusterSecret;
+
+/// How long a client write may wait for commit before its outcome is reported unknown.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a read barrier may wait for a quorum.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new learner may take to catch up before the join is reported failed.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Shared state of one node.
+#[derive(Clone)]
+pub struct Hub(Arc<HubInner>);
+
+/// The fields of [`Hub`].
+pub struct HubInner {
+    /// This node's Raft id.
+    pub id: NodeId,
+    /// The configuration the node started with.
+    pub config: Config,
+    /// Local Raft handle.
+    pub raft: Raft,
+    /// Reader of the local replicated state.
+    pub reader: StateReader,
+    /// Gossip's live view.
+    pub live: watch::Receiver<LiveView>,
+    /// Secret of node-to-node traffic.
+    pub secret: ClusterSecret,
+    /// Metrics registry of this node.
+    pub metrics: NodeMetrics,
+    /// Client for requests forwarded to the leader or an owner.
+    pub forwarder: Forwarder,
+    /// Serialises membership changes (openraft allows one at a time).
+    membership_lock: Mutex<()>,
+    started: Instant,
+}
+
+impl std::ops::Deref for Hub {
+    type Target = HubInner;
+    fn deref(&self) -> &HubInner {
+        &self.0
+    }
+}
+
+/// Parts a [`Hub`] is built from.
+pub struct HubParts {
+    /// This node's Raft id.
+    pub id: NodeId,
+    /// Configuration.
+    pub config: Config,
+    /// Local Raft handle.
+    pub raft: Raft,
+    /// Local state reader.
+    pub reader: StateReader,
+    /// Gossip live view.
+    pub live: watch::Receiver<LiveView>,
+    /// Cluster secret.
+    pub secret: ClusterSecret,
+    /// Metrics registry.
+    pub metrics: NodeMetrics,
+}
+
+impl Hub {
+    /// Assembles a hub.
+    pub fn new(p: HubParts) -> Hub {
+        let forwarder = Forwarder::new(Duration::from_millis(p.config.forward_timeout_ms), p.secret.clone());
+        Hub(Arc::new(HubInner {
+            id: p.id,
+            config: p.config,
+            raft: p.raft,
+            reader: p.reader,
+            live: p.live,
+            secret: p.secret,
+            metrics: p.metrics,
+            forwarder,
+            membership_lock: Mutex::new(()),
+            started: Instant::now(),
+        }))
+    }
+
+    /// Latest Raft metrics of this node.
+    pub fn raft_metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The leader this node knows of, with its address.
+    pub fn leader(&self) -> Option<(NodeId, Node)> {
+        let m = self.raft_metrics();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Whether this node believes it is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.raft_metrics().current_leader == Some(self.id)
+    }
+
+    /// Seconds since this node started.
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Proposes `cmd` and waits until it is committed and applied here.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult, ApiError> {
+        monsys_raft::check_command_size(&cmd).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
+            Err(_) => {
+                Err(ApiError::Indeterminate("commit not confirmed in time; the write may still apply".into()))
+            }
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(ApiError::Indeterminate(
+                    "leadership changed while the write was in flight; it may or may not have applied".into(),
+                ))
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(ApiError::Conflict(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(ApiError::unavailable(format!("raft stopped: {e}"))),
+        }
+    }
+
+    /// Waits until this node, as leader, has confirmed its leadership with a quorum and applied
+    /// everything committed before the call: a read after this is linearizable.
+    pub async fn linearizable_barrier(&self) -> Result<(), ApiError> {
+        match tokio::time::timeout(READ_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(ApiError::unavailable("leadership not confirmed by a quorum in time")),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(ApiError::unavailable("this node is no longer the leader"))
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(ApiError::unavailable(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(ApiError::unavailable(format!("raft stopped: {e}"))),
+        }
+    }
+
+    /// Adds a node as learner, waits for it to catch up, then (optionally) promotes it to voter.
+    pub async fn add_member(&self, req: JoinRequest) -> Result<ClusterStatus, ApiError> {
+        if req.id == 0 {
+            return Err(ApiError::BadRequest("node id must not be 0".into()));
+        }
+        let _guard = self.membership_lock.lock().await;
+        let node = Node { api_addr: req.api_addr.clone(), gossip_addr: req.gossip_addr.clone() };
+        let membership = self.raft_metrics().membership_config.membership().clone();
+        if let Some(known) = membership.get_node(&req.id)
+            && known != &node
+        {
+            return Err(ApiError::Conflict(format!(
+                "node {} is already a member at {known}; remove it first to change its address",
+                req.id
+            )));
+        }
+        tracing::info!(id = req.id, %node, "adding learner");
+        let added = tokio::time::timeout(CATCH_UP_TIMEOUT, self.raft.add_learner(req.id, node, true)).await;
+        membership_result(added)?;
+        if req.promote {
+            self.change_voters(ChangeMembers::AddVoterIds(BTreeSet::from([req.id]))).await?;
+        }
+        Ok(self.status())
+    }
+
+    /// Promotes a learner to voter.
+    pub async fn promote_member(&self, id: NodeId) -> Result<ClusterStatus, ApiError> {
+        let _guard = self.membership_lock.lock().await;
+        self.change_voters(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+        Ok(self.status())
+    }
+
+    /// Removes a voter or learner from the cluster.
+    pub async fn remove_member(&self, id: NodeId) -> Result<ClusterStatus, ApiError> {
+        let _guard = self.membership_lock.lock().await;
+        let membership = self.raft_metrics().membership_config.membership().clone();
+        if membership.get_node(&id).is_none() {
+            return Err(ApiError::NotFound(format!("node {id} is not a member")));
+        }
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        let change = if is_voter {
+            if membership.voter_ids().count() == 1 {
+                return Err(ApiError::Conflict("cannot remove the last voter".into()));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.change_voters(change).await?;
+        Ok(self.status())
+    }
+
+    async fn change_voters(&self, change: ChangeMembers<NodeId, Node>) -> Result<(), ApiError> {
+        tracing::info!(?change, "changing membership");
+        let res = tokio::time::timeout(CATCH_UP_TIMEOUT, self.raft.change_membership(change, false)).await;
+        membership_result(res)
+    }
+
+    /// Cluster status from this node's point of view (local read).
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft_metrics();
+        let live = self.live.borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let seen = live.get(id);
+                MemberStatus {
+                    id: *id,
+                    api_addr: node.api_addr.clone(),
+                    gossip_addr: node.gossip_addr.clone(),
+                    role: if voters.contains(id) { "voter" } else { "learner" }.to_string(),
+                    live: seen.is_some(),
+                    version: seen.map(|s| s.version.clone()),
+                    generation: seen.map(|s| s.generation),
+                }
+            })
+            .collect();
+        ClusterStatus {
+            node_id: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            applied_index: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            state: format!("{:?}", m.state),
+            members,
+            version: monsys_proto::VERSION.to_string(),
+        }
+    }
+
+    /// Live members of the Raft configuration that are voters (the placement candidates).
+    pub fn live_voters(&self) -> BTreeMap<NodeId, Node> {
+        let m = self.raft_metrics();
+        let live = self.live.borrow().clone();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter(|id| live.contains_key(id))
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
+            .collect()
+    }
+
+    /// Why this node is not ready to serve, if it is not.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        let m = self.raft_metrics();
+        if m.current_leader.is_none() {
+            return Some("no leader known".into());
+        }
+        if m.membership_config.membership().get_node(&self.id).is_none() {
+            return Some("not a member of the cluster yet".into());
+        }
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let lag = m.last_log_index.unwrap_or(0).saturating_sub(applied);
+        if lag > self.config.ready_max_lag_entries {
+            return Some(format!("applying: {lag} entries behind the log"));
+        }
+        None
+    }
+}
+
+type MembershipResult = Result<
+    Result<
+        openraft::raft::ClientWriteResponse<monsys_raft::TypeConfig>,
+        RaftError<NodeId, ClientWriteError<NodeId, Node>>,
+    >,
+    tokio::time::error::Elapsed,
+>;
+
+fn membership_result(res: MembershipResult) -> Result<(), ApiError> {
+    match res {
+        Err(_) => Err(ApiError::Indeterminate("membership change not confirmed in time".into())),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(ApiError::unavailable(
+            "leadership changed during the membership change; check status and retry",
+        )),
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(match e {
+            ChangeMembershipError::InProgress(_) => ApiError::Unavailable {
+                reason: format!("another membership change is in progress: {e}"),
+                retry_after: Duration::from_secs(2),
+            },
+            other => ApiError::Conflict(other.to_string()),
+        }),
+        Ok(Err(RaftError::Fatal(e))) => Err(ApiError::unavailable(format!("raft stopped: {e}"))),
+    }
+}

@@ -1,0 +1,25 @@
+//! monsys: a self-hosted, highly available hub cluster for fleet monitoring and emergency access.
+//!
+//! One binary, several roles (`monsys hub`, `monsys ctl`). Reading order, following a request:
+//! - [`cli`] / [`config`]: what the operator asked for;
+//! - [`node`]: wiring and lifecycle of a hub node (Raft, gossip, HTTP server, bootstrap/join);
+//! - [`api`]: the one route table; handlers extract, call the [`hub`], map errors once ([`error`]);
+//! - [`routing`]: every node accepts every request and forwards it (one hop) to the Raft leader
+//!   or to an actor's owner;
+//! - [`hub`]: one node's typed operations on the replicated state (`monsys-raft`);
+//! - [`cluster`]: chitchat gossip, the Raft transport over HTTP, gossip re-seeding from Raft;
+//! - [`metrics`], [`secrets`]: Prometheus registry per node; node id, cluster secret, tokens.
+//!
+//! See ARCHITECTURE.md for the invariants.
+
+pub mod api;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod ctl;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod node;
+pub mod routing;
+pub mod secrets;

@@ -1,0 +1,40 @@
+//! The `monsys` binary: parses the command line and runs the chosen role.
+
+use clap::Parser;
+use monsys::cli::{Cli, Commands};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("MONSYS_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Commands::Hub(args) => run_hub(args.into_config()?).await,
+            Commands::Ctl(args) => std::process::exit(monsys::ctl::run(args).await?),
+        }
+    })
+}
+
+async fn run_hub(config: monsys::config::Config) -> anyhow::Result<()> {
+    let node = monsys::node::start(config).await?;
+    tracing::info!(addr = %node.api_addr, "monsys hub ready to serve");
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,97 @@
+//! Prometheus metrics of one node (`GET /metrics`).
+//!
+//! Each node owns its own recorder (not the process-global one) so that several nodes in one
+//! test process keep separate figures. Counters are recorded through [`NodeMetrics::record`];
+//! Raft and gossip gauges are sampled when the page is rendered.
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use monsys_raft::RaftMetrics;
+
+/// The metrics registry of one node.
+pub struct NodeMetrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeMetrics {
+    /// A registry with every metric described (help text), none recorded yet.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let m = NodeMetrics { recorder, handle };
+        m.record(describe_all);
+        m
+    }
+
+    /// Runs `f` with this node's recorder installed (for the `metrics` macros inside it).
+    pub fn record<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.recorder, f)
+    }
+
+    /// Counts one finished HTTP request.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let (route, method, status) = (route.to_string(), method.to_string(), status.to_string());
+        self.record(|| {
+            counter!("monsys_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+                .increment(1);
+            metrics::histogram!("monsys_http_request_duration_seconds", "route" => route).record(seconds);
+        });
+    }
+
+    /// Counts one request forwarded to another node.
+    pub fn forwarded(&self, target: &'static str, outcome: &'static str) {
+        self.record(|| {
+            counter!("monsys_forwarded_requests_total", "target" => target, "outcome" => outcome).increment(1)
+        });
+    }
+
+    /// Counts one change of the leader seen by this node.
+    pub fn leader_changed(&self) {
+        self.record(|| counter!("monsys_raft_leader_changes_total").increment(1));
+    }
+
+    /// Renders the exposition text, sampling Raft and gossip gauges first.
+    pub fn render(&self, raft: &RaftMetrics, live_members: usize) -> String {
+        self.record(|| {
+            gauge!("monsys_raft_term").set(raft.current_term as f64);
+            gauge!("monsys_raft_last_log_index").set(raft.last_log_index.unwrap_or(0) as f64);
+            gauge!("monsys_raft_applied_index").set(raft.last_applied.map(|l| l.index).unwrap_or(0) as f64);
+            gauge!("monsys_raft_snapshot_index").set(raft.snapshot.map(|l| l.index).unwrap_or(0) as f64);
+            gauge!("monsys_raft_is_leader").set(if raft.current_leader == Some(raft.id) { 1.0 } else { 0.0 });
+            gauge!("monsys_raft_voters").set(raft.membership_config.membership().voter_ids().count() as f64);
+            gauge!("monsys_gossip_live_members").set(live_members as f64);
+        });
+        self.handle.render()
+    }
+}
+
+fn describe_all() {
+    describe_counter!("monsys_http_requests_total", "HTTP requests answered, by route, method and status.");
+    describe_histogram!(
+        "monsys_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by route."
+    );
+    describe_counter!(
+        "monsys_forwarded_requests_total",
+        "Requests forwarded to another node, by target (leader, owner) and outcome."
+    );
+    describe_counter!(
+        "monsys_raft_leader_changes_total",
+        "Changes of the Raft leader observed by this node."
+    );
+    describe_gauge!("monsys_raft_term", "Current Raft term.");
+    describe_gauge!("monsys_raft_last_log_index", "Index of the last entry in this node's Raft log.");
+    describe_gauge!("monsys_raft_applied_index", "Index of the last entry applied to the state machine.");
+    describe_gauge!("monsys_raft_snapshot_index", "Last log index covered by this node's latest snapshot.");
+    describe_gauge!("monsys_raft_is_leader", "1 when this node is the Raft leader.");
+    describe_gauge!("monsys_raft_voters", "Voters in the Raft configuration as known to this node.");
+    describe_gauge!("monsys_gossip_live_members", "Members gossip currently sees alive, this node included.");
+}

@@ -1,0 +1,251 @@
+//! Wiring and lifecycle of one hub node.
+//!
+//! [`start`] opens the data directory, starts Raft, the HTTP server and gossip, then bootstraps:
+//! a pristine node without `join` initialises a one-node cluster and installs the admin token; a
+//! pristine node with `join` asks the cluster to add it (learner, catch up, voter); a node with
+//! data simply rejoins its cluster. The returned [`NodeHandle`] owns shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monsys_raft::network::NetworkFactory;
+use monsys_raft::{Command, CommandResult, Node, Raft};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::cluster::gossip::{Gossip, GossipSettings, resolve};
+use crate::cluster::raft_transport::HttpRaftTransport;
+use crate::cluster::seeds;
+use crate::config::Config;
+use crate::hub::{Hub, HubParts};
+use crate::metrics::NodeMetrics;
+use crate::secrets::{self, CLUSTER_SECRET_HEADER, ClusterSecret};
+
+/// How long a graceful HTTP shutdown may wait for open connections.
+const HTTP_DRAIN: Duration = Duration::from_secs(2);
+
+/// A running node. Dropping it leaves the node running; call [`NodeHandle::shutdown`].
+pub struct NodeHandle {
+    /// Shared state (for tests and the CLI).
+    pub hub: Hub,
+    /// Address the HTTP server is bound to.
+    pub api_addr: SocketAddr,
+    /// The admin token, when this start created it (first start of a new cluster).
+    pub admin_token: Option<String>,
+    gossip: Arc<Gossip>,
+    shutdown_tx: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts a node, binding `config.api_addr`.
+pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
+    let listener = TcpListener::bind(config.api_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api_addr))?;
+    start_with_listener(config, listener).await
+}
+
+/// Starts a node on an already bound HTTP listener (tests bind port 0 first).
+pub async fn start_with_listener(mut config: Config, listener: TcpListener) -> anyhow::Result<NodeHandle> {
+    config.validate()?;
+    let api_addr = listener.local_addr()?;
+    if config.advertise_api_addr.is_none() {
+        config.advertise_api_addr = Some(api_addr.to_string());
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let id = secrets::load_or_create_node_id(&config.data_dir, config.node_id)?;
+    let span = tracing::info_span!("node", node = id);
+    start_node(config, listener, id).instrument(span).await
+}
+
+async fn start_node(config: Config, listener: TcpListener, id: u64) -> anyhow::Result<NodeHandle> {
+    let api_addr = listener.local_addr()?;
+    let secret = ClusterSecret::load_or_create(&config.data_dir, config.cluster_secret.as_deref())?;
+    let storage = monsys_raft::open(&config.data_dir, &config.raft).await?;
+    let raft_config = Arc::new(config.raft.to_config(&config.cluster_name)?);
+    let network = NetworkFactory::new(Arc::new(HttpRaftTransport::new(secret.clone())), &config.raft);
+    let raft = Raft::new(id, raft_config, network, storage.log, storage.sm).await?;
+    tracing::info!(%api_addr, data_dir = %config.data_dir.display(), "raft started");
+
+    let gossip = Arc::new(start_gossip(&config, id, &raft).await?);
+    let hub = Hub::new(HubParts {
+        id,
+        config: config.clone(),
+        raft: raft.clone(),
+        reader: storage.reader,
+        live: gossip.watch(),
+        secret,
+        metrics: NodeMetrics::new(),
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let server = spawn_server(listener, hub.clone(), shutdown_rx.clone());
+    let tasks = vec![
+        seeds::spawn(raft.clone(), gossip.clone(), id, shutdown_rx.clone()),
+        spawn_leader_watch(hub.clone(), shutdown_rx),
+    ];
+    let admin_token = bootstrap(&hub).await?;
+    Ok(NodeHandle { hub, api_addr, admin_token, gossip, shutdown_tx, server, tasks })
+}
+
+async fn start_gossip(config: &Config, id: u64, raft: &Raft) -> anyhow::Result<Gossip> {
+    let advertise = resolve(&config.advertised_gossip_addr()).await?;
+    let mut seeds = config.gossip_seeds.clone();
+    let membership = raft.metrics().borrow().membership_config.clone();
+    seeds.extend(
+        membership.membership().nodes().filter(|(n, _)| **n != id).map(|(_, node)| node.gossip_addr.clone()),
+    );
+    Gossip::start(GossipSettings {
+        raft_id: id,
+        listen_addr: config.gossip_addr,
+        advertise_addr: advertise,
+        api_addr: config.advertised_api_addr(),
+        cluster_name: config.cluster_name.clone(),
+        seeds,
+        interval: Duration::from_millis(config.gossip_interval_ms),
+    })
+    .await
+}
+
+fn spawn_server(listener: TcpListener, hub: Hub, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    let app = crate::api::router(hub).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(
+        async move {
+            let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            });
+            if let Err(e) = graceful.await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        }
+        .in_current_span(),
+    )
+}
+
+/// Counts leader changes for `/metrics` and logs them.
+fn spawn_leader_watch(hub: Hub, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(
+        async move {
+            let mut metrics = hub.raft.metrics();
+            let mut leader = metrics.borrow().current_leader;
+            loop {
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+                let now = metrics.borrow().current_leader;
+                if now != leader {
+                    tracing::info!(from = ?leader, to = ?now, "leader changed");
+                    hub.metrics.leader_changed();
+                    leader = now;
+                }
+            }
+        }
+        .in_current_span(),
+    )
+}
+
+/// Brings a pristine node into a cluster; returns the admin token if this start created it.
+async fn bootstrap(hub: &Hub) -> anyhow::Result<Option<String>> {
+    let initialized = hub.raft.is_initialized().await?;
+    match (&hub.config.join, initialized) {
+        (Some(url), false) => {
+            let (hub, url) = (hub.clone(), url.clone());
+            tokio::spawn(async move { join_cluster(&hub, &url).await }.in_current_span());
+            Ok(None)
+        }
+        (None, false) => {
+            let me = self_node(hub);
+            tracing::info!("initialising a new single-node cluster");
+            hub.raft.initialize(std::collections::BTreeMap::from([(hub.id, me)])).await?;
+            install_admin_token(hub).await
+        }
+        (_, true) => Ok(None),
+    }
+}
+
+fn self_node(hub: &Hub) -> Node {
+    Node { api_addr: hub.config.advertised_api_addr(), gossip_addr: hub.config.advertised_gossip_addr() }
+}
+
+async fn install_admin_token(hub: &Hub) -> anyhow::Result<Option<String>> {
+    hub.raft.wait(Some(Duration::from_secs(30))).current_leader(hub.id, "single-node leader").await?;
+    let token = hub.config.admin_token.clone().unwrap_or_else(|| secrets::random_token("msa_"));
+    let result = hub.write(Command::InitAdminToken { sha256: secrets::sha256(&token) }).await?;
+    match result {
+        CommandResult::Ok => {
+            if hub.config.admin_token.is_none() {
+                println!(
+                    "\n  monsys admin token (shown once, stored hashed):\n\n    {token}\n\n  \
+                     Use it as `Authorization: Bearer <token>` or `monsys ctl --token <token>`.\n"
+                );
+            }
+            tracing::info!("admin token installed");
+            Ok(Some(token))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Asks the cluster at `url` to add this node; retries while the cluster is busy or electing.
+async fn join_cluster(hub: &Hub, url: &str) {
+    let me = self_node(hub);
+    let body = monsys_proto::cluster::JoinRequest {
+        id: hub.id,
+        api_addr: me.api_addr,
+        gossip_addr: me.gossip_addr,
+        promote: true,
+    };
+    let client = reqwest::Client::new();
+    let target = format!("{}/api/v1/cluster/members", url.trim_end_matches('/'));
+    for attempt in 1..=60u32 {
+        let resp = client
+            .post(&target)
+            .header(CLUSTER_SECRET_HEADER, hub.secret.expose())
+            .json(&body)
+            .timeout(Duration::from_secs(180))
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(%url, "joined the cluster");
+                return;
+            }
+            Ok(r) if r.status().is_client_error() => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                tracing::error!(%url, %status, %body, "join refused");
+                return;
+            }
+            Ok(r) => tracing::warn!(%url, status = %r.status(), attempt, "join not accepted yet; retrying"),
+            Err(e) => tracing::warn!(%url, error = %e, attempt, "join request failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tracing::error!(%url, "giving up joining the cluster");
+}
+
+impl NodeHandle {
+    /// Stops the node: HTTP server (drained for a bounded time), Raft, gossip, background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        let abort = self.server.abort_handle();
+        if tokio::time::timeout(HTTP_DRAIN, self.server).await.is_err() {
+            abort.abort();
+        }
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Err(e) = self.hub.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Ok(gossip) = Arc::try_unwrap(self.gossip) {
+            gossip.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! One-hop HTTP forwarding of a buffered request to another node.
+//!
+//! The forwarded request keeps method, path, query, body and the client's headers (so the
+//! receiving node authenticates the original caller), gains `x-monsys-hop: 1` and the cluster
+//! secret header, and its response is relayed as is. A forwarder has its own connection pool,
+//! separate from Raft RPC traffic.
+//!
+//! Failure semantics: a connection that could not be opened means the request was never
+//! delivered (503, retry-safe). A timeout or broken connection after sending means a write may
+//! or may not have been applied (504 `outcome_unknown`); for GET it is a plain 503.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, Method, header};
+use axum::response::Response;
+
+use super::HOP_HEADER;
+use crate::error::ApiError;
+use crate::secrets::{CLUSTER_SECRET_HEADER, ClusterSecret};
+
+/// Forwards requests to peer nodes.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: reqwest::Client,
+    secret: ClusterSecret,
+}
+
+impl Forwarder {
+    /// A forwarder whose requests time out after `timeout`.
+    pub fn new(timeout: Duration, secret: ClusterSecret) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("reqwest client with static settings");
+        Forwarder { client, secret }
+    }
+
+    /// Sends the request to `addr` (`host:port`) and relays the answer.
+    pub async fn forward(&self, addr: &str, parts: &Parts, body: Bytes) -> Result<Response, ApiError> {
+        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let url = format!("http://{addr}{path}");
+        let mut req = self.client.request(parts.method.clone(), &url).body(body);
+        for (name, value) in &parts.headers {
+            if !is_hop_by_hop(name) {
+                req = req.header(name, value);
+            }
+        }
+        req = req.header(HOP_HEADER, "1").header(CLUSTER_SECRET_HEADER, self.secret.expose());
+        let resp = req.send().await.map_err(|e| delivery_error(&parts.method, addr, e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|e| delivery_error(&parts.method, addr, e))?;
+        let mut out = Response::builder().status(status);
+        for (name, value) in &headers {
+            if !is_hop_by_hop(name) {
+                out = out.header(name, value);
+            }
+        }
+        out.body(Body::from(bytes)).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+}
+
+fn delivery_error(method: &Method, addr: &str, e: reqwest::Error) -> ApiError {
+    if e.is_connect() || *method == Method::GET || *method == Method::HEAD {
+        ApiError::unavailable(format!("could not reach node at {addr}"))
+    } else {
+        ApiError::Indeterminate(format!("lost contact with node at {addr} after forwarding; outcome unknown"))
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == HOP_HEADER
+        || name.as_str() == CLUSTER_SECRET_HEADER
+}

@@ -1,0 +1,18 @@
+//! Routing: every node accepts every request and sends it where it can be served.
+//!
+//! - [`leader`]: writes to replicated state and linearizable reads run on the Raft leader; a
+//!   follower forwards them (one hop) to the leader it knows.
+//! - [`owner`]: requests for an actor key (an agent, a console session) run on the key's owner
+//!   node, chosen by rendezvous placement over the live voters; other nodes forward them.
+//! - [`forward`]: the one-hop HTTP forwarder both use.
+//!
+//! A forwarded request carries `x-monsys-hop: 1`; a node that receives a forwarded request it
+//! cannot serve itself answers 503 with `Retry-After` instead of forwarding again, so churn can
+//! never produce a loop or a hang.
+
+pub mod forward;
+pub mod leader;
+pub mod owner;
+
+/// Header marking a request already forwarded once.
+pub const HOP_HEADER: &str = "x-monsys-hop";

@@ -1,0 +1,243 @@
+//! API behaviour on a real cluster: bad input gets clear JSON errors and changes nothing,
+//! authentication of public and internal routes, operability endpoints, forwarding limits.
+
+mod common;
+
+use common::{TOKEN, TestCluster, split};
+use serde_json::{Value, json};
+
+async fn settings_revision(c: &TestCluster) -> u64 {
+    let (status, doc) = c.get(0, "/api/v1/settings").await;
+    assert_eq!(status, 200, "{doc}");
+    doc["revision"].as_u64().unwrap()
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["code"], want_code, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "error message present: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_clear_errors_and_changes_nothing() {
+    let c = TestCluster::start(3).await;
+    assert_eq!(c.put_refresh(0, 30).await.0, 200);
+    let before = settings_revision(&c).await;
+    let follower = c.follower().await;
+    let url = format!("{}/api/v1/settings", c.nodes[follower].url());
+    let put = |body: &'static str, ct: &'static str| {
+        c.http.put(&url).bearer_auth(TOKEN).header("content-type", ct).body(body).send()
+    };
+
+    let (s, b) = split(put("{\"refresh_interval_secs\": ", "application/json").await.unwrap()).await;
+    assert_error(s, &b, 400, "bad_request");
+
+    let mut wrong_type = common::settings_with_refresh(5);
+    wrong_type["refresh_interval_secs"] = json!("five");
+    let (s, b) = split(c.http.put(&url).bearer_auth(TOKEN).json(&wrong_type).send().await.unwrap()).await;
+    assert_error(s, &b, 422, "invalid_body");
+
+    let mut unknown = common::settings_with_refresh(5);
+    unknown["colour"] = json!("blue");
+    let (s, b) = split(c.http.put(&url).bearer_auth(TOKEN).json(&unknown).send().await.unwrap()).await;
+    assert_error(s, &b, 422, "invalid_body");
+
+    let (s, b) = c.put_settings(follower, &common::settings_with_refresh(0), None).await;
+    assert_error(s, &b, 422, "validation_failed");
+    assert_eq!(b["details"]["fields"][0]["field"], "refresh_interval_secs");
+
+    let (s, b) = split(put("{}", "text/plain").await.unwrap()).await;
+    assert_error(s, &b, 415, "unsupported_media_type");
+
+    let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(200 * 1024));
+    let (s, b) = split(
+        c.http
+            .put(&url)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(huge)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(s, &b, 413, "payload_too_large");
+
+    let (s, b) = c.put_settings(follower, &common::settings_with_refresh(7), Some(before - 1)).await;
+    assert_error(s, &b, 412, "revision_mismatch");
+    assert_eq!(b["details"]["current_revision"], before);
+
+    let bad_etag = c
+        .http
+        .put(&url)
+        .bearer_auth(TOKEN)
+        .header("if-match", "\"abc\"")
+        .json(&common::settings_with_refresh(7));
+    let (s, b) = split(bad_etag.send().await.unwrap()).await;
+    assert_error(s, &b, 400, "bad_request");
+
+    let (s, b) = split(c.http.put(&url).json(&common::settings_with_refresh(7)).send().await.unwrap()).await;
+    assert_error(s, &b, 401, "unauthorized");
+    let (s, b) = split(
+        c.http
+            .put(&url)
+            .bearer_auth("msa_wrong")
+            .json(&common::settings_with_refresh(7))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(s, &b, 401, "unauthorized");
+
+    let (s, b) = c.get(follower, "/api/v1/nope").await;
+    assert_error(s, &b, 404, "not_found");
+    let (s, b) = split(c.http.delete(&url).bearer_auth(TOKEN).send().await.unwrap()).await;
+    assert_error(s, &b, 405, "method_not_allowed");
+    let (s, b) = c.get(follower, "/api/v1/settings?consistency=sideways").await;
+    assert_error(s, &b, 400, "bad_request");
+
+    assert_eq!(settings_revision(&c).await, before, "no bad request changed the settings");
+    let (_, doc) = c.get(0, "/api/v1/settings").await;
+    assert_eq!(doc["settings"]["refresh_interval_secs"], 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compare_and_set_applies_only_on_the_current_revision() {
+    let c = TestCluster::start(3).await;
+    let (s, doc) = c.put_settings(1, &common::settings_with_refresh(11), Some(0)).await;
+    assert_eq!(s, 200, "{doc}");
+    assert_eq!(doc["revision"], 1);
+    let (s, _) = c.put_settings(2, &common::settings_with_refresh(12), Some(0)).await;
+    assert_eq!(s, 412, "second writer with the same stale revision loses");
+    let r =
+        c.http.get(format!("{}/api/v1/settings", c.nodes[2].url())).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    let (_, doc) = split(r).await;
+    assert_eq!(doc["settings"]["refresh_interval_secs"], 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn internal_routes_require_the_cluster_secret() {
+    let c = TestCluster::start(1).await;
+    let url = format!("{}/internal/v1/raft/vote", c.nodes[0].url());
+    let (s, b) = split(c.http.post(&url).body(vec![1, 2, 3]).send().await.unwrap()).await;
+    assert_error(s, &b, 401, "unauthorized");
+    let (s, b) = split(
+        c.http
+            .post(&url)
+            .header("x-monsys-cluster-secret", "wrong-secret-xxxxxxxx")
+            .body(vec![1])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(s, &b, 401, "unauthorized");
+    let (s, b) = split(
+        c.http
+            .post(&url)
+            .header("x-monsys-cluster-secret", common::SECRET)
+            .body(vec![1, 2, 3])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(s, &b, 400, "bad_request");
+    let join = json!({"id": 99, "api_addr": "127.0.0.1:1", "gossip_addr": "127.0.0.1:2"});
+    let members = format!("{}/api/v1/cluster/members", c.nodes[0].url());
+    let (s, b) = split(
+        c.http
+            .post(&members)
+            .header("x-monsys-cluster-secret", "nope-nope-nope-nope")
+            .json(&join)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(s, &b, 401, "unauthorized");
+    assert_eq!(c.nodes[0].hub().status().members.len(), 1, "nothing was added");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operability_endpoints_describe_the_cluster() {
+    let c = TestCluster::start(3).await;
+    let leader = c.wait_leader().await;
+    for (i, node) in c.running() {
+        let (s, b) = split(c.http.get(format!("{}/api/v1/health", node.url())).send().await.unwrap()).await;
+        assert_eq!((s, b["status"].clone()), (200, json!("ok")));
+        let (s, b) = split(c.http.get(format!("{}/api/v1/ready", node.url())).send().await.unwrap()).await;
+        assert_eq!(s, 200, "node {i} ready: {b}");
+        let (s, b) = c.get(i, "/api/v1/cluster").await;
+        assert_eq!(s, 200);
+        assert_eq!(b["leader"], c.nodes[leader].id());
+        assert_eq!(b["members"].as_array().unwrap().len(), 3);
+        assert!(b["members"].as_array().unwrap().iter().all(|m| m["role"] == "voter"));
+    }
+    c.wait_for("gossip sees everyone", std::time::Duration::from_secs(20), |c| async move {
+        let (_, b) = c.get(0, "/api/v1/cluster").await;
+        b["members"].as_array().unwrap().iter().all(|m| m["live"] == true && m["version"].is_string())
+    })
+    .await;
+    let text =
+        c.http.get(format!("{}/metrics", c.nodes[leader].url())).send().await.unwrap().text().await.unwrap();
+    for name in [
+        "monsys_raft_term",
+        "monsys_raft_applied_index",
+        "monsys_raft_is_leader 1",
+        "monsys_gossip_live_members 3",
+        "monsys_http_requests_total",
+        "# HELP monsys_raft_leader_changes_total",
+    ] {
+        assert!(text.contains(name), "metrics contain {name}:\n{text}");
+    }
+    let (s, b) = c.get(0, "/api/v1/cluster/placement/agent/web-01").await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["owner"].is_u64());
+    let (_, b1) = c.get(2, "/api/v1/cluster/placement/agent/web-01").await;
+    assert_eq!(b["owner"], b1["owner"], "every node computes the same owner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forwarded_request_is_never_forwarded_again() {
+    let c = TestCluster::start(3).await;
+    let follower = c.follower().await;
+    let r = c
+        .http
+        .get(format!("{}/api/v1/settings", c.nodes[follower].url()))
+        .bearer_auth(TOKEN)
+        .header("x-monsys-hop", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
+    let (s, b) = split(r).await;
+    assert_error(s, &b, 503, "unavailable");
+}
+
+/// Every path and method in docs/openapi.json is routed (not the 404/405 fallback), so the
+/// document cannot drift from the route table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_documented_route_exists() {
+    let c = TestCluster::start(1).await;
+    let spec: Value = serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+    let mut checked = 0;
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        let concrete = path.replace("{id}", "999").replace("{kind}", "agent").replace("{key}", "k1");
+        for method in ops.as_object().unwrap().keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = c.http.request(m, format!("{}{concrete}", c.nodes[0].url())).send().await.unwrap();
+            let status = r.status().as_u16();
+            let (_, body) = split(r).await;
+            assert_ne!(status, 405, "{method} {path} is documented but not routed");
+            assert!(
+                !(status == 404 && body["error"] == "no such route"),
+                "{method} {path} is documented but not routed"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "checked {checked} operations");
+}

@@ -1,0 +1,181 @@
+//! Cluster-core scenarios on real in-process nodes: replication, failover, snapshot catch-up,
+//! full restart, online membership changes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ClusterOpts, TestCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn write_through_follower_is_read_on_every_node() {
+    let c = TestCluster::start(3).await;
+    let follower = c.follower().await;
+    let (status, doc) = c.put_refresh(follower, 42).await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["revision"], 1);
+    for (i, _) in c.running() {
+        let (status, doc) = c.get(i, "/api/v1/settings").await;
+        assert_eq!(status, 200, "{doc}");
+        assert_eq!(doc["settings"]["refresh_interval_secs"], 42, "linearizable read on node {i}");
+    }
+    c.wait_for("local reads converge", Duration::from_secs(10), |c| async move {
+        let mut all = true;
+        for (i, _) in c.running() {
+            let (_, doc) = c.get(i, "/api/v1/settings?consistency=local").await;
+            all &= doc["settings"]["refresh_interval_secs"] == 42;
+        }
+        all
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_elects_a_new_one_and_writes_resume() {
+    let mut c = TestCluster::start(3).await;
+    let old = c.wait_leader().await;
+    let old_id = c.nodes[old].id();
+    assert_eq!(c.put_refresh(old, 10).await.0, 200);
+    c.crash(old).await;
+    c.wait_for("a new leader", Duration::from_secs(20), |c| async move {
+        c.leader().is_some_and(|l| c.nodes[l].id() != old_id)
+    })
+    .await;
+    for (i, _) in c.running() {
+        let (status, doc) = c.put_refresh(i, 20 + i as u32).await;
+        assert_eq!(status, 200, "write through survivor {i}: {doc}");
+    }
+    let (_, doc) = c.get(c.follower().await, "/api/v1/settings").await;
+    assert_eq!(doc["revision"], 3, "one write before the crash, two after: {doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_behind_the_purged_log_catches_up_through_a_snapshot() {
+    let opts = ClusterOpts { snapshot_every_entries: 20, keep_logs_behind_snapshot: 5 };
+    let mut c = TestCluster::start_with(3, opts).await;
+    let lagging = c.follower().await;
+    c.crash(lagging).await;
+    let writer = c.running().map(|(i, _)| i).next().unwrap();
+    // Write until the leader has built a snapshot and purged the log behind it (purging waits
+    // while a replication to the stopped node is in flight, so the count is not fixed).
+    let mut written = 0;
+    let purged = loop {
+        written += 1;
+        assert_eq!(c.put_refresh(writer, written).await.0, 200);
+        let leader = c.wait_leader().await;
+        let purged = c.nodes[leader].hub().raft_metrics().purged.map(|l| l.index).unwrap_or(0);
+        if written >= 60 && purged > 30 {
+            break purged;
+        }
+        assert!(written < 1000, "leader never purged its log (purged up to {purged})");
+    };
+    c.restart(lagging).await;
+    c.wait_for("lagging node catches up", Duration::from_secs(30), |c| async move {
+        let (_, doc) = c.get(lagging, "/api/v1/settings?consistency=local").await;
+        doc["revision"] == written
+    })
+    .await;
+    let m = c.nodes[lagging].hub().raft_metrics();
+    assert!(m.snapshot.is_some_and(|s| s.index >= purged), "node installed a snapshot: {:?}", m.snapshot);
+    let (_, doc) = c.get(lagging, "/api/v1/settings?consistency=local").await;
+    assert_eq!(doc["settings"]["refresh_interval_secs"], written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarting_the_whole_cluster_keeps_every_acknowledged_write() {
+    let mut c = TestCluster::start(3).await;
+    for v in 1..=25 {
+        let i = (v as usize) % 3;
+        assert_eq!(c.put_refresh(i, v).await.0, 200);
+    }
+    for i in 0..3 {
+        c.crash(i).await;
+    }
+    for i in 0..3 {
+        c.restart(i).await;
+    }
+    c.wait_leader().await;
+    for i in 0..3 {
+        let (status, doc) = c.get(i, "/api/v1/settings").await;
+        assert_eq!(status, 200, "{doc}");
+        assert_eq!(doc["revision"], 25);
+        assert_eq!(doc["settings"]["refresh_interval_secs"], 25);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adding_and_removing_nodes_online_loses_no_acknowledged_write() {
+    let mut c = TestCluster::start(3).await;
+    let urls: Vec<String> = c.nodes.iter().map(|n| n.url()).collect();
+    let http = c.http.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            // `uncertain`: the last answered write after the last ack had an unknown outcome.
+            let (mut acked, mut last_acked, mut uncertain) = (0u64, 0u32, false);
+            for v in 1..=2000u32 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let url = &urls[(v as usize) % 2]; // nodes 0 and 1 stay members
+                let body = common::settings_with_refresh(v % 3000 + 1);
+                let resp = http
+                    .put(format!("{url}/api/v1/settings"))
+                    .bearer_auth(common::TOKEN)
+                    .json(&body)
+                    .send()
+                    .await;
+                match resp.map(|r| r.status().as_u16()) {
+                    Ok(200) => {
+                        acked += 1;
+                        last_acked = v % 3000 + 1;
+                        uncertain = false;
+                    }
+                    Ok(503) => {}
+                    _ => uncertain = true,
+                }
+            }
+            (acked, last_acked, uncertain)
+        })
+    };
+    let new = c.add_node(Some(c.nodes[0].url())).await;
+    let new_id = c.nodes[new].id();
+    c.wait_for("fourth node is a voter", Duration::from_secs(60), |c| async move {
+        c.nodes[0].hub().raft_metrics().membership_config.membership().voter_ids().any(|v| v == new_id)
+    })
+    .await;
+    let removed_id = c.nodes[2].id();
+    let (status, body) = {
+        let r = c
+            .http
+            .delete(format!("{}/api/v1/cluster/members/{removed_id}", c.nodes[1].url()))
+            .bearer_auth(common::TOKEN)
+            .send()
+            .await
+            .unwrap();
+        common::split(r).await
+    };
+    assert_eq!(status, 200, "{body}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, last_acked, uncertain) = writer.await.unwrap();
+    assert!(acked > 0, "some writes were acknowledged during the changes");
+    c.crash(2).await;
+    let (status, doc) = c.get(new, "/api/v1/settings").await;
+    assert_eq!(status, 200, "{doc}");
+    assert!(
+        doc["revision"].as_u64().unwrap() >= acked,
+        "revision {} < {acked} acknowledged writes",
+        doc["revision"]
+    );
+    if !uncertain {
+        assert_eq!(
+            doc["settings"]["refresh_interval_secs"], last_acked,
+            "last acknowledged write is the value"
+        );
+    }
+    let voters: Vec<u64> =
+        c.nodes[new].hub().raft_metrics().membership_config.membership().voter_ids().collect();
+    assert_eq!(voters.len(), 3);
+    assert!(!voters.contains(&removed_id));
+}
