@@ -5,6 +5,7 @@
 //! pristine node with `join` asks the cluster to add it (learner, catch up, voter); a node with
 //! data simply rejoins its cluster. The returned [`NodeHandle`] owns shutdown.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,7 +180,9 @@ async fn install_admin_token(hub: &Hub) -> anyhow::Result<Option<String>> {
     match result {
         CommandResult::Ok => {
             if hub.config.admin_token.is_none() {
-                println!(
+                // Not println!: a closed stdout must not take the node down.
+                let _ = writeln!(
+                    std::io::stdout().lock(),
                     "\n  monsys admin token (shown once, stored hashed):\n\n    {token}\n\n  \
                      Use it as `Authorization: Bearer <token>` or `monsys ctl --token <token>`.\n"
                 );
