@@ -46,6 +46,10 @@ pub struct Config {
     pub ready_max_lag_entries: u64,
     /// Raft and storage tunables.
     pub raft: monsys_raft::Options,
+    /// **Deliberately unsafe, for the chaos checker only**: settings writes are acknowledged
+    /// from the local state before Raft commits them. Exists so `jepsen/` can show that its
+    /// checker catches a broken build; never set it in production.
+    pub unsafe_ack_before_commit: bool,
 }
 
 impl Default for Config {
@@ -67,6 +71,7 @@ impl Default for Config {
             forward_timeout_ms: 5000,
             ready_max_lag_entries: 1000,
             raft: monsys_raft::Options::default(),
+            unsafe_ack_before_commit: false,
         }
     }
 }

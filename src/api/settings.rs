@@ -67,6 +67,9 @@ pub async fn put(
         settings,
         at_ms: now_ms(),
     };
+    if hub.config.unsafe_ack_before_commit {
+        return unsafe_ack_before_commit(&hub, cmd);
+    }
     match hub.write(cmd).await? {
         CommandResult::Settings(doc) => Ok(with_etag(doc)),
         CommandResult::Rejected(Rejection::RevisionMismatch { current }) => {
@@ -75,6 +78,28 @@ pub async fn put(
         CommandResult::Rejected(Rejection::Invalid(msg)) => Err(ApiError::BadRequest(msg)),
         other => Err(ApiError::Internal(format!("unexpected result of PutSettings: {other:?}"))),
     }
+}
+
+/// The chaos checker's deliberately broken build: answers from the local state as if the write
+/// had been applied, and proposes it in the background without waiting for the commit.
+fn unsafe_ack_before_commit(hub: &Hub, cmd: Command) -> Result<Response, ApiError> {
+    let Command::PutSettings { tenant, expected_revision, settings, at_ms } = &cmd else {
+        return Err(ApiError::Internal("unsafe ack only covers settings writes".into()));
+    };
+    let current = hub.reader.settings(tenant)?;
+    if let Some(expected) = expected_revision.filter(|r| *r != current.revision) {
+        return Err(ApiError::RevisionMismatch { current: current.revision });
+    }
+    tracing::warn!("UNSAFE: acknowledging a settings write before commit");
+    let doc = SettingsDoc {
+        tenant: tenant.clone(),
+        revision: current.revision + 1,
+        updated_at_ms: *at_ms,
+        settings: settings.clone(),
+    };
+    let hub = hub.clone();
+    tokio::spawn(async move { hub.write(cmd).await });
+    Ok(with_etag(doc))
 }
 
 fn with_etag(doc: SettingsDoc) -> Response {
