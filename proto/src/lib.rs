@@ -7,8 +7,10 @@
 //! Layout:
 //! - [`error`]: the one JSON error body every endpoint returns.
 //! - [`settings`]: per-tenant settings, their validation and the versioned envelope.
+//! - [`agent`]: the agent protocol: registration, signed ingest batches, heartbeats.
 //! - [`cluster`]: cluster status as shown by `GET /api/v1/cluster` and `monsys ctl cluster status`.
 
+pub mod agent;
 pub mod cluster;
 pub mod error;
 pub mod settings;
