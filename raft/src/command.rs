@@ -17,6 +17,8 @@
 use monsys_proto::{Settings, SettingsDoc};
 use serde::{Deserialize, Serialize};
 
+use crate::fleet::{FleetCommand, FleetRejection, FleetResult};
+
 /// A state change proposed through Raft.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
@@ -39,6 +41,8 @@ pub enum Command {
         /// SHA-256 of the token.
         sha256: [u8; 32],
     },
+    /// A change of the fleet domain (agents, telemetry, alerts); see [`crate::fleet`].
+    Fleet(FleetCommand),
 }
 
 /// What applying a [`Command`] produced. Deterministic: every replica computes the same one.
@@ -50,6 +54,10 @@ pub enum CommandResult {
     Settings(SettingsDoc),
     /// The command was valid Raft input but refused by the state machine; nothing changed.
     Rejected(Rejection),
+    /// Result of a fleet command.
+    Fleet(FleetResult),
+    /// A fleet command refused by the state machine; nothing changed.
+    FleetRejected(FleetRejection),
 }
 
 /// Why the state machine refused a command. Nothing was changed.

@@ -7,6 +7,7 @@
 //!
 //! Layout:
 //! - [`command`]: the versioned command enum and its results (the persisted log format).
+//! - [`fleet`]: the fleet domain (agents, telemetry, alerts, audit) applied by the state machine.
 //! - [`log_store`]: `RaftLogStorage` on sled (entries, vote, committed, purge).
 //! - [`state_machine`]: `RaftStateMachine` on sled trees + snapshot files; [`StateReader`].
 //! - [`network`]: `RaftNetworkFactory` over a byte-moving [`network::RaftTransport`] trait and the
@@ -25,6 +26,7 @@ mod codec;
 pub mod command;
 mod durable;
 pub mod error;
+pub mod fleet;
 pub mod log_store;
 pub mod network;
 pub mod options;

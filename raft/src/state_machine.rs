@@ -46,6 +46,7 @@ use sled::transaction::{ConflictableTransactionError, ConflictableTransactionRes
 use crate::codec;
 use crate::durable::{AtomicFile, Durable};
 use crate::error::StorageResultExt;
+use crate::fleet;
 use crate::snapshot::{Meta, SnapshotDir, SnapshotReader, SnapshotWriter};
 use crate::{Command, CommandResult, Error, Node, NodeId, Rejection, TypeConfig};
 
@@ -66,6 +67,11 @@ fn settings_key(tenant: &str) -> Vec<u8> {
 
 fn default_doc(tenant: &str) -> SettingsDoc {
     SettingsDoc { tenant: tenant.to_string(), revision: 0, updated_at_ms: 0, settings: Settings::default() }
+}
+
+/// A tenant's settings read directly from the data tree (outside a transaction).
+pub(crate) fn settings_in(data: &sled::Tree, tenant: &str) -> Result<SettingsDoc, Error> {
+    decode_doc(tenant, data.get(settings_key(tenant))?)
 }
 
 fn decode_doc(tenant: &str, raw: Option<impl AsRef<[u8]>>) -> Result<SettingsDoc, Error> {
@@ -97,6 +103,11 @@ impl StateReader {
         self.data.get(KEY_ADMIN_TOKEN)?.map(|v| codec::decode_value("admin token", &v)).transpose()
     }
 
+    /// Reader of the fleet domain.
+    pub fn fleet(&self) -> crate::fleet::FleetReader {
+        crate::fleet::FleetReader { data: self.data.clone() }
+    }
+
     /// Id of the last entry applied to this replica.
     pub fn last_applied(&self) -> Result<Option<LogId<NodeId>>, Error> {
         decode_last_applied(self.meta.get(KEY_LAST_APPLIED)?)
@@ -107,8 +118,10 @@ impl StateReader {
 fn apply_command(
     data: &TransactionalTree,
     cmd: &Command,
+    pre: &fleet::Prescan,
 ) -> ConflictableTransactionResult<CommandResult, Error> {
     match cmd {
+        Command::Fleet(f) => fleet::apply(data, f, pre),
         Command::Noop => Ok(CommandResult::Ok),
         Command::PutSettings { tenant, expected_revision, settings, at_ms } => {
             let key = settings_key(tenant);
@@ -192,13 +205,17 @@ impl StateMachineStore {
             }
             _ => None,
         };
+        let pre = match &entry.payload {
+            EntryPayload::Normal(Command::Fleet(f)) => fleet::prescan(&self.data, f)?,
+            _ => fleet::Prescan::default(),
+        };
         let result = (&self.meta, &self.data).transaction(|(meta, data)| {
             meta.insert(KEY_LAST_APPLIED, applied.as_slice())?;
             if let Some(m) = &membership {
                 meta.insert(KEY_MEMBERSHIP, m.as_slice())?;
             }
             match &entry.payload {
-                EntryPayload::Normal(cmd) => apply_command(data, cmd),
+                EntryPayload::Normal(cmd) => apply_command(data, cmd, &pre),
                 EntryPayload::Blank | EntryPayload::Membership(_) => Ok(CommandResult::Ok),
             }
         })?;
@@ -384,6 +401,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 }
 
 #[cfg(test)]
+pub(crate) mod test_support {
+    use openraft::testing::log_id;
+
+    use super::*;
+
+    /// Applies `cmds` as entries with consecutive indexes after the last applied one.
+    pub(crate) async fn apply_commands(sm: &mut StateMachineStore, cmds: Vec<Command>) -> Vec<CommandResult> {
+        let next = sm.reader().last_applied().unwrap().map_or(1, |l| l.index + 1);
+        let entries = cmds.into_iter().zip(next..).map(|(cmd, i)| Entry::<TypeConfig> {
+            log_id: log_id(1, 1, i),
+            payload: EntryPayload::Normal(cmd),
+        });
+        sm.apply(entries.collect::<Vec<_>>()).await.unwrap()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use monsys_proto::Settings;
     use openraft::testing::log_id;
@@ -396,14 +430,8 @@ mod tests {
         Command::PutSettings { tenant: tenant.into(), expected_revision, settings, at_ms }
     }
 
-    /// Applies `cmds` as entries with consecutive indexes after the last applied one.
     async fn apply(sm: &mut StateMachineStore, cmds: Vec<Command>) -> Vec<CommandResult> {
-        let next = sm.reader().last_applied().unwrap().map_or(1, |l| l.index + 1);
-        let entries = cmds.into_iter().zip(next..).map(|(cmd, i)| Entry::<TypeConfig> {
-            log_id: log_id(1, 1, i),
-            payload: EntryPayload::Normal(cmd),
-        });
-        sm.apply(entries.collect::<Vec<_>>()).await.unwrap()
+        super::test_support::apply_commands(sm, cmds).await
     }
 
     fn refresh(secs: u32) -> Settings {
