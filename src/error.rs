@@ -64,6 +64,32 @@ pub enum ApiError {
     /// The outcome is unknown (e.g. the leader was lost after the write was proposed).
     #[error("{0}")]
     Indeterminate(String),
+    /// Authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A key is pinned for the agent and the batch carries no signature.
+    #[error("X-Monsys-Signature is required: this agent has a pinned signing key")]
+    SignatureMissing,
+    /// The batch signature does not verify.
+    #[error("{0}")]
+    SignatureInvalid(String),
+    /// A captured or stale batch was replayed.
+    #[error("{0}")]
+    Replay(String),
+    /// A used `seq` came with a different body.
+    #[error("{0}")]
+    SeqConflict(String),
+    /// The host registered again with a different signing key than the pinned one.
+    #[error("this host is registered with a different signing key; an admin must clear the pin first")]
+    SigningKeyMismatch,
+    /// Too many requests for this key; retry after the delay.
+    #[error("rate limit exceeded")]
+    RateLimited {
+        /// When to retry.
+        retry_after: Duration,
+        /// The limit, requests per window.
+        limit: u32,
+    },
     /// A bug or a storage failure; details only in the logs.
     #[error("internal error: {0}")]
     Internal(String),
@@ -93,6 +119,13 @@ impl ApiError {
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Indeterminate(_) => (StatusCode::GATEWAY_TIMEOUT, "outcome_unknown"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::SignatureMissing => (StatusCode::FORBIDDEN, "signature_missing"),
+            ApiError::SignatureInvalid(_) => (StatusCode::FORBIDDEN, "signature_invalid"),
+            ApiError::Replay(_) => (StatusCode::FORBIDDEN, "replay_rejected"),
+            ApiError::SeqConflict(_) => (StatusCode::CONFLICT, "seq_conflict"),
+            ApiError::SigningKeyMismatch => (StatusCode::CONFLICT, "signing_key_mismatch"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }
     }
 
@@ -103,7 +136,7 @@ impl ApiError {
                 Some(serde_json::json!({ "current_revision": current }))
             }
             ApiError::PayloadTooLarge { limit } => Some(serde_json::json!({ "limit_bytes": limit })),
-            ApiError::Unavailable { retry_after, .. } => {
+            ApiError::Unavailable { retry_after, .. } | ApiError::RateLimited { retry_after, .. } => {
                 Some(serde_json::json!({ "retry_after_secs": retry_after.as_secs().max(1) }))
             }
             _ => None,
@@ -125,9 +158,15 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { error: message, code: code.to_string(), details: self.details() };
         let mut resp = (status, Json(body)).into_response();
-        if let ApiError::Unavailable { retry_after, .. } = &self {
+        if let ApiError::Unavailable { retry_after, .. } | ApiError::RateLimited { retry_after, .. } = &self {
             let secs = retry_after.as_secs().max(1).to_string();
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&secs).expect("digits"));
+        }
+        if let ApiError::RateLimited { limit, retry_after } = &self {
+            let h = resp.headers_mut();
+            h.insert("x-ratelimit-limit", HeaderValue::from(*limit));
+            h.insert("x-ratelimit-remaining", HeaderValue::from(0u32));
+            h.insert("x-ratelimit-reset", HeaderValue::from(retry_after.as_secs().max(1)));
         }
         resp
     }

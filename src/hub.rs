@@ -58,6 +58,8 @@ pub struct HubInner {
     pub forwarder: Forwarder,
     /// Serialises membership changes (openraft allows one at a time).
     membership_lock: Mutex<()>,
+    /// The agent plane (actors, group commit), set once at start.
+    plane: std::sync::OnceLock<Arc<crate::ingest::AgentPlane>>,
     started: Instant,
 }
 
@@ -100,8 +102,19 @@ impl Hub {
             metrics: p.metrics,
             forwarder,
             membership_lock: Mutex::new(()),
+            plane: std::sync::OnceLock::new(),
             started: Instant::now(),
         }))
+    }
+
+    /// Installs the agent plane (once, at start).
+    pub fn set_plane(&self, plane: Arc<crate::ingest::AgentPlane>) {
+        let _ = self.plane.set(plane);
+    }
+
+    /// The agent plane; 503 while the node is still starting.
+    pub fn plane(&self) -> Result<&Arc<crate::ingest::AgentPlane>, ApiError> {
+        self.plane.get().ok_or_else(|| ApiError::unavailable("node is starting"))
     }
 
     /// Latest Raft metrics of this node.
@@ -135,16 +148,74 @@ impl Hub {
                 Err(ApiError::Indeterminate("commit not confirmed in time; the write may still apply".into()))
             }
             Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(ApiError::Indeterminate(
-                    "leadership changed while the write was in flight; it may or may not have applied".into(),
-                ))
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(ApiError::Conflict(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(e))) => Err(ApiError::unavailable(format!("raft stopped: {e}"))),
+            Ok(Err(e)) => Err(write_error(e)),
         }
+    }
+
+    /// Proposes `cmd` through the leader: locally when this node leads, otherwise as one
+    /// internal request to the leader (which never forwards it further). Same outcome semantics
+    /// as [`Hub::write`].
+    pub async fn propose(&self, cmd: Command) -> Result<CommandResult, ApiError> {
+        if self.is_leader() {
+            return self.write(cmd).await;
+        }
+        let (_, leader) = self.leader().ok_or_else(|| ApiError::unavailable("no leader elected"))?;
+        monsys_raft::check_command_size(&cmd).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let body = monsys_raft::encode_command(&cmd)?;
+        self.metrics.forwarded("propose", "sent");
+        self.forwarder.propose(&leader.api_addr, body).await
+    }
+
+    /// Like [`Hub::write`], and waits (at most `wait`) until every live voter has the entry in
+    /// its log, so that a request arriving at any node right after the answer finds it applied
+    /// there (or about to be). Used by writes that other nodes check locally (tokens).
+    pub async fn write_everywhere(&self, cmd: Command, wait: Duration) -> Result<CommandResult, ApiError> {
+        monsys_raft::check_command_size(&cmd).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let resp = match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
+            Err(_) => {
+                return Err(ApiError::Indeterminate(
+                    "commit not confirmed in time; the write may still apply".into(),
+                ));
+            }
+            Ok(r) => r.map_err(write_error)?,
+        };
+        let index = resp.log_id.index;
+        let mut rx = self.raft.metrics();
+        let _ = tokio::time::timeout(wait, async {
+            loop {
+                let replicated = {
+                    let m = rx.borrow();
+                    let live = self.live_voters();
+                    match &m.replication {
+                        None => true,
+                        Some(r) => live
+                            .keys()
+                            .filter(|id| **id != self.id)
+                            .all(|id| r.get(id).and_then(|l| l.as_ref()).is_some_and(|l| l.index >= index)),
+                    }
+                };
+                if replicated || rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        Ok(resp.data)
+    }
+
+    /// Waits (at most `wait`) until this node has applied everything in its log, e.g. before
+    /// trusting that a token unknown here is unknown to the cluster.
+    pub async fn catch_up_locally(&self, wait: Duration) {
+        let target = self.raft_metrics().last_log_index;
+        let mut rx = self.raft.metrics();
+        let _ = tokio::time::timeout(wait, async {
+            loop {
+                if rx.borrow().last_applied.map(|l| l.index) >= target || rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 
     /// Waits until this node, as leader, has confirmed its leadership with a quorum and applied
@@ -279,6 +350,16 @@ impl Hub {
             return Some(format!("applying: {lag} entries behind the log"));
         }
         None
+    }
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> ApiError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ApiError::Indeterminate(
+            "leadership changed while the write was in flight; it may or may not have applied".into(),
+        ),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ApiError::Conflict(e.to_string()),
+        RaftError::Fatal(e) => ApiError::unavailable(format!("raft stopped: {e}")),
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`api`]: the one route table; handlers extract, call the [`hub`], map errors once ([`error`]);
 //! - [`routing`]: every node accepts every request and forwards it (one hop) to the Raft leader
 //!   or to an actor's owner;
+//! - [`ingest`]: the agent plane: per-agent actors on the owner, group commit, background jobs;
 //! - [`hub`]: one node's typed operations on the replicated state (`monsys-raft`);
 //! - [`cluster`]: chitchat gossip, the Raft transport over HTTP, gossip re-seeding from Raft;
 //! - [`metrics`], [`secrets`]: Prometheus registry per node; node id, cluster secret, tokens.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod ctl;
 pub mod error;
 pub mod hub;
+pub mod ingest;
 pub mod metrics;
 pub mod node;
 pub mod routing;

@@ -52,6 +52,29 @@ impl NodeMetrics {
         });
     }
 
+    /// Counts one group commit of `items` batches/heartbeats.
+    pub fn group_committed(&self, items: usize) {
+        self.record(|| {
+            counter!("monsys_ingest_groups_total").increment(1);
+            counter!("monsys_ingest_group_items_total").increment(items as u64);
+        });
+    }
+
+    /// Counts one ingest request by outcome (`stored`, `duplicate`, `seq_conflict`, …).
+    pub fn ingest(&self, outcome: &'static str) {
+        self.record(|| counter!("monsys_ingest_batches_total", "outcome" => outcome).increment(1));
+    }
+
+    /// Samples the local actor count and stored telemetry bytes by resolution.
+    pub fn fleet_gauges(&self, actors: usize, telemetry: &std::collections::BTreeMap<&'static str, u64>) {
+        self.record(|| {
+            gauge!("monsys_agent_actors").set(actors as f64);
+            for (res, bytes) in telemetry {
+                gauge!("monsys_telemetry_bytes", "resolution" => *res).set(*bytes as f64);
+            }
+        });
+    }
+
     /// Counts one change of the leader seen by this node.
     pub fn leader_changed(&self) {
         self.record(|| counter!("monsys_raft_leader_changes_total").increment(1));
@@ -86,6 +109,23 @@ fn describe_all() {
     describe_counter!(
         "monsys_raft_leader_changes_total",
         "Changes of the Raft leader observed by this node."
+    );
+    describe_counter!(
+        "monsys_ingest_groups_total",
+        "Group commits (Raft entries) of agent batches proposed by this node."
+    );
+    describe_counter!(
+        "monsys_ingest_group_items_total",
+        "Batches and heartbeats carried by this node's group commits."
+    );
+    describe_counter!(
+        "monsys_ingest_batches_total",
+        "Ingest requests handled by this node as owner, by outcome."
+    );
+    describe_gauge!("monsys_agent_actors", "Agent actors alive on this node.");
+    describe_gauge!(
+        "monsys_telemetry_bytes",
+        "Bytes of stored telemetry (keys and values) in the replicated state, by resolution."
     );
     describe_gauge!("monsys_raft_term", "Current Raft term.");
     describe_gauge!("monsys_raft_last_log_index", "Index of the last entry in this node's Raft log.");

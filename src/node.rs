@@ -84,11 +84,16 @@ async fn start_node(config: Config, listener: TcpListener, id: u64) -> anyhow::R
         metrics: NodeMetrics::new(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (group, group_task) = crate::ingest::group::GroupCommitter::spawn(hub.clone());
+    let plane = crate::ingest::AgentPlane::new(group);
+    hub.set_plane(plane.clone());
     let server = spawn_server(listener, hub.clone(), shutdown_rx.clone());
-    let tasks = vec![
+    let mut tasks = vec![
         seeds::spawn(raft.clone(), gossip.clone(), id, shutdown_rx.clone()),
-        spawn_leader_watch(hub.clone(), shutdown_rx),
+        spawn_leader_watch(hub.clone(), shutdown_rx.clone()),
+        group_task,
     ];
+    tasks.extend(crate::ingest::jobs::spawn(hub.clone(), plane, shutdown_rx));
     let admin_token = bootstrap(&hub).await?;
     Ok(NodeHandle { hub, api_addr, admin_token, gossip, shutdown_tx, server, tasks })
 }
@@ -243,6 +248,9 @@ impl NodeHandle {
         for t in self.tasks {
             t.abort();
             let _ = t.await;
+        }
+        if let Ok(plane) = self.hub.plane() {
+            plane.registry.stop_all().await;
         }
         if let Err(e) = self.hub.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");

@@ -133,9 +133,22 @@ impl Sample {
         Sample { name: name.to_string(), labels: BTreeMap::new(), value }
     }
 
+    /// The canonical series key: `name` or `name{k="v",…}` with labels sorted by key.
+    pub fn series_key(&self) -> String {
+        if self.labels.is_empty() {
+            return self.name.clone();
+        }
+        let labels: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{}{{{}}}", self.name, labels.join(","))
+    }
+
     /// A sample with one label.
     pub fn labelled(name: &str, key: &str, label: &str, value: f64) -> Sample {
-        Sample { name: name.to_string(), labels: BTreeMap::from([(key.to_string(), label.to_string())]), value }
+        Sample {
+            name: name.to_string(),
+            labels: BTreeMap::from([(key.to_string(), label.to_string())]),
+            value,
+        }
     }
 }
 
@@ -385,8 +398,19 @@ mod tests {
         assert_eq!(verify_digest(&key(2).verifying_key(), &digest, &sig), Err(SignatureError::Mismatch));
         let other = body_sha256(br#"{"agent_id":"a","seq":2}"#);
         assert_eq!(verify_digest(&key(1).verifying_key(), &other, &sig), Err(SignatureError::Mismatch));
-        assert_eq!(verify_digest(&key(1).verifying_key(), &digest, "not base64!"), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify_digest(&key(1).verifying_key(), &digest, "not base64!"),
+            Err(SignatureError::Malformed)
+        );
         assert_eq!(verify_digest(&key(1).verifying_key(), &digest, "AAAA"), Err(SignatureError::Malformed));
+    }
+
+    #[test]
+    fn series_keys_are_canonical() {
+        assert_eq!(Sample::new("load1", 1.0).series_key(), "load1");
+        let mut s = Sample::labelled("disk_percent", "mount", "/var", 1.0);
+        s.labels.insert("dev".into(), "sda\"1".into());
+        assert_eq!(s.series_key(), r#"disk_percent{dev="sda\"1",mount="/var"}"#);
     }
 
     #[test]
@@ -400,7 +424,8 @@ mod tests {
     #[test]
     fn batches_refuse_unknown_fields_and_default_optional_parts() {
         let b: IngestBatch =
-            serde_json::from_str(r#"{"agent_id":"a","seq":1,"collected_at_ms":5,"agent_version":"1"}"#).unwrap();
+            serde_json::from_str(r#"{"agent_id":"a","seq":1,"collected_at_ms":5,"agent_version":"1"}"#)
+                .unwrap();
         assert!(b.metrics.is_empty() && b.inventory.is_none() && b.processes.is_none());
         let err = serde_json::from_str::<IngestBatch>(
             r#"{"agent_id":"a","seq":1,"collected_at_ms":5,"agent_version":"1","sneaky":1}"#,

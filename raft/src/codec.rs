@@ -57,6 +57,11 @@ pub(crate) fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8], limi
     options(limit).deserialize(bytes).map_err(|e| map_err(what, limit, *e))
 }
 
+/// Encoded size of `value` in bytes (what it adds to a command or a stored value).
+pub fn encoded_size<T: Serialize>(value: &T) -> u64 {
+    options(u64::MAX).serialized_size(value).unwrap_or(u64::MAX)
+}
+
 /// Encodes a value for sled: `[FORMAT_VERSION] ++ bincode(value)`.
 pub(crate) fn encode_value<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, Error> {
     let mut out = vec![FORMAT_VERSION];

@@ -74,6 +74,26 @@ pub enum Rejection {
     AlreadyInitialized,
 }
 
+/// Encodes a command for a node-to-node proposal (the same bincode as the log).
+pub fn encode_command(cmd: &Command) -> Result<Vec<u8>, crate::Error> {
+    crate::codec::encode("command", cmd, crate::codec::MAX_VALUE_BYTES)
+}
+
+/// Decodes a command received from a peer (size-limited).
+pub fn decode_command(bytes: &[u8]) -> Result<Command, crate::Error> {
+    crate::codec::decode("command", bytes, crate::codec::MAX_VALUE_BYTES)
+}
+
+/// Encodes a command result for the proposer.
+pub fn encode_result(result: &CommandResult) -> Result<Vec<u8>, crate::Error> {
+    crate::codec::encode("command result", result, crate::codec::MAX_RPC_BYTES)
+}
+
+/// Decodes a command result received from the leader (size-limited).
+pub fn decode_result(bytes: &[u8]) -> Result<CommandResult, crate::Error> {
+    crate::codec::decode("command result", bytes, crate::codec::MAX_RPC_BYTES)
+}
+
 #[cfg(test)]
 mod tests {
     use monsys_proto::settings::Retention;

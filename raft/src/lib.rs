@@ -34,8 +34,10 @@ mod snapshot;
 pub mod state_machine;
 mod storage;
 
-pub use codec::{MAX_RPC_BYTES, MAX_VALUE_BYTES};
-pub use command::{Command, CommandResult, Rejection};
+pub use codec::{MAX_RPC_BYTES, MAX_VALUE_BYTES, encoded_size};
+pub use command::{
+    Command, CommandResult, Rejection, decode_command, decode_result, encode_command, encode_result,
+};
 pub use error::Error;
 pub use log_store::{LogStore, check_command_size};
 pub use network::{NetworkFactory, RaftTransport, RpcKind, TransportError, serve_rpc};

@@ -69,6 +69,42 @@ fn check_admin(hub: &Hub, token: &str) -> Result<AdminAuth, ApiError> {
     }
 }
 
+/// An agent authenticated by its bearer token (`ms_…`), resolved against the local replicated
+/// state. A token unknown here gets one bounded wait for this node to apply its log (a token
+/// issued a moment ago through another node), then 401.
+pub struct AgentAuth {
+    /// The agent's tenant.
+    pub tenant: String,
+    /// The agent's id.
+    pub agent_id: String,
+}
+
+/// How long an unknown agent token waits for this node to catch up.
+const TOKEN_CATCH_UP: std::time::Duration = std::time::Duration::from_millis(1500);
+
+impl FromRequestParts<Hub> for AgentAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, ApiError> {
+        let token =
+            bearer(parts).ok_or_else(|| ApiError::Unauthorized("missing bearer agent token".into()))?;
+        if !token.starts_with(monsys_proto::agent::AGENT_TOKEN_PREFIX) {
+            return Err(ApiError::Unauthorized("invalid agent token".into()));
+        }
+        let sha = crate::secrets::sha256(token);
+        let fleet = hub.reader.fleet();
+        let found = match fleet.agent_by_token(&sha)? {
+            Some(found) => Some(found),
+            None => {
+                hub.catch_up_locally(TOKEN_CATCH_UP).await;
+                fleet.agent_by_token(&sha)?
+            }
+        };
+        let (tenant, agent_id) = found.ok_or_else(|| ApiError::Unauthorized("invalid agent token".into()))?;
+        Ok(AgentAuth { tenant, agent_id })
+    }
+}
+
 /// Proof that the request comes from the cluster operator or a node of the cluster.
 pub struct ClusterAuth;
 

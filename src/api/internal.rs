@@ -32,3 +32,15 @@ pub async fn raft_rpc(
     })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response())
 }
+
+/// `POST /internal/v1/propose`: a bincode [`monsys_raft::Command`] from a peer that is not the
+/// leader (e.g. an agent owner's group commit). Answered only by the leader; never forwarded.
+pub async fn propose(State(hub): State<Hub>, _: PeerAuth, body: Bytes) -> Result<Response, ApiError> {
+    if !hub.is_leader() {
+        return Err(ApiError::unavailable("not the leader (leadership moved); retry"));
+    }
+    let cmd = monsys_raft::decode_command(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let result = hub.write(cmd).await?;
+    let bytes = monsys_raft::encode_result(&result)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}

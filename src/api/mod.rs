@@ -3,12 +3,17 @@
 //! Every node serves the same routes. Route groups:
 //! - open: health, readiness, metrics;
 //! - admin, local: cluster status, placement lookup;
-//! - leader-routed (`routing::leader::to_leader`): settings, membership changes;
+//! - leader-routed (`routing::leader::to_leader`): settings, membership changes, agent
+//!   registration and every operator route of agents, alerts, rules and audit;
+//! - owner-routed (inside the handler, after agent-token auth): ingest and heartbeats;
 //! - internal (`/internal/v1`, cluster secret): Raft RPC, with a larger body limit for snapshot
 //!   chunks.
 //!
 //! Unknown routes answer 404 and wrong methods 405, both with the JSON error body.
 
+pub mod agent_plane;
+pub mod agents;
+pub mod alerts;
 pub mod cluster;
 pub mod extract;
 pub mod health;
@@ -19,7 +24,7 @@ pub mod settings;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 
 use crate::error::ApiError;
 use crate::hub::Hub;
@@ -35,7 +40,30 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/cluster/members", post(cluster::add))
         .route("/api/v1/cluster/members/{id}", delete(cluster::remove))
         .route("/api/v1/cluster/members/{id}/promote", post(cluster::promote))
+        .route("/api/v1/agents/register", post(agent_plane::register))
+        .route(
+            "/api/v1/enrollment-tokens",
+            get(agents::list_enrollment_tokens).post(agents::create_enrollment_token),
+        )
+        .route("/api/v1/enrollment-tokens/{id}", delete(agents::revoke_enrollment_token))
+        .route("/api/v1/agents", get(agents::list))
+        .route("/api/v1/agents/{id}", get(agents::get).delete(agents::delete))
+        .route("/api/v1/agents/{id}/metrics", get(agents::metrics))
+        .route("/api/v1/agents/{id}/inventory", get(agents::inventory))
+        .route("/api/v1/agents/{id}/processes", get(agents::processes))
+        .route("/api/v1/agents/{id}/rotate-token", post(agents::rotate_token))
+        .route("/api/v1/agents/{id}/rotate-signing-key", post(agents::rotate_signing_key))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/{id}/resolve", patch(alerts::resolve))
+        .route("/api/v1/alerts/{id}/acknowledge", patch(alerts::acknowledge))
+        .route("/api/v1/alert-rules", get(alerts::get_rules).put(alerts::put_rules))
+        .route("/api/v1/audit", get(alerts::audit))
+        .route("/api/v1/audit/verify", get(alerts::verify_audit))
         .route_layer(from_fn_with_state(hub.clone(), to_leader));
+    // actor-keyed: routed to the agent's owner inside the handler (after token auth)
+    let owner_routes = Router::new()
+        .route("/api/v1/ingest", post(agent_plane::ingest))
+        .route("/api/v1/agents/{id}/heartbeat", post(agent_plane::heartbeat));
     let local_routes = Router::new()
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/ready", get(health::ready))
@@ -44,10 +72,12 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/cluster/placement/{kind}/{key}", get(cluster::placement));
     let internal = Router::new()
         .route("/internal/v1/raft/{kind}", post(internal::raft_rpc))
+        .route("/internal/v1/propose", post(internal::propose))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
     let max_body = hub.config.max_body_bytes;
     Router::new()
         .merge(leader_routes.layer(DefaultBodyLimit::max(max_body)))
+        .merge(owner_routes)
         .merge(local_routes)
         .merge(internal)
         .fallback(not_found)

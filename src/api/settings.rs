@@ -87,7 +87,7 @@ fn unsafe_ack_before_commit(hub: &Hub, cmd: Command) -> Result<Response, ApiErro
         return Err(ApiError::Internal("unsafe ack only covers settings writes".into()));
     };
     let current = hub.reader.settings(tenant)?;
-    if let Some(expected) = expected_revision.filter(|r| *r != current.revision) {
+    if expected_revision.is_some_and(|r| r != current.revision) {
         return Err(ApiError::RevisionMismatch { current: current.revision });
     }
     tracing::warn!("UNSAFE: acknowledging a settings write before commit");

@@ -64,6 +64,38 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// Sends a bincode-encoded command to the leader's `/internal/v1/propose` and decodes the
+    /// result. Error answers keep their meaning (503 not applied, 504 unknown, …).
+    pub async fn propose(&self, addr: &str, body: Vec<u8>) -> Result<monsys_raft::CommandResult, ApiError> {
+        let url = format!("http://{addr}/internal/v1/propose");
+        let resp = self
+            .client
+            .post(&url)
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| delivery_error(&Method::POST, addr, e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| delivery_error(&Method::POST, addr, e))?;
+        if status.is_success() {
+            return Ok(monsys_raft::decode_result(&bytes)?);
+        }
+        let reason = serde_json::from_slice::<monsys_proto::ErrorBody>(&bytes)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| format!("leader answered {status}"));
+        Err(match status.as_u16() {
+            503 => ApiError::unavailable(reason),
+            504 => ApiError::Indeterminate(reason),
+            400 => ApiError::BadRequest(reason),
+            409 => ApiError::Conflict(reason),
+            _ => ApiError::Internal(format!("propose to {addr}: {status}: {reason}")),
+        })
+    }
+}
+
 fn delivery_error(method: &Method, addr: &str, e: reqwest::Error) -> ApiError {
     if e.is_connect() || *method == Method::GET || *method == Method::HEAD {
         ApiError::unavailable(format!("could not reach node at {addr}"))

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod agent;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

@@ -280,8 +280,7 @@ pub(crate) fn apply(tx: &Tx, cmd: &FleetCommand, pre: &Prescan) -> R<CommandResu
         FleetCommand::PutRules { tenant, expected_revision, rules, at_ms } => {
             let key = keys::rules(tenant);
             let current = get::<RulesDoc>(tx, "rules", &key)?.unwrap_or_else(default_rules);
-            if let Some(expected) = expected_revision.filter(|r| *r != current.revision) {
-                let _ = expected;
+            if expected_revision.is_some_and(|r| r != current.revision) {
                 return Ok(CommandResult::Rejected(crate::Rejection::RevisionMismatch {
                     current: current.revision,
                 }));

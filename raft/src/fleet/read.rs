@@ -9,6 +9,11 @@ use super::keys;
 use super::types::*;
 use crate::{Error, codec};
 
+/// A stored raw batch: collection time, seq, samples.
+pub type RawBatch = (u64, u64, Vec<(String, f64)>);
+/// A rollup bucket: its start and every series' aggregate.
+pub type RollupBucket = (u64, BTreeMap<String, Agg>);
+
 /// Reader of the fleet domain over the `sm_data` tree.
 #[derive(Clone)]
 pub struct FleetReader {
@@ -54,13 +59,7 @@ impl FleetReader {
     }
 
     /// Raw batches of an agent collected in `[from, to)`: `(collected_at, seq, samples)`.
-    pub fn raw(
-        &self,
-        tenant: &str,
-        agent: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<(u64, u64, Vec<(String, f64)>)>, Error> {
+    pub fn raw(&self, tenant: &str, agent: &str, from: u64, to: u64) -> Result<Vec<RawBatch>, Error> {
         let (start, end) = (keys::raw(tenant, agent, from, 0), keys::raw(tenant, agent, to, 0));
         let plen = keys::raw_prefix(tenant, agent).len();
         self.data
@@ -86,7 +85,7 @@ impl FleetReader {
         agent: &str,
         from: u64,
         to: u64,
-    ) -> Result<Vec<(u64, BTreeMap<String, Agg>)>, Error> {
+    ) -> Result<Vec<RollupBucket>, Error> {
         let (start, end) =
             (keys::rollup(res.tag(), tenant, agent, from), keys::rollup(res.tag(), tenant, agent, to));
         let plen = keys::rollup_prefix(res.tag(), tenant, agent).len();

@@ -76,7 +76,9 @@ fn batch(agent: &str, seq: u64, body: u8, key: Option<u8>, cpu: f64, at_ms: u64)
 }
 
 async fn ingest(sm: &mut StateMachineStore, items: Vec<IngestItem>) -> Vec<ItemOutcome> {
-    match run(sm, FleetCommand::Group(items.into_iter().map(GroupItem::Batch).collect())).await {
+    match run(sm, FleetCommand::Group(items.into_iter().map(|i| GroupItem::Batch(Box::new(i))).collect()))
+        .await
+    {
         CommandResult::Fleet(FleetResult::Group(o)) => o,
         other => panic!("{other:?}"),
     }

@@ -192,7 +192,7 @@ pub struct AgentAction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum GroupItem {
     /// An ingest batch, verified by the agent's owner.
-    Batch(IngestItem),
+    Batch(Box<IngestItem>),
     /// A heartbeat.
     Heartbeat(HeartbeatItem),
 }

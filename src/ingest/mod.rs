@@ -1,0 +1,99 @@
+//! The agent plane of a node: per-agent actors, the group committer, background jobs.
+//!
+//! Request flow of `POST /api/v1/ingest` (see `api::agents`): any node authenticates the agent
+//! token locally and forwards the request once to the agent's owner; the owner's
+//! [`AgentRegistry`] runs the agent's actor, which verifies, rate-limits and evaluates rules,
+//! then hands the batch to [`HubCommitter`] → [`group::GroupCommitter`] → one Raft entry with
+//! other agents' batches, proposed to the leader. The answer is sent after the commit.
+
+pub mod group;
+pub mod jobs;
+
+use std::sync::Arc;
+
+use monsys_actors::agent::{Accepted, AgentRegistry, CommitOutcome, Committer};
+use monsys_raft::fleet::{AgentAlertItem, GroupItem, IngestItem, ItemOutcome, RuleFiring};
+
+use self::group::GroupCommitter;
+use crate::error::ApiError;
+
+/// Most agent actors on one node.
+pub const MAX_ACTORS: usize = 100_000;
+
+/// The agent plane of a node.
+pub struct AgentPlane {
+    /// Group commit of batches and heartbeats.
+    pub group: GroupCommitter,
+    /// Agent actors owned by this node.
+    pub registry: AgentRegistry<HubCommitter>,
+}
+
+impl AgentPlane {
+    /// A plane committing through `group`.
+    pub fn new(group: GroupCommitter) -> Arc<AgentPlane> {
+        let committer = Arc::new(HubCommitter { group: group.clone() });
+        Arc::new(AgentPlane { group, registry: AgentRegistry::new(committer, MAX_ACTORS) })
+    }
+}
+
+/// Commits accepted batches through the group committer.
+pub struct HubCommitter {
+    group: GroupCommitter,
+}
+
+impl Committer for HubCommitter {
+    type Error = ApiError;
+
+    async fn commit(&self, a: Accepted) -> Result<CommitOutcome, ApiError> {
+        let item = to_item(a)?;
+        Ok(match self.group.submit(GroupItem::Batch(Box::new(item))).await? {
+            ItemOutcome::Stored { last_seq } => CommitOutcome::Stored { last_seq },
+            ItemOutcome::Duplicate { last_seq } => CommitOutcome::Duplicate { last_seq },
+            ItemOutcome::SeqConflict { last_seq } => CommitOutcome::SeqConflict { last_seq },
+            ItemOutcome::Replay { last_seq } => CommitOutcome::Replay { last_seq },
+            ItemOutcome::UnknownAgent => CommitOutcome::UnknownAgent,
+            ItemOutcome::KeyChanged => CommitOutcome::KeyChanged,
+            ItemOutcome::Seen => return Err(ApiError::Internal("heartbeat outcome for a batch".into())),
+        })
+    }
+}
+
+/// The replicated form of an accepted batch.
+fn to_item(a: Accepted) -> Result<IngestItem, ApiError> {
+    let req = a.request;
+    let batch = req.batch;
+    Ok(IngestItem {
+        tenant: req.tenant,
+        agent_id: batch.agent_id,
+        seq: batch.seq,
+        body_sha256: req.body_sha256,
+        collected_at_ms: batch.collected_at_ms,
+        received_at_ms: req.received_at_ms,
+        verified_with: a.verified_with,
+        agent_version: batch.agent_version,
+        samples: batch.metrics.iter().map(|s| (s.series_key(), s.value)).collect(),
+        inventory_json: batch.inventory.as_ref().map(to_json).transpose()?,
+        processes_json: batch.processes.as_ref().map(to_json).transpose()?,
+        agent_alerts: batch
+            .alerts
+            .into_iter()
+            .map(|x| AgentAlertItem { key: x.key, severity: x.severity, message: x.message })
+            .collect(),
+        fire: a
+            .decisions
+            .fire
+            .into_iter()
+            .map(|f| RuleFiring {
+                rule_id: f.rule_id,
+                severity: f.severity,
+                message: f.message,
+                value: f.value,
+            })
+            .collect(),
+        clear: a.decisions.clear,
+    })
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v).map_err(|e| ApiError::Internal(e.to_string()))
+}
