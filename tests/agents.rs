@@ -337,3 +337,91 @@ async fn a_silent_agent_raises_an_offline_alert_that_a_heartbeat_resolves() {
     );
     assert_eq!(agent_doc(&c, 0, &a.id).await["status"], "online");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_integrity_checker_records_flat_metrics_downgrades_and_drift_once() {
+    let c = TestCluster::start(1).await;
+    c.wait_leader().await;
+    let url = c.nodes[0].url();
+    let enrollment = enrollment_token(&c.http, &url).await;
+    let mut a = TestAgent::register(&c.http, &url, &enrollment, "frozen", false).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    a.base_ms = now - 22 * 15_000;
+    for seq in 1..=21 {
+        assert_eq!(a.post(&url, &a.body(seq, 42.0), None).await.unwrap().0, 200);
+    }
+    // an older version and a clock ten minutes ahead, reported by a heartbeat
+    let hb = json!({ "agent_version": "0.9.0", "sent_at_ms": now + 600_000 });
+    let r = c
+        .http
+        .post(format!("{url}/api/v1/agents/{}/heartbeat", a.id))
+        .bearer_auth(&a.token)
+        .json(&hb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let hub = c.nodes[0].hub();
+    assert!(monsys::ingest::integrity::run_once(hub).await >= 3);
+    monsys::ingest::integrity::run_once(hub).await; // a second run records nothing twice
+    let (status, v) = c.get(0, "/api/v1/integrity-anomalies").await;
+    assert_eq!(status, 200, "{v}");
+    let mut kinds: Vec<&str> =
+        v["anomalies"].as_array().unwrap().iter().map(|x| x["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(kinds, vec!["clock_drift", "flat_metrics", "version_downgrade"], "{v}");
+
+    let id = v["anomalies"][0]["id"].as_u64().unwrap();
+    let resolve = |id: u64| {
+        c.http.patch(format!("{url}/api/v1/integrity-anomalies/{id}/resolve")).bearer_auth(TOKEN).send()
+    };
+    assert_eq!(resolve(id).await.unwrap().status(), 200);
+    assert_eq!(resolve(id).await.unwrap().status(), 409);
+    assert_eq!(resolve(999).await.unwrap().status(), 404);
+    let (_, v) = c.get(0, "/api/v1/integrity-anomalies").await;
+    assert_eq!(v["anomalies"].as_array().unwrap().len(), 2);
+    let (_, v) = c.get(0, "/api/v1/integrity-anomalies?include_resolved=1").await;
+    assert_eq!(v["anomalies"].as_array().unwrap().len(), 3);
+    assert_eq!(c.get(0, "/api/v1/integrity-anomalies?include_resolved=2").await.0, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_agent_websocket_carries_heartbeats_on_any_node() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    wait_gossip(&c).await;
+    let all = urls(&c);
+    let enrollment = enrollment_token(&c.http, &all[0]).await;
+    let a = TestAgent::register(&c.http, &all[1], &enrollment, "ws", false).await;
+    let connect = |node: usize, token: String, id: String| {
+        let url = format!("{}/ws/agents/{id}", all[node].replace("http://", "ws://"));
+        async move {
+            let mut req = url.into_client_request().unwrap();
+            req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::connect_async(req).await
+        }
+    };
+    // a wrong token or another agent's id is refused at the upgrade
+    assert!(connect(0, "ms_nope".into(), a.id.clone()).await.is_err());
+    assert!(connect(0, a.token.clone(), "other".into()).await.is_err());
+    for node in 0..3 {
+        let (mut ws, _) = connect(node, a.token.clone(), a.id.clone()).await.unwrap();
+        ws.send(Message::Text(
+            json!({ "type": "heartbeat", "agent_version": "1.0.1", "sent_at_ms": 5 }).to_string().into(),
+        ))
+        .await
+        .unwrap();
+        let reply = ws.next().await.unwrap().unwrap();
+        let v: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+        assert_eq!(v["type"], "ack", "{v}");
+        ws.send(Message::Text("{\"type\":\"nonsense\"}".into())).await.unwrap();
+        let v: Value = serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+        assert_eq!(v["code"], "invalid_body", "{v}");
+        ws.close(None).await.unwrap();
+    }
+    assert_eq!(agent_doc(&c, 2, &a.id).await["agent_version"], "1.0.1");
+}

@@ -12,11 +12,13 @@
 //! Unknown routes answer 404 and wrong methods 405, both with the JSON error body.
 
 pub mod agent_plane;
+pub mod agent_ws;
 pub mod agents;
 pub mod alerts;
 pub mod cluster;
 pub mod extract;
 pub mod health;
+pub mod integrity;
 pub mod internal;
 pub mod observe;
 pub mod settings;
@@ -59,11 +61,14 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/alert-rules", get(alerts::get_rules).put(alerts::put_rules))
         .route("/api/v1/audit", get(alerts::audit))
         .route("/api/v1/audit/verify", get(alerts::verify_audit))
+        .route("/api/v1/integrity-anomalies", get(integrity::list))
+        .route("/api/v1/integrity-anomalies/{id}/resolve", patch(integrity::resolve))
         .route_layer(from_fn_with_state(hub.clone(), to_leader));
     // actor-keyed: routed to the agent's owner inside the handler (after token auth)
     let owner_routes = Router::new()
         .route("/api/v1/ingest", post(agent_plane::ingest))
-        .route("/api/v1/agents/{id}/heartbeat", post(agent_plane::heartbeat));
+        .route("/api/v1/agents/{id}/heartbeat", post(agent_plane::heartbeat))
+        .route("/ws/agents/{id}", get(agent_ws::connect));
     let local_routes = Router::new()
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/ready", get(health::ready))

@@ -2,7 +2,7 @@
 //!
 //! - every node, for the agents it owns: silent-agent detection ([`OFFLINE_SWEEP`]) and the
 //!   clean-up of idle or moved actors ([`ACTOR_SWEEP`]);
-//! - the Raft leader only: retention ([`EXPIRE_EVERY`]). A job on a node that just lost
+//! - the Raft leader only: retention ([`EXPIRE_EVERY`]) and the integrity checker. A job on a node that just lost
 //!   leadership proposes at most once more; the state machine makes each proposal idempotent
 //!   (an offline firing carries the `last_seen` it saw and is dropped if the agent spoke since;
 //!   expiry deletes what is expired at the proposer's time).
@@ -56,6 +56,7 @@ pub fn spawn(hub: Hub, plane: Arc<AgentPlane>, shutdown: watch::Receiver<bool>) 
         every(OFFLINE_SWEEP, |hub, _| Box::pin(sweep_offline(hub))),
         every(ACTOR_SWEEP, |hub, plane| Box::pin(sweep_actors(hub, plane))),
         every(EXPIRE_EVERY, |hub, _| Box::pin(expire(hub))),
+        every(super::integrity::WAKE, |hub, plane| Box::pin(integrity(hub, plane))),
     ]
 }
 
@@ -101,6 +102,23 @@ async fn sweep_actors(hub: Hub, plane: Arc<AgentPlane>) {
     if stopped > 0 {
         tracing::debug!(stopped, "agent actors stopped (idle or moved)");
     }
+}
+
+/// Runs the integrity checker when this node leads and the interval has passed.
+async fn integrity(hub: Hub, plane: Arc<AgentPlane>) {
+    use std::sync::atomic::Ordering;
+    if !hub.is_leader() {
+        return;
+    }
+    let Ok(settings) = hub.reader.settings(monsys_proto::DEFAULT_TENANT) else { return };
+    let interval = u64::from(settings.settings.integrity_check_interval_secs) * 1000;
+    let now = now_ms();
+    if now.saturating_sub(plane.integrity_last_ms.load(Ordering::Relaxed)) < interval {
+        return;
+    }
+    plane.integrity_last_ms.store(now, Ordering::Relaxed);
+    let found = super::integrity::run_once(&hub).await;
+    tracing::info!(found, "integrity check done");
 }
 
 /// Deletes expired telemetry, a bounded number of keys per entry.

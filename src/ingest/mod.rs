@@ -7,6 +7,7 @@
 //! other agents' batches, proposed to the leader. The answer is sent after the commit.
 
 pub mod group;
+pub mod integrity;
 pub mod jobs;
 
 use std::sync::Arc;
@@ -26,13 +27,22 @@ pub struct AgentPlane {
     pub group: GroupCommitter,
     /// Agent actors owned by this node.
     pub registry: AgentRegistry<HubCommitter>,
+    /// Agents connected to this node by WebSocket.
+    pub sockets: crate::api::agent_ws::Sockets,
+    /// When this node last ran the integrity checker (unix ms).
+    pub integrity_last_ms: std::sync::atomic::AtomicU64,
 }
 
 impl AgentPlane {
     /// A plane committing through `group`.
     pub fn new(group: GroupCommitter) -> Arc<AgentPlane> {
         let committer = Arc::new(HubCommitter { group: group.clone() });
-        Arc::new(AgentPlane { group, registry: AgentRegistry::new(committer, MAX_ACTORS) })
+        Arc::new(AgentPlane {
+            group,
+            registry: AgentRegistry::new(committer, MAX_ACTORS),
+            sockets: Default::default(),
+            integrity_last_ms: Default::default(),
+        })
     }
 }
 

@@ -31,6 +31,8 @@ pub struct TestAgent {
     pub token: String,
     pub next_seq: u64,
     pub http: reqwest::Client,
+    /// Collection time of seq 0; batch `seq` is collected `seq × 15 s` later.
+    pub base_ms: u64,
 }
 
 impl TestAgent {
@@ -50,6 +52,7 @@ impl TestAgent {
             token: String::new(),
             next_seq: 1,
             http: http.clone(),
+            base_ms: 1_700_000_000_000,
         };
         let (status, body) = a.try_register(url, enrollment).await;
         assert_eq!(status, 200, "{body}");
@@ -78,7 +81,7 @@ impl TestAgent {
         let batch = IngestBatch {
             agent_id: self.id.clone(),
             seq,
-            collected_at_ms: 1_700_000_000_000 + seq * 15_000,
+            collected_at_ms: self.base_ms + seq * 15_000,
             agent_version: "1.0.0".into(),
             metrics: vec![
                 Sample::new(wire::metric::CPU_PERCENT, cpu),
