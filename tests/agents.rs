@@ -425,3 +425,51 @@ async fn the_agent_websocket_carries_heartbeats_on_any_node() {
     }
     assert_eq!(agent_doc(&c, 2, &a.id).await["agent_version"], "1.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ingest_is_forwarded_once_to_the_owner_and_never_twice() {
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    wait_gossip(&c).await;
+    let all = urls(&c);
+    let enrollment = enrollment_token(&c.http, &all[0]).await;
+    let a = TestAgent::register(&c.http, &all[0], &enrollment, "hop", false).await;
+    let owner_id = owner_of(&c, &a.id).await;
+    let owner = c.nodes.iter().position(|n| n.id() == owner_id).unwrap();
+    let other = (0..3).find(|i| *i != owner).unwrap();
+
+    // through a non-owner: forwarded once, stored, counted as an owner forward there
+    let (s, v) = a.post(&all[other], &a.body(1, 1.0), None).await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    let metrics = c.http.get(format!("{}/metrics", all[other])).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("monsys_forwarded_requests_total")
+            && l.contains("target=\"owner\"")
+            && l.contains("outcome=\"ok\"")),
+        "{metrics}"
+    );
+    let owner_metrics =
+        c.http.get(format!("{}/metrics", all[owner])).send().await.unwrap().text().await.unwrap();
+    assert!(owner_metrics.contains("monsys_ingest_batches_total{outcome=\"stored\"} 1"), "{owner_metrics}");
+
+    // a request that already made its hop and lands on a non-owner is refused, retryable
+    let body = a.body(2, 1.0);
+    let r = c
+        .http
+        .post(format!("{}/api/v1/ingest", all[other]))
+        .bearer_auth(&a.token)
+        .header("content-type", "application/json")
+        .header("x-monsys-hop", "1")
+        .header(
+            monsys_proto::agent::SIGNATURE_HEADER,
+            monsys_proto::agent::sign_body(a.key.as_ref().unwrap(), &body),
+        )
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["retry-after"], "1");
+    let (s, v) = split(r).await;
+    assert_eq!((s, v["code"].as_str()), (503, Some("unavailable")), "{v}");
+    assert_eq!(agent_doc(&c, owner, &a.id).await["last_seq"], 1, "nothing applied");
+}

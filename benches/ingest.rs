@@ -1,0 +1,306 @@
+//! `cargo bench --bench ingest`: signed ingest against a local 3-node cluster of real
+//! `monsys hub` processes (release build), printing throughput, ack latency and hub memory per
+//! connected agent next to the targets.
+//!
+//! Knobs (environment): `INGEST_AGENTS` (default 1000), `INGEST_BATCHES` per agent (default 30,
+//! at most 60: the per-agent rate limit's burst), `INGEST_SAMPLES` per batch (default 50),
+//! `INGEST_SOCKETS` idle WebSockets for the memory figure (default 1000). Every phase is
+//! bounded in count and time; the cluster runs on 127.0.0.1 in a temp dir and is killed at the
+//! end.
+//!
+//! Bodies are built and signed before the timed phase, so the figures measure the hub (plus the
+//! HTTP client sharing the machine), not the client's signing.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use monsys_proto::agent::{self as wire, IngestBatch, Sample};
+use serde_json::{Value, json};
+
+const SECRET: &str = "bench-cluster-secret-0123456789";
+const TOKEN: &str = "msa_bench_admin_token";
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Hub {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn start_hub(dir: &std::path::Path, id: u64, join: Option<&str>) -> Hub {
+    let (api, gossip) = (free_port(), free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_monsys"));
+    cmd.arg("hub")
+        .args(["--node-id", &id.to_string()])
+        .args(["--api-addr", &format!("127.0.0.1:{api}")])
+        .args(["--gossip-addr", &format!("127.0.0.1:{gossip}")])
+        .args(["--data-dir", dir.join(format!("n{id}")).to_str().unwrap()])
+        .args(["--cluster-secret", SECRET, "--admin-token", TOKEN])
+        .env("MONSYS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(url) = join {
+        cmd.args(["--join", url]);
+    }
+    Hub { child: cmd.spawn().expect("start monsys hub"), url: format!("http://127.0.0.1:{api}") }
+}
+
+async fn wait_until(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out: {what}");
+}
+
+fn batch_body(agent_id: &str, seq: u64, samples: usize) -> Vec<u8> {
+    let cores = samples.saturating_sub(10).max(1);
+    let mut metrics = vec![
+        Sample::new(wire::metric::CPU_PERCENT, 12.5 + (seq % 7) as f64),
+        Sample::new(wire::metric::LOAD1, 0.42),
+        Sample::new(wire::metric::LOAD5, 0.40),
+        Sample::new(wire::metric::LOAD15, 0.38),
+        Sample::new(wire::metric::MEM_PERCENT, 41.0),
+        Sample::new(wire::metric::MEM_USED_BYTES, 6.8e9),
+        Sample::new(wire::metric::MEM_TOTAL_BYTES, 16.0e9),
+        Sample::labelled(wire::metric::DISK_PERCENT, "mount", "/", 55.0),
+        Sample::labelled(wire::metric::NET_RX_BPS, "iface", "eth0", 12_345.0),
+        Sample::new(wire::metric::UPTIME_SECS, 86_400.0 + seq as f64 * 15.0),
+    ];
+    metrics.extend(
+        (0..cores).map(|c| {
+            Sample::labelled(wire::metric::CPU_CORE_PERCENT, "core", &c.to_string(), 10.0 + c as f64)
+        }),
+    );
+    metrics.truncate(samples);
+    let b = IngestBatch {
+        agent_id: agent_id.into(),
+        seq,
+        collected_at_ms: 1_760_000_000_000 + seq * 15_000,
+        agent_version: "1.0.0".into(),
+        metrics,
+        inventory: None,
+        processes: None,
+        alerts: vec![],
+    };
+    serde_json::to_vec(&b).unwrap()
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p) as usize] as f64 / 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("ingest: bench");
+        return;
+    }
+    let (agents, batches, samples, sockets) = (
+        env("INGEST_AGENTS", 1000),
+        env("INGEST_BATCHES", 30).min(60),
+        env("INGEST_SAMPLES", 50),
+        env("INGEST_SOCKETS", 1000),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    let first = start_hub(dir.path(), 1, None);
+    wait_until("node 1 healthy", Duration::from_secs(30), async || {
+        http.get(format!("{}/api/v1/ready", first.url)).send().await.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let hubs = vec![start_hub(dir.path(), 2, Some(&first.url)), start_hub(dir.path(), 3, Some(&first.url))];
+    let hubs: Vec<Hub> = std::iter::once(first).chain(hubs).collect();
+    wait_until("3 voters", Duration::from_secs(60), async || {
+        let Ok(r) = http.get(format!("{}/api/v1/cluster", hubs[0].url)).bearer_auth(TOKEN).send().await
+        else {
+            return false;
+        };
+        let v: Value = r.json().await.unwrap_or_default();
+        v["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().filter(|x| x["role"] == "voter" && x["live"] == true).count() == 3)
+    })
+    .await;
+    let urls: Vec<String> = hubs.iter().map(|h| h.url.clone()).collect();
+    let rss_idle: Vec<u64> = hubs.iter().map(|h| rss_kib(h.child.id())).collect();
+
+    // register (concurrently, spread over the nodes)
+    let r = http
+        .post(format!("{}/api/v1/enrollment-tokens", urls[0]))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name":"bench"}))
+        .send()
+        .await
+        .unwrap();
+    let enrollment = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let registered: Vec<(String, String, SigningKey)> = futures::future::join_all((0..agents).map(|i| {
+        let (http, url, enrollment) = (http.clone(), urls[i % 3].clone(), enrollment.clone());
+        async move {
+            let key = SigningKey::from_bytes(&[(i % 251) as u8 + 1; 32]);
+            let body = json!({
+                "enrollment_token": enrollment, "hostname": format!("bench-{i}"), "machine_id": format!("bench-{i}"),
+                "signing_pubkey": wire::encode_pubkey(&key.verifying_key()), "agent_version": "1.0.0", "os": "linux", "arch": "x86_64",
+            });
+            for _ in 0..50 {
+                if let Ok(r) = http.post(format!("{url}/api/v1/agents/register")).json(&body).send().await
+                    && r.status().is_success()
+                {
+                    let v: Value = r.json().await.unwrap();
+                    return (v["agent_id"].as_str().unwrap().to_string(), v["agent_token"].as_str().unwrap().to_string(), key);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            panic!("agent {i} could not register");
+        }
+    }))
+    .await;
+    let register_secs = started.elapsed().as_secs_f64();
+
+    // pre-build and sign every body
+    let work: Vec<Arc<(String, Vec<(Vec<u8>, String)>)>> = registered
+        .iter()
+        .map(|(id, token, key)| {
+            let bodies = (1..=batches as u64)
+                .map(|seq| {
+                    let body = batch_body(id, seq, samples);
+                    let sig = wire::sign_body(key, &body);
+                    (body, sig)
+                })
+                .collect();
+            Arc::new((token.clone(), bodies))
+        })
+        .collect();
+    let body_bytes = work[0].1[0].0.len();
+
+    // timed phase: every agent sends its batches in order, as fast as acks come back
+    let started = Instant::now();
+    let tasks: Vec<_> = work
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let (http, urls, w) = (http.clone(), urls.clone(), w.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(w.1.len());
+                let mut retries = 0u32;
+                for (n, (body, sig)) in w.1.iter().enumerate() {
+                    let mut attempt = 0;
+                    loop {
+                        let url = &urls[(i + n + attempt) % 3];
+                        let t = Instant::now();
+                        let r = http
+                            .post(format!("{url}/api/v1/ingest"))
+                            .bearer_auth(&w.0)
+                            .header("content-type", "application/json")
+                            .header(wire::SIGNATURE_HEADER, sig)
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status().is_success() => {
+                                lat.push(t.elapsed().as_micros() as u32);
+                                break;
+                            }
+                            _ if attempt < 20 => {
+                                attempt += 1;
+                                retries += 1;
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            Ok(r) => {
+                                panic!("batch refused: {} {}", r.status(), r.text().await.unwrap_or_default())
+                            }
+                            Err(e) => panic!("batch failed: {e}"),
+                        }
+                    }
+                }
+                (lat, retries)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let mut retries = 0;
+    for t in tasks {
+        let (l, r) = t.await.unwrap();
+        lat.extend(l);
+        retries += r;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let acked = lat.len();
+    let rss_loaded: Vec<u64> = hubs.iter().map(|h| rss_kib(h.child.id())).collect();
+
+    // idle WebSockets on node 1
+    let before = rss_kib(hubs[0].child.id());
+    let mut open = Vec::new();
+    for (id, token, _) in registered.iter().cycle().take(sockets) {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req =
+            format!("{}/ws/agents/{id}", urls[0].replace("http://", "ws://")).into_client_request().unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(req).await {
+            open.push(ws);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(hubs[0].child.id());
+    let per_socket = (after.saturating_sub(before)) as f64 * 1024.0 / open.len().max(1) as f64;
+    let per_actor = rss_loaded.iter().zip(&rss_idle).map(|(l, i)| l.saturating_sub(*i)).sum::<u64>() as f64
+        * 1024.0
+        / agents as f64;
+
+    let rate = acked as f64 / secs;
+    println!(
+        "\ningest bench: 3 hubs (release) on 127.0.0.1, {agents} agents × {batches} signed batches, {samples} samples ({body_bytes} B body)"
+    );
+    println!("{:<44} {:>14} {:>14}", "figure", "measured", "target");
+    println!("{:<44} {:>14.1} {:>14}", "registration, agents/s", agents as f64 / register_secs, "-");
+    println!("{:<44} {:>14.0} {:>14}", "batches/s acknowledged after commit", rate, "≥ 10000");
+    println!("{:<44} {:>14.0} {:>14}", "samples/s", rate * samples as f64, "≥ 500000");
+    println!("{:<44} {:>14.2} {:>14}", "ack latency p50, ms", pct(&lat, 0.50), "-");
+    println!("{:<44} {:>14.2} {:>14}", "ack latency p99, ms", pct(&lat, 0.99), "-");
+    println!("{:<44} {:>14} {:>14}", "client retries (503/504/conn)", retries, "-");
+    println!("{:<44} {:>14.0} {:>14}", "hub RSS per idle WebSocket, bytes", per_socket, "≤ 16384");
+    println!("{:<44} {:>14.0} {:>14}", "hub RSS per agent after load (3 hubs), bytes", per_actor, "-");
+    println!("{:<44} {:>14} {:>14}", "ratio batches/s ÷ target", format!("{:.2}", rate / 10_000.0), "≥ 1.00");
+    println!(
+        "RSS KiB idle {rss_idle:?} → loaded {rss_loaded:?}; node 1 with {} sockets: {before} → {after}",
+        open.len()
+    );
+}
