@@ -114,6 +114,9 @@ fn batch_body(agent_id: &str, seq: u64, samples: usize) -> Vec<u8> {
     serde_json::to_vec(&b).unwrap()
 }
 
+/// One agent's token and its pre-signed `(body, signature)` batches.
+type AgentWork = Arc<(String, Vec<(Vec<u8>, String)>)>;
+
 fn pct(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -195,7 +198,7 @@ async fn main() {
     let register_secs = started.elapsed().as_secs_f64();
 
     // pre-build and sign every body
-    let work: Vec<Arc<(String, Vec<(Vec<u8>, String)>)>> = registered
+    let work: Vec<AgentWork> = registered
         .iter()
         .map(|(id, token, key)| {
             let bodies = (1..=batches as u64)
