@@ -14,7 +14,7 @@ pub struct CtlArgs {
     /// Base URL of any node.
     #[arg(long, env = "MONSYS_URL", default_value = "http://127.0.0.1:8080", global = true)]
     pub url: String,
-    /// Admin token.
+    /// Admin token, session token or API key.
     #[arg(long, env = "MONSYS_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// What to do.
@@ -33,6 +33,29 @@ pub enum CtlCommand {
     Settings(SettingsCommand),
     /// Liveness and readiness of the node at --url.
     Health,
+    /// First run: create the first tenant's Owner (only while no owner exists). The password
+    /// is read from MONSYS_BOOTSTRAP_PASSWORD or, when unset, from the first line of stdin.
+    Bootstrap {
+        /// Owner's email (the login name).
+        #[arg(long)]
+        email: String,
+        /// Owner's display name.
+        #[arg(long)]
+        name: String,
+        /// Organisation name.
+        #[arg(long, default_value = "Default")]
+        tenant_name: String,
+    },
+    /// Audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `ctl audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain of the tenant's audit log on the server.
+    Verify,
 }
 
 /// `ctl cluster …`.
@@ -91,6 +114,21 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
     };
     let result = match args.command {
         CtlCommand::Health => client.call(reqwest::Method::GET, "/api/v1/ready", None, None).await,
+        CtlCommand::Bootstrap { email, name, tenant_name } => {
+            let password = match std::env::var("MONSYS_BOOTSTRAP_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            let body = serde_json::json!({ "email": email, "name": name, "password": password, "tenant_name": tenant_name });
+            client.call(reqwest::Method::POST, "/api/v1/auth/register", Some(body), None).await
+        }
+        CtlCommand::Audit(AuditCommand::Verify) => {
+            client.call(reqwest::Method::GET, "/api/v1/audit/verify", None, None).await
+        }
         CtlCommand::Cluster(ClusterCommand::Status) => {
             client.call(reqwest::Method::GET, "/api/v1/cluster", None, None).await
         }

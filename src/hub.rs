@@ -58,6 +58,8 @@ pub struct HubInner {
     pub forwarder: Forwarder,
     /// Serialises membership changes (openraft allows one at a time).
     membership_lock: Mutex<()>,
+    /// Session uses seen here, replicated in batches (idle timeout).
+    pub touches: crate::auth::touch::Touches,
     /// The agent plane (actors, group commit), set once at start.
     plane: std::sync::OnceLock<Arc<crate::ingest::AgentPlane>>,
     started: Instant,
@@ -103,6 +105,7 @@ impl Hub {
             forwarder,
             membership_lock: Mutex::new(()),
             plane: std::sync::OnceLock::new(),
+            touches: Default::default(),
             started: Instant::now(),
         }))
     }
@@ -201,6 +204,54 @@ impl Hub {
         })
         .await;
         Ok(resp.data)
+    }
+
+    /// Like [`Hub::write`], and then waits (at most `wait` in all) until every live voter has
+    /// *applied* the entry, asking each over `/internal/v1/wait-applied`. Used by revocations
+    /// (logout, disable, key revoke, token rotation): once this returns, a request starting on
+    /// any live node sees the change. A node that does not answer in time is reported in the
+    /// log; the write itself stands.
+    pub async fn write_applied_everywhere(
+        &self,
+        cmd: Command,
+        wait: Duration,
+    ) -> Result<CommandResult, ApiError> {
+        monsys_raft::check_command_size(&cmd).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let resp = match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
+            Err(_) => {
+                return Err(ApiError::Indeterminate(
+                    "commit not confirmed in time; the write may still apply".into(),
+                ));
+            }
+            Ok(r) => r.map_err(write_error)?,
+        };
+        let index = resp.log_id.index;
+        let peers: Vec<Node> =
+            self.live_voters().into_iter().filter(|(id, _)| *id != self.id).map(|(_, n)| n).collect();
+        let waits = peers.iter().map(|n| self.forwarder.wait_applied(&n.api_addr, index, wait));
+        for (node, ok) in peers.iter().zip(futures::future::join_all(waits).await) {
+            if !ok {
+                tracing::warn!(addr = %node.api_addr, index, "peer did not confirm applying a revocation in time");
+            }
+        }
+        Ok(resp.data)
+    }
+
+    /// Waits (at most `wait`) until this node has applied the entry at `index`.
+    pub async fn wait_applied(&self, index: u64, wait: Duration) -> bool {
+        let mut rx = self.raft.metrics();
+        tokio::time::timeout(wait, async {
+            loop {
+                if rx.borrow().last_applied.is_some_and(|l| l.index >= index) {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Waits (at most `wait`) until this node has applied everything in its log, e.g. before

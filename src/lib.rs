@@ -4,6 +4,7 @@
 //! - [`cli`] / [`config`]: what the operator asked for;
 //! - [`node`]: wiring and lifecycle of a hub node (Raft, gossip, HTTP server, bootstrap/join);
 //! - [`api`]: the one route table; handlers extract, call the [`hub`], map errors once ([`error`]);
+//! - [`auth`]: who is calling (sessions, API keys, break-glass token) and what they may do;
 //! - [`routing`]: every node accepts every request and forwards it (one hop) to the Raft leader
 //!   or to an actor's owner;
 //! - [`ingest`]: the agent plane: per-agent actors on the owner, group commit, background jobs;
@@ -14,6 +15,7 @@
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -92,6 +92,7 @@ async fn start_node(config: Config, listener: TcpListener, id: u64) -> anyhow::R
         seeds::spawn(raft.clone(), gossip.clone(), id, shutdown_rx.clone()),
         spawn_leader_watch(hub.clone(), shutdown_rx.clone()),
         group_task,
+        crate::auth::touch::spawn_flush(hub.clone(), shutdown_rx.clone()),
     ];
     tasks.extend(crate::ingest::jobs::spawn(hub.clone(), plane, shutdown_rx));
     let admin_token = bootstrap(&hub).await?;

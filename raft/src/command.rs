@@ -18,6 +18,7 @@ use monsys_proto::{Settings, SettingsDoc};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::{FleetCommand, FleetRejection, FleetResult};
+use crate::identity::{IdentityCommand, IdentityRejection, IdentityResult};
 
 /// A state change proposed through Raft.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +44,8 @@ pub enum Command {
     },
     /// A change of the fleet domain (agents, telemetry, alerts); see [`crate::fleet`].
     Fleet(FleetCommand),
+    /// A change of the identity domain (tenants, users, sessions, keys); see [`crate::identity`].
+    Identity(IdentityCommand),
 }
 
 /// What applying a [`Command`] produced. Deterministic: every replica computes the same one.
@@ -58,6 +61,10 @@ pub enum CommandResult {
     Fleet(FleetResult),
     /// A fleet command refused by the state machine; nothing changed.
     FleetRejected(FleetRejection),
+    /// Result of an identity command.
+    Identity(IdentityResult),
+    /// An identity command refused by the state machine; nothing changed.
+    IdentityRejected(IdentityRejection),
 }
 
 /// Why the state machine refused a command. Nothing was changed.

@@ -8,6 +8,7 @@
 //! Layout:
 //! - [`command`]: the versioned command enum and its results (the persisted log format).
 //! - [`fleet`]: the fleet domain (agents, telemetry, alerts, audit) applied by the state machine.
+//! - [`identity`]: tenants, users, sessions, API keys, custom roles.
 //! - [`log_store`]: `RaftLogStorage` on sled (entries, vote, committed, purge).
 //! - [`state_machine`]: `RaftStateMachine` on sled trees + snapshot files; [`StateReader`].
 //! - [`network`]: `RaftNetworkFactory` over a byte-moving [`network::RaftTransport`] trait and the
@@ -27,6 +28,7 @@ pub mod command;
 mod durable;
 pub mod error;
 pub mod fleet;
+pub mod identity;
 pub mod log_store;
 pub mod network;
 pub mod options;

@@ -103,6 +103,11 @@ impl StateReader {
         self.data.get(KEY_ADMIN_TOKEN)?.map(|v| codec::decode_value("admin token", &v)).transpose()
     }
 
+    /// Reader of the identity domain.
+    pub fn identity(&self) -> crate::identity::IdentityReader {
+        crate::identity::IdentityReader { data: self.data.clone() }
+    }
+
     /// Reader of the fleet domain.
     pub fn fleet(&self) -> crate::fleet::FleetReader {
         crate::fleet::FleetReader { data: self.data.clone() }
@@ -114,14 +119,22 @@ impl StateReader {
     }
 }
 
+/// What the domains found by scanning before an entry's transaction.
+#[derive(Default)]
+struct Prescans {
+    fleet: fleet::Prescan,
+    identity: crate::identity::Prescan,
+}
+
 /// Applies one command inside the apply transaction.
 fn apply_command(
     data: &TransactionalTree,
     cmd: &Command,
-    pre: &fleet::Prescan,
+    pre: &Prescans,
 ) -> ConflictableTransactionResult<CommandResult, Error> {
     match cmd {
-        Command::Fleet(f) => fleet::apply(data, f, pre),
+        Command::Fleet(f) => fleet::apply(data, f, &pre.fleet),
+        Command::Identity(i) => crate::identity::apply(data, i, &pre.identity),
         Command::Noop => Ok(CommandResult::Ok),
         Command::PutSettings { tenant, expected_revision, settings, at_ms } => {
             let key = settings_key(tenant);
@@ -205,10 +218,14 @@ impl StateMachineStore {
             }
             _ => None,
         };
-        let pre = match &entry.payload {
-            EntryPayload::Normal(Command::Fleet(f)) => fleet::prescan(&self.data, f)?,
-            _ => fleet::Prescan::default(),
-        };
+        let mut pre = Prescans::default();
+        match &entry.payload {
+            EntryPayload::Normal(Command::Fleet(f)) => pre.fleet = fleet::prescan(&self.data, f)?,
+            EntryPayload::Normal(Command::Identity(i)) => {
+                pre.identity = crate::identity::prescan(&self.data, i)?
+            }
+            _ => {}
+        }
         let result = (&self.meta, &self.data).transaction(|(meta, data)| {
             meta.insert(KEY_LAST_APPLIED, applied.as_slice())?;
             if let Some(m) = &membership {

@@ -9,7 +9,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use monsys_proto::DEFAULT_TENANT;
 use monsys_proto::agent::{AGENT_TOKEN_PREFIX, ENROLLMENT_TOKEN_PREFIX};
 use monsys_raft::fleet::{
     AgentAction, AgentRecord, EnrollmentToken, FleetCommand, FleetRejection, Resolution,
@@ -18,8 +17,9 @@ use monsys_raft::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::{AdminAuth, JsonBody};
+use super::extract::JsonBody;
 use super::settings::{Consistency, now_ms};
+use crate::auth::{Auth, Permission};
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::secrets;
@@ -69,9 +69,10 @@ fn token_json(t: &EnrollmentToken) -> Value {
 /// `POST /api/v1/enrollment-tokens`: the token is in the answer only.
 pub async fn create_enrollment_token(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     JsonBody(req): JsonBody<NewEnrollmentToken>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::EnrollmentManage)?;
     if req.name.is_empty() || req.name.len() > 128 {
         return Err(ApiError::InvalidBody("name: 1-128 bytes".into()));
     }
@@ -86,7 +87,7 @@ pub async fn create_enrollment_token(
     let now = now_ms();
     let t = EnrollmentToken {
         id: uuid::Uuid::new_v4().simple().to_string(),
-        tenant: DEFAULT_TENANT.into(),
+        tenant: auth.tenant.clone(),
         name: req.name,
         sha256: secrets::sha256(&token),
         created_at_ms: now,
@@ -104,22 +105,24 @@ pub async fn create_enrollment_token(
 /// `GET /api/v1/enrollment-tokens`.
 pub async fn list_enrollment_tokens(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     q: Q<ReadQuery>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::EnrollmentManage)?;
     barrier(&hub, query(q)?.consistency).await?;
     let tokens: Vec<Value> =
-        hub.reader.fleet().enrollment_tokens(DEFAULT_TENANT)?.iter().map(token_json).collect();
+        hub.reader.fleet().enrollment_tokens(&auth.tenant)?.iter().map(token_json).collect();
     Ok(Json(json!({ "tokens": tokens })).into_response())
 }
 
 /// `DELETE /api/v1/enrollment-tokens/{id}`: revokes.
 pub async fn revoke_enrollment_token(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let cmd = FleetCommand::RevokeEnrollmentToken { tenant: DEFAULT_TENANT.into(), id };
+    auth.require(Permission::EnrollmentManage)?;
+    let cmd = FleetCommand::RevokeEnrollmentToken { tenant: auth.tenant.clone(), id };
     match hub.write(Command::Fleet(cmd)).await? {
         CommandResult::Ok => Ok(StatusCode::NO_CONTENT.into_response()),
         CommandResult::FleetRejected(FleetRejection::NotFound) => {
@@ -141,51 +144,54 @@ fn agent_json(a: &AgentRecord, offline_after_ms: u64, now: u64) -> Value {
     })
 }
 
-fn offline_after_ms(hub: &Hub) -> Result<u64, ApiError> {
-    Ok(u64::from(hub.reader.settings(DEFAULT_TENANT)?.settings.agent_offline_after_secs) * 1000)
+fn offline_after_ms(hub: &Hub, tenant: &str) -> Result<u64, ApiError> {
+    Ok(u64::from(hub.reader.settings(tenant)?.settings.agent_offline_after_secs) * 1000)
 }
 
-fn find(hub: &Hub, id: &str) -> Result<AgentRecord, ApiError> {
-    hub.reader.fleet().agent(DEFAULT_TENANT, id)?.ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
+fn find(hub: &Hub, tenant: &str, id: &str) -> Result<AgentRecord, ApiError> {
+    hub.reader.fleet().agent(tenant, id)?.ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
 }
 
 /// `GET /api/v1/agents`.
-pub async fn list(State(hub): State<Hub>, _: AdminAuth, q: Q<ReadQuery>) -> Result<Response, ApiError> {
+pub async fn list(State(hub): State<Hub>, auth: Auth, q: Q<ReadQuery>) -> Result<Response, ApiError> {
+    auth.require(Permission::AgentsRead)?;
     barrier(&hub, query(q)?.consistency).await?;
-    let (limit, now) = (offline_after_ms(&hub)?, now_ms());
+    let (limit, now) = (offline_after_ms(&hub, &auth.tenant)?, now_ms());
     let agents: Vec<Value> =
-        hub.reader.fleet().agents(DEFAULT_TENANT)?.iter().map(|a| agent_json(a, limit, now)).collect();
+        hub.reader.fleet().agents(&auth.tenant)?.iter().map(|a| agent_json(a, limit, now)).collect();
     Ok(Json(json!({ "agents": agents })).into_response())
 }
 
 /// `GET /api/v1/agents/{id}`.
 pub async fn get(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<String>,
     q: Q<ReadQuery>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::AgentsRead)?;
     barrier(&hub, query(q)?.consistency).await?;
-    let a = find(&hub, &id)?;
-    let mut body = agent_json(&a, offline_after_ms(&hub)?, now_ms());
-    body["open_alerts"] = json!(hub.reader.fleet().open_alerts(DEFAULT_TENANT, &id)?.len());
+    let a = find(&hub, &auth.tenant, &id)?;
+    let mut body = agent_json(&a, offline_after_ms(&hub, &auth.tenant)?, now_ms());
+    body["open_alerts"] = json!(hub.reader.fleet().open_alerts(&auth.tenant, &id)?.len());
     Ok(Json(body).into_response())
 }
 
 /// `DELETE /api/v1/agents/{id}`: the agent, its token and its telemetry.
 pub async fn delete(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::AgentsWrite)?;
     let action =
-        AgentAction { tenant: DEFAULT_TENANT.into(), agent_id: id, actor: "admin".into(), at_ms: now_ms() };
+        AgentAction { tenant: auth.tenant.clone(), agent_id: id, actor: auth.actor(), at_ms: now_ms() };
     agent_action(&hub, FleetCommand::DeleteAgent(action)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn agent_action(hub: &Hub, cmd: FleetCommand) -> Result<(), ApiError> {
-    match hub.write_everywhere(Command::Fleet(cmd), std::time::Duration::from_secs(2)).await? {
+    match hub.write_applied_everywhere(Command::Fleet(cmd), std::time::Duration::from_secs(2)).await? {
         CommandResult::Ok => Ok(()),
         CommandResult::FleetRejected(FleetRejection::UnknownAgent) => {
             Err(ApiError::NotFound("no such agent".into()))
@@ -198,14 +204,15 @@ async fn agent_action(hub: &Hub, cmd: FleetCommand) -> Result<(), ApiError> {
 /// working on every node once this answers.
 pub async fn rotate_token(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::AgentsWrite)?;
     let token = secrets::random_token(AGENT_TOKEN_PREFIX);
     let action = AgentAction {
-        tenant: DEFAULT_TENANT.into(),
+        tenant: auth.tenant.clone(),
         agent_id: id.clone(),
-        actor: "admin".into(),
+        actor: auth.actor(),
         at_ms: now_ms(),
     };
     agent_action(&hub, FleetCommand::RotateToken { action, token_sha256: secrets::sha256(&token) }).await?;
@@ -216,13 +223,14 @@ pub async fn rotate_token(
 /// registration pins its (new) key.
 pub async fn rotate_signing_key(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::AgentsWrite)?;
     let action = AgentAction {
-        tenant: DEFAULT_TENANT.into(),
+        tenant: auth.tenant.clone(),
         agent_id: id.clone(),
-        actor: "admin".into(),
+        actor: auth.actor(),
         at_ms: now_ms(),
     };
     agent_action(&hub, FleetCommand::ClearSigningKey(action)).await?;
@@ -257,10 +265,11 @@ pub fn pick_resolution(span_ms: u64) -> Resolution {
 /// `GET /api/v1/agents/{id}/metrics?from&to&interval&metric`.
 pub async fn metrics(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<String>,
     q: Q<MetricsQuery>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::AgentsRead)?;
     let q = query(q)?;
     let to = q.to.unwrap_or_else(now_ms);
     let from = q.from.unwrap_or(to.saturating_sub(3_600_000));
@@ -283,21 +292,21 @@ pub async fn metrics(
         return Err(ApiError::BadRequest("raw queries span at most 7 days; use a rollup interval".into()));
     }
     barrier(&hub, q.consistency).await?;
-    find(&hub, &id)?;
+    find(&hub, &auth.tenant, &id)?;
     let fleet = hub.reader.fleet();
     let wanted = |series: &str| {
         q.metric.as_deref().is_none_or(|m| series == m || series.starts_with(&format!("{m}{{")))
     };
     let mut series: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
     if res == Resolution::Raw {
-        for (at, _, samples) in fleet.raw(DEFAULT_TENANT, &id, from, to)? {
+        for (at, _, samples) in fleet.raw(&auth.tenant, &id, from, to)? {
             for (key, v) in samples.into_iter().filter(|(k, _)| wanted(k)) {
                 series.entry(key).or_default().push(json!({ "t": at, "v": v }));
             }
         }
     } else {
         let start = from - from % res.width_ms();
-        for (bucket, aggs) in fleet.rollups(res, DEFAULT_TENANT, &id, start, to)? {
+        for (bucket, aggs) in fleet.rollups(res, &auth.tenant, &id, start, to)? {
             for (key, a) in aggs.into_iter().filter(|(k, _)| wanted(k)) {
                 series.entry(key).or_default().push(json!({
                     "t": bucket, "min": a.min, "max": a.max, "avg": a.avg(), "count": a.count, "last": a.last,
@@ -313,13 +322,14 @@ pub async fn metrics(
 
 async fn stored_json(
     hub: &Hub,
+    tenant: &str,
     id: &str,
     consistency: Consistency,
     read: impl Fn(&monsys_raft::fleet::FleetReader) -> Result<Option<(u64, Vec<u8>)>, monsys_raft::Error>,
     what: &str,
 ) -> Result<Response, ApiError> {
     barrier(hub, consistency).await?;
-    find(hub, id)?;
+    find(hub, tenant, id)?;
     let (at, bytes) =
         read(&hub.reader.fleet())?.ok_or_else(|| ApiError::NotFound(format!("no {what} reported yet")))?;
     let data: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -329,21 +339,23 @@ async fn stored_json(
 /// `GET /api/v1/agents/{id}/inventory`.
 pub async fn inventory(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<String>,
     q: Q<ReadQuery>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::AgentsRead)?;
     let c = query(q)?.consistency;
-    stored_json(&hub, &id, c, |f| f.inventory(DEFAULT_TENANT, &id), "inventory").await
+    stored_json(&hub, &auth.tenant, &id, c, |f| f.inventory(&auth.tenant, &id), "inventory").await
 }
 
 /// `GET /api/v1/agents/{id}/processes`.
 pub async fn processes(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<String>,
     q: Q<ReadQuery>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::AgentsRead)?;
     let c = query(q)?.consistency;
-    stored_json(&hub, &id, c, |f| f.processes(DEFAULT_TENANT, &id), "processes").await
+    stored_json(&hub, &auth.tenant, &id, c, |f| f.processes(&auth.tenant, &id), "processes").await
 }

@@ -7,7 +7,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use monsys_proto::DEFAULT_TENANT;
 use monsys_proto::agent::Severity;
 use monsys_raft::fleet::{
     AlertRecord, AlertRule, AlertSource, AlertState, FleetCommand, FleetRejection, FleetResult, RulesDoc,
@@ -17,8 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::agents::{ReadQuery, barrier, query};
-use super::extract::{AdminAuth, IfMatch, JsonBody};
+use super::extract::{IfMatch, JsonBody};
 use super::settings::{Consistency, now_ms};
+use crate::auth::{Auth, Permission};
 use crate::error::ApiError;
 use crate::hub::Hub;
 
@@ -60,7 +60,8 @@ fn alert_json(a: &AlertRecord) -> Value {
 }
 
 /// `GET /api/v1/alerts`.
-pub async fn list(State(hub): State<Hub>, _: AdminAuth, q: Q<AlertQuery>) -> Result<Response, ApiError> {
+pub async fn list(State(hub): State<Hub>, auth: Auth, q: Q<AlertQuery>) -> Result<Response, ApiError> {
+    auth.require(Permission::AlertsRead)?;
     let q = query(q)?;
     let state = q.state.as_deref().unwrap_or("open");
     let keep_state = |s: AlertState| match state {
@@ -77,7 +78,7 @@ pub async fn list(State(hub): State<Hub>, _: AdminAuth, q: Q<AlertQuery>) -> Res
         return Err(ApiError::BadRequest("limit must be 1..=1000".into()));
     }
     barrier(&hub, q.consistency).await?;
-    let mut alerts = hub.reader.fleet().alerts(DEFAULT_TENANT)?;
+    let mut alerts = hub.reader.fleet().alerts(&auth.tenant)?;
     alerts.retain(|a| {
         keep_state(a.state).unwrap_or(false)
             && q.agent_id.as_ref().is_none_or(|id| &a.agent_id == id)
@@ -87,12 +88,12 @@ pub async fn list(State(hub): State<Hub>, _: AdminAuth, q: Q<AlertQuery>) -> Res
     Ok(Json(json!({ "alerts": out })).into_response())
 }
 
-async fn set_state(hub: &Hub, id: u64, state: AlertState) -> Result<Response, ApiError> {
+async fn set_state(hub: &Hub, auth: &Auth, id: u64, state: AlertState) -> Result<Response, ApiError> {
     let cmd = FleetCommand::SetAlertState {
-        tenant: DEFAULT_TENANT.into(),
+        tenant: auth.tenant.clone(),
         id,
         state,
-        actor: "admin".into(),
+        actor: auth.actor(),
         at_ms: now_ms(),
     };
     match hub.write(Command::Fleet(cmd)).await? {
@@ -114,19 +115,21 @@ fn alert_id(raw: &str) -> Result<u64, ApiError> {
 /// `PATCH /api/v1/alerts/{id}/resolve`.
 pub async fn resolve(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_state(&hub, alert_id(&id)?, AlertState::Resolved).await
+    auth.require(Permission::AlertsWrite)?;
+    set_state(&hub, &auth, alert_id(&id)?, AlertState::Resolved).await
 }
 
 /// `PATCH /api/v1/alerts/{id}/acknowledge`.
 pub async fn acknowledge(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_state(&hub, alert_id(&id)?, AlertState::Acknowledged).await
+    auth.require(Permission::AlertsWrite)?;
+    set_state(&hub, &auth, alert_id(&id)?, AlertState::Acknowledged).await
 }
 
 fn rules_response(doc: RulesDoc) -> Response {
@@ -137,9 +140,10 @@ fn rules_response(doc: RulesDoc) -> Response {
 }
 
 /// `GET /api/v1/alert-rules`.
-pub async fn get_rules(State(hub): State<Hub>, _: AdminAuth, q: Q<ReadQuery>) -> Result<Response, ApiError> {
+pub async fn get_rules(State(hub): State<Hub>, auth: Auth, q: Q<ReadQuery>) -> Result<Response, ApiError> {
+    auth.require(Permission::AlertsRead)?;
     barrier(&hub, query(q)?.consistency).await?;
-    Ok(rules_response(hub.reader.fleet().rules(DEFAULT_TENANT)?))
+    Ok(rules_response(hub.reader.fleet().rules(&auth.tenant)?))
 }
 
 /// `PUT /api/v1/alert-rules` body.
@@ -153,13 +157,14 @@ pub struct RulesBody {
 /// `PUT /api/v1/alert-rules` (with `If-Match` as a compare-and-set).
 pub async fn put_rules(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     IfMatch(expected): IfMatch,
     JsonBody(body): JsonBody<RulesBody>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::RulesWrite)?;
     monsys_raft::fleet::validate_rules(&body.rules).map_err(ApiError::InvalidBody)?;
     let cmd = FleetCommand::PutRules {
-        tenant: DEFAULT_TENANT.into(),
+        tenant: auth.tenant.clone(),
         expected_revision: expected,
         rules: body.rules,
         at_ms: now_ms(),
@@ -192,7 +197,8 @@ pub struct AuditQuery {
 }
 
 /// `GET /api/v1/audit`: oldest first from `after`; `next_after` continues.
-pub async fn audit(State(hub): State<Hub>, _: AdminAuth, q: Q<AuditQuery>) -> Result<Response, ApiError> {
+pub async fn audit(State(hub): State<Hub>, auth: Auth, q: Q<AuditQuery>) -> Result<Response, ApiError> {
+    auth.require(Permission::AuditRead)?;
     let q = query(q)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -202,7 +208,7 @@ pub async fn audit(State(hub): State<Hub>, _: AdminAuth, q: Q<AuditQuery>) -> Re
     let fleet = hub.reader.fleet();
     let (mut after, mut out, mut scanned_to) = (q.after.unwrap_or(0), Vec::new(), None);
     while out.len() < limit {
-        let page = fleet.audit(DEFAULT_TENANT, after, 1000)?;
+        let page = fleet.audit(&auth.tenant, after, 1000)?;
         let Some(last) = page.last() else { break };
         after = last.seq;
         for e in page {
@@ -225,13 +231,10 @@ pub async fn audit(State(hub): State<Hub>, _: AdminAuth, q: Q<AuditQuery>) -> Re
 }
 
 /// `GET /api/v1/audit/verify`: recomputes the hash chain.
-pub async fn verify_audit(
-    State(hub): State<Hub>,
-    _: AdminAuth,
-    q: Q<ReadQuery>,
-) -> Result<Response, ApiError> {
+pub async fn verify_audit(State(hub): State<Hub>, auth: Auth, q: Q<ReadQuery>) -> Result<Response, ApiError> {
+    auth.require(Permission::AuditRead)?;
     barrier(&hub, query(q)?.consistency).await?;
-    Ok(Json(match hub.reader.fleet().verify_audit(DEFAULT_TENANT)? {
+    Ok(Json(match hub.reader.fleet().verify_audit(&auth.tenant)? {
         Ok(n) => json!({ "ok": true, "events": n }),
         Err(seq) => json!({ "ok": false, "broken_at_seq": seq }),
     })

@@ -17,14 +17,16 @@ use monsys_actors::ActorKey;
 use monsys_proto::cluster::{ClusterStatus, JoinRequest};
 use serde_json::json;
 
-use super::extract::{AdminAuth, ClusterAuth, JsonBody};
+use super::extract::{ClusterAuth, JsonBody};
+use crate::auth::{Auth, Permission};
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::routing::owner;
 
 /// `GET /api/v1/cluster`.
-pub async fn status(State(hub): State<Hub>, _: AdminAuth) -> Json<ClusterStatus> {
-    Json(hub.status())
+pub async fn status(State(hub): State<Hub>, auth: Auth) -> Result<Json<ClusterStatus>, ApiError> {
+    auth.require(Permission::ClusterRead)?;
+    Ok(Json(hub.status()))
 }
 
 /// `POST /api/v1/cluster/members`.
@@ -41,27 +43,30 @@ pub async fn add(
 /// `POST /api/v1/cluster/members/{id}/promote`.
 pub async fn promote(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<u64>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
+    auth.require(Permission::ClusterWrite)?;
     Ok(Json(hub.promote_member(id).await?))
 }
 
 /// `DELETE /api/v1/cluster/members/{id}`.
 pub async fn remove(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<u64>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
+    auth.require(Permission::ClusterWrite)?;
     Ok(Json(hub.remove_member(id).await?))
 }
 
 /// `GET /api/v1/cluster/placement/{kind}/{key}`.
 pub async fn placement(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path((kind, key)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    auth.require(Permission::ClusterRead)?;
     let key = match kind.as_str() {
         "agent" => ActorKey::Agent(key),
         "console" => ActorKey::Console(key),

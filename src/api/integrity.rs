@@ -5,15 +5,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use monsys_proto::DEFAULT_TENANT;
 use monsys_raft::fleet::{Anomaly, FleetCommand, FleetRejection, FleetResult};
 use monsys_raft::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::agents::{barrier, query};
-use super::extract::AdminAuth;
 use super::settings::{Consistency, now_ms};
+use crate::auth::{Auth, Permission};
 use crate::error::ApiError;
 use crate::hub::Hub;
 
@@ -39,7 +38,8 @@ fn anomaly_json(a: &Anomaly) -> Value {
 }
 
 /// `GET /api/v1/integrity-anomalies?include_resolved=0|1`, newest first.
-pub async fn list(State(hub): State<Hub>, _: AdminAuth, q: Q<AnomalyQuery>) -> Result<Response, ApiError> {
+pub async fn list(State(hub): State<Hub>, auth: Auth, q: Q<AnomalyQuery>) -> Result<Response, ApiError> {
+    auth.require(Permission::IntegrityRead)?;
     let q = query(q)?;
     let include_resolved = match q.include_resolved.unwrap_or(0) {
         0 => false,
@@ -50,7 +50,7 @@ pub async fn list(State(hub): State<Hub>, _: AdminAuth, q: Q<AnomalyQuery>) -> R
     let list: Vec<Value> = hub
         .reader
         .fleet()
-        .anomalies(DEFAULT_TENANT)?
+        .anomalies(&auth.tenant)?
         .iter()
         .rev()
         .filter(|a| include_resolved || a.resolved_at_ms.is_none())
@@ -62,15 +62,16 @@ pub async fn list(State(hub): State<Hub>, _: AdminAuth, q: Q<AnomalyQuery>) -> R
 /// `PATCH /api/v1/integrity-anomalies/{id}/resolve`.
 pub async fn resolve(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::IntegrityWrite)?;
     let id: u64 =
         id.parse().map_err(|_| ApiError::BadRequest(format!("anomaly id must be a number, not {id:?}")))?;
     let cmd = FleetCommand::ResolveAnomaly {
-        tenant: DEFAULT_TENANT.into(),
+        tenant: auth.tenant.clone(),
         id,
-        actor: "admin".into(),
+        actor: auth.actor(),
         at_ms: now_ms(),
     };
     match hub.write(Command::Fleet(cmd)).await? {

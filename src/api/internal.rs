@@ -44,3 +44,27 @@ pub async fn propose(State(hub): State<Hub>, _: PeerAuth, body: Bytes) -> Result
     let bytes = monsys_raft::encode_result(&result)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
+
+/// Query of `POST /internal/v1/wait-applied`.
+#[derive(Debug, serde::Deserialize)]
+pub struct WaitApplied {
+    /// Log index to wait for.
+    pub index: u64,
+    /// Longest wait, ms (capped at 5 s).
+    pub wait_ms: u64,
+}
+
+/// `POST /internal/v1/wait-applied?index&wait_ms`: 204 once this node applied `index`, 503 if
+/// not within the wait.
+pub async fn wait_applied(
+    State(hub): State<Hub>,
+    _: PeerAuth,
+    axum::extract::Query(q): axum::extract::Query<WaitApplied>,
+) -> Result<Response, ApiError> {
+    let wait = std::time::Duration::from_millis(q.wait_ms.min(5000));
+    if hub.wait_applied(q.index, wait).await {
+        Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::unavailable(format!("index {} not applied within {wait:?}", q.index)))
+    }
+}

@@ -15,6 +15,7 @@ pub mod agent_plane;
 pub mod agent_ws;
 pub mod agents;
 pub mod alerts;
+pub mod auth;
 pub mod cluster;
 pub mod extract;
 pub mod health;
@@ -22,11 +23,12 @@ pub mod integrity;
 pub mod internal;
 pub mod observe;
 pub mod settings;
+pub mod users;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 
 use crate::error::ApiError;
 use crate::hub::Hub;
@@ -61,6 +63,18 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/alert-rules", get(alerts::get_rules).put(alerts::put_rules))
         .route("/api/v1/audit", get(alerts::audit))
         .route("/api/v1/audit/verify", get(alerts::verify_audit))
+        .route("/api/v1/auth/register", post(auth::register))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/me", get(auth::me))
+        .route("/api/v1/auth/me/password", put(auth::change_password))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route("/api/v1/users/{id}", get(users::get).patch(users::update))
+        .route("/api/v1/users/{id}/password", put(users::reset_password))
+        .route("/api/v1/api-keys", get(users::list_keys).post(users::create_key))
+        .route("/api/v1/api-keys/{id}", delete(users::revoke_key))
+        .route("/api/v1/roles", get(users::list_roles))
+        .route("/api/v1/roles/{id}", put(users::put_role).delete(users::delete_role))
         .route("/api/v1/integrity-anomalies", get(integrity::list))
         .route("/api/v1/integrity-anomalies/{id}/resolve", patch(integrity::resolve))
         .route_layer(from_fn_with_state(hub.clone(), to_leader));
@@ -78,6 +92,7 @@ pub fn router(hub: Hub) -> Router {
     let internal = Router::new()
         .route("/internal/v1/raft/{kind}", post(internal::raft_rpc))
         .route("/internal/v1/propose", post(internal::propose))
+        .route("/internal/v1/wait-applied", post(internal::wait_applied))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
     let max_body = hub.config.max_body_bytes;
     Router::new()

@@ -10,11 +10,12 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use monsys_proto::{DEFAULT_TENANT, Settings, SettingsDoc};
+use monsys_proto::{Settings, SettingsDoc};
 use monsys_raft::{Command, CommandResult, Rejection};
 use serde::Deserialize;
 
-use super::extract::{AdminAuth, IfMatch, JsonBody};
+use super::extract::{IfMatch, JsonBody};
+use crate::auth::{Auth, Permission};
 use crate::error::ApiError;
 use crate::hub::Hub;
 
@@ -42,27 +43,29 @@ pub enum Consistency {
 /// `GET /api/v1/settings`.
 pub async fn get(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::SettingsRead)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if query.consistency == Consistency::Linearizable {
         hub.linearizable_barrier().await?;
     }
-    let doc = hub.reader.settings(DEFAULT_TENANT)?;
+    let doc = hub.reader.settings(&auth.tenant)?;
     Ok(with_etag(doc))
 }
 
 /// `PUT /api/v1/settings`.
 pub async fn put(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    auth: Auth,
     IfMatch(expected): IfMatch,
     JsonBody(settings): JsonBody<Settings>,
 ) -> Result<Response, ApiError> {
+    auth.require(Permission::SettingsWrite)?;
     settings.validate().map_err(ApiError::Validation)?;
     let cmd = Command::PutSettings {
-        tenant: DEFAULT_TENANT.to_string(),
+        tenant: auth.tenant.clone(),
         expected_revision: expected,
         settings,
         at_ms: now_ms(),

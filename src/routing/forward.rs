@@ -96,6 +96,20 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// Asks the node at `addr` to wait until it has applied `index`; true if it confirmed.
+    pub async fn wait_applied(&self, addr: &str, index: u64, wait: Duration) -> bool {
+        let url =
+            format!("http://{addr}/internal/v1/wait-applied?index={index}&wait_ms={}", wait.as_millis());
+        let req = self
+            .client
+            .post(&url)
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .timeout(wait + Duration::from_millis(500));
+        matches!(req.send().await, Ok(r) if r.status().is_success())
+    }
+}
+
 fn delivery_error(method: &Method, addr: &str, e: reqwest::Error) -> ApiError {
     if e.is_connect() || *method == Method::GET || *method == Method::HEAD {
         ApiError::unavailable(format!("could not reach node at {addr}"))

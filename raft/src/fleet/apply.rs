@@ -713,7 +713,7 @@ fn resolve(
 }
 
 /// Appends an event to the tenant's hash-chained audit log.
-fn audit(
+pub(crate) fn audit(
     tx: &Tx,
     tenant: &str,
     at_ms: u64,

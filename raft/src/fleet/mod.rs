@@ -16,7 +16,7 @@ pub mod read;
 pub mod types;
 
 pub use apply::{DUPLICATE_WINDOW_MS, EXPIRE_BATCH, SEQ_WINDOW, default_rules, validate_rules};
-pub(crate) use apply::{Prescan, apply, prescan};
+pub(crate) use apply::{Prescan, apply, audit, prescan};
 pub use read::FleetReader;
 pub use types::*;
 

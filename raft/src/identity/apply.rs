@@ -1,0 +1,312 @@
+//! Applying identity commands inside the per-entry transaction (deterministic; refusals are
+//! results). Scans (owners left in a tenant, users of a role) happen in [`prescan`] just
+//! before the transaction, as in the fleet domain.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::transaction::{ConflictableTransactionError, ConflictableTransactionResult, TransactionalTree};
+
+use super::keys;
+use super::types::*;
+use crate::fleet::audit;
+use crate::{CommandResult, Error, codec};
+
+type Tx = TransactionalTree;
+type R<T> = ConflictableTransactionResult<T, Error>;
+
+/// The system role of tenant owners.
+pub const OWNER: &str = "owner";
+
+fn abort(e: Error) -> ConflictableTransactionError<Error> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn get<T: DeserializeOwned>(tx: &Tx, what: &'static str, key: &[u8]) -> R<Option<T>> {
+    match tx.get(key)? {
+        None => Ok(None),
+        Some(v) => codec::decode_value(what, &v).map(Some).map_err(abort),
+    }
+}
+
+fn put<T: Serialize>(tx: &Tx, what: &'static str, key: Vec<u8>, value: &T) -> R<()> {
+    tx.insert(key, codec::encode_value(what, value).map_err(abort)?)?;
+    Ok(())
+}
+
+fn rejected(r: IdentityRejection) -> CommandResult {
+    CommandResult::IdentityRejected(r)
+}
+
+/// Facts found by scanning before the transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Prescan {
+    /// Enabled owners of the tenant concerned.
+    owners_in_tenant: usize,
+    /// Whether a user or key of the tenant has the role concerned.
+    role_in_use: bool,
+}
+
+/// Scans what `cmd` needs to know.
+pub(crate) fn prescan(data: &sled::Tree, cmd: &IdentityCommand) -> Result<Prescan, Error> {
+    let mut p = Prescan::default();
+    match cmd {
+        IdentityCommand::UpdateUser { tenant, .. } => {
+            for kv in data.scan_prefix(keys::user_prefix(tenant)) {
+                let u: User = codec::decode_value("user", &kv?.1)?;
+                p.owners_in_tenant += usize::from(u.role == OWNER && !u.disabled);
+            }
+        }
+        IdentityCommand::DeleteRole { tenant, id, .. } => {
+            for kv in data.scan_prefix(keys::user_prefix(tenant)) {
+                let u: User = codec::decode_value("user", &kv?.1)?;
+                p.role_in_use |= &u.role == id;
+            }
+            for kv in data.scan_prefix(keys::api_key_id_prefix(tenant)) {
+                let sha: [u8; 32] = codec::decode_value("key id", &kv?.1)?;
+                if let Some(v) = data.get(keys::api_key(&sha))? {
+                    let k: ApiKey = codec::decode_value("api key", &v)?;
+                    p.role_in_use |= &k.role == id;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
+/// Applies one identity command.
+pub(crate) fn apply(tx: &Tx, cmd: &IdentityCommand, pre: &Prescan) -> R<CommandResult> {
+    match cmd {
+        IdentityCommand::CreateTenant { tenant, owner, only_if_no_owner } => {
+            let owners: u64 = get(tx, "owners", keys::OWNERS)?.unwrap_or(0);
+            if *only_if_no_owner && owners > 0 {
+                return Ok(rejected(IdentityRejection::OwnerExists));
+            }
+            if tx.get(keys::tenant(&tenant.id))?.is_some() {
+                return Ok(rejected(IdentityRejection::TenantExists));
+            }
+            if tx.get(keys::email(&owner.email))?.is_some() {
+                return Ok(rejected(IdentityRejection::EmailTaken));
+            }
+            put(tx, "tenant", keys::tenant(&tenant.id), tenant)?;
+            insert_user(tx, owner)?;
+            audit(
+                tx,
+                &tenant.id,
+                tenant.created_at_ms,
+                "tenant_created",
+                &owner.id,
+                None,
+                &serde_json::json!({ "owner": owner.email }).to_string(),
+            )?;
+            Ok(CommandResult::Identity(IdentityResult::User(owner.clone())))
+        }
+        IdentityCommand::CreateUser(u) => {
+            if tx.get(keys::tenant(&u.tenant))?.is_none() {
+                return Ok(rejected(IdentityRejection::NotFound));
+            }
+            if tx.get(keys::email(&u.email))?.is_some() {
+                return Ok(rejected(IdentityRejection::EmailTaken));
+            }
+            insert_user(tx, u)?;
+            audit(
+                tx,
+                &u.tenant,
+                u.created_at_ms,
+                "user_created",
+                "admin",
+                None,
+                &serde_json::json!({ "user": u.id, "email": u.email, "role": u.role }).to_string(),
+            )?;
+            Ok(CommandResult::Identity(IdentityResult::User(u.clone())))
+        }
+        IdentityCommand::UpdateUser { tenant, user_id, name, role, disabled, actor, at_ms } => {
+            let key = keys::user(tenant, user_id);
+            let Some(mut u) = get::<User>(tx, "user", &key)? else {
+                return Ok(rejected(IdentityRejection::NotFound));
+            };
+            let was_active_owner = u.role == OWNER && !u.disabled;
+            if let Some(n) = name {
+                u.name = n.clone();
+            }
+            if let Some(r) = role {
+                u.role = r.clone();
+            }
+            if let Some(d) = disabled {
+                u.disabled = *d;
+            }
+            let is_active_owner = u.role == OWNER && !u.disabled;
+            if was_active_owner && !is_active_owner && pre.owners_in_tenant <= 1 {
+                return Ok(rejected(IdentityRejection::LastOwner));
+            }
+            adjust_owners(tx, was_active_owner, is_active_owner)?;
+            if u.disabled {
+                revoke_all(tx, tenant, user_id, None)?;
+            }
+            put(tx, "user", key, &u)?;
+            let details = serde_json::json!({ "user": user_id, "role": u.role, "disabled": u.disabled });
+            let event = if disabled == &Some(true) { "user_disabled" } else { "user_updated" };
+            audit(tx, tenant, *at_ms, event, actor, None, &details.to_string())?;
+            Ok(CommandResult::Identity(IdentityResult::User(u)))
+        }
+        IdentityCommand::SetPassword { tenant, user_id, password_hash, keep_session, actor, at_ms } => {
+            let key = keys::user(tenant, user_id);
+            let Some(mut u) = get::<User>(tx, "user", &key)? else {
+                return Ok(rejected(IdentityRejection::NotFound));
+            };
+            u.password_hash = password_hash.clone();
+            u.password_changed_at_ms = *at_ms;
+            revoke_all(tx, tenant, user_id, *keep_session)?;
+            put(tx, "user", key, &u)?;
+            audit(
+                tx,
+                tenant,
+                *at_ms,
+                "password_changed",
+                actor,
+                None,
+                &serde_json::json!({ "user": user_id }).to_string(),
+            )?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::CreateSession(s) => {
+            let Some(u) = get::<User>(tx, "user", &keys::user(&s.tenant, &s.user_id))? else {
+                return Ok(rejected(IdentityRejection::NotFound));
+            };
+            if u.disabled {
+                return Ok(rejected(IdentityRejection::NotFound));
+            }
+            put(tx, "session", keys::session(&s.sha256), s)?;
+            let index_key = keys::user_sessions(&s.tenant, &s.user_id);
+            let mut list: Vec<[u8; 32]> = get(tx, "user sessions", &index_key)?.unwrap_or_default();
+            // drop entries of sessions that are gone or expired, keep the index bounded
+            let mut kept = Vec::with_capacity(list.len() + 1);
+            for sha in list.drain(..) {
+                if let Some(old) = get::<Session>(tx, "session", &keys::session(&sha))? {
+                    if old.expires_at_ms > s.created_at_ms {
+                        kept.push(sha);
+                    } else {
+                        tx.remove(keys::session(&sha))?;
+                    }
+                }
+            }
+            kept.push(s.sha256);
+            while kept.len() > 100 {
+                let oldest = kept.remove(0);
+                tx.remove(keys::session(&oldest))?;
+            }
+            put(tx, "user sessions", index_key, &kept)?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::RevokeSession { sha256, .. } => {
+            let Some(s) = get::<Session>(tx, "session", &keys::session(sha256))? else {
+                return Ok(rejected(IdentityRejection::NotFound));
+            };
+            tx.remove(keys::session(sha256))?;
+            let index_key = keys::user_sessions(&s.tenant, &s.user_id);
+            let mut list: Vec<[u8; 32]> = get(tx, "user sessions", &index_key)?.unwrap_or_default();
+            list.retain(|x| x != sha256);
+            put(tx, "user sessions", index_key, &list)?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::TouchSessions { seen } => {
+            for (sha, at) in seen {
+                let key = keys::session(sha);
+                if let Some(mut s) = get::<Session>(tx, "session", &key)?
+                    && *at > s.last_seen_ms
+                {
+                    s.last_seen_ms = *at;
+                    put(tx, "session", key, &s)?;
+                }
+            }
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::CreateApiKey(k) => {
+            put(tx, "api key", keys::api_key(&k.sha256), k)?;
+            put(tx, "key id", keys::api_key_id(&k.tenant, &k.id), &k.sha256)?;
+            let details = serde_json::json!({ "key": k.id, "role": k.role, "user": k.user_id });
+            audit(
+                tx,
+                &k.tenant,
+                k.created_at_ms,
+                "api_key_created",
+                k.user_id.as_deref().unwrap_or("admin"),
+                None,
+                &details.to_string(),
+            )?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::RevokeApiKey { tenant, id, actor, at_ms } => {
+            let id_key = keys::api_key_id(tenant, id);
+            let Some(sha) = get::<[u8; 32]>(tx, "key id", &id_key)? else {
+                return Ok(rejected(IdentityRejection::NotFound));
+            };
+            tx.remove(id_key)?;
+            tx.remove(keys::api_key(&sha))?;
+            audit(
+                tx,
+                tenant,
+                *at_ms,
+                "api_key_revoked",
+                actor,
+                None,
+                &serde_json::json!({ "key": id }).to_string(),
+            )?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::PutRole(r) => {
+            put(tx, "role", keys::role(&r.tenant, &r.id), r)?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::DeleteRole { tenant, id, actor, at_ms } => {
+            if pre.role_in_use {
+                return Ok(rejected(IdentityRejection::RoleInUse));
+            }
+            let key = keys::role(tenant, id);
+            if tx.get(&key)?.is_none() {
+                return Ok(rejected(IdentityRejection::NotFound));
+            }
+            tx.remove(key)?;
+            audit(
+                tx,
+                tenant,
+                *at_ms,
+                "role_deleted",
+                actor,
+                None,
+                &serde_json::json!({ "role": id }).to_string(),
+            )?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+    }
+}
+
+fn insert_user(tx: &Tx, u: &User) -> R<()> {
+    put(tx, "user", keys::user(&u.tenant, &u.id), u)?;
+    put(tx, "email index", keys::email(&u.email), &(u.tenant.clone(), u.id.clone()))?;
+    adjust_owners(tx, false, u.role == OWNER && !u.disabled)
+}
+
+fn adjust_owners(tx: &Tx, before: bool, after: bool) -> R<()> {
+    if before == after {
+        return Ok(());
+    }
+    let n: u64 = get(tx, "owners", keys::OWNERS)?.unwrap_or(0);
+    let n = if after { n + 1 } else { n.saturating_sub(1) };
+    put(tx, "owners", keys::OWNERS.to_vec(), &n)
+}
+
+/// Deletes every session of a user except `keep`.
+fn revoke_all(tx: &Tx, tenant: &str, user_id: &str, keep: Option<[u8; 32]>) -> R<()> {
+    let index_key = keys::user_sessions(tenant, user_id);
+    let list: Vec<[u8; 32]> = get(tx, "user sessions", &index_key)?.unwrap_or_default();
+    let mut kept = Vec::new();
+    for sha in list {
+        if Some(sha) == keep {
+            kept.push(sha);
+        } else {
+            tx.remove(keys::session(&sha))?;
+        }
+    }
+    put(tx, "user sessions", index_key, &kept)
+}

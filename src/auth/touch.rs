@@ -1,0 +1,64 @@
+//! Idle-timeout bookkeeping without a Raft write per request: each node remembers when it last
+//! saw each session and a job proposes the batch (`TouchSessions`) every [`FLUSH_EVERY`]. A
+//! session's idle time is measured from the newest of the replicated and the local time.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Interval of the flush job.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(30);
+
+/// Session uses seen by this node and not yet replicated.
+#[derive(Default)]
+pub struct Touches {
+    seen: Mutex<HashMap<[u8; 32], u64>>,
+    flushed: Mutex<HashMap<[u8; 32], u64>>,
+}
+
+impl Touches {
+    /// Records a use.
+    pub fn record(&self, sha: [u8; 32], at_ms: u64) {
+        self.seen.lock().expect("touch lock").insert(sha, at_ms);
+    }
+
+    /// Newest use of a session seen here (0 if none).
+    pub fn last_seen(&self, sha: &[u8; 32]) -> u64 {
+        let seen = self.seen.lock().expect("touch lock").get(sha).copied().unwrap_or(0);
+        seen.max(self.flushed.lock().expect("touch lock").get(sha).copied().unwrap_or(0))
+    }
+
+    /// Takes the uses to replicate.
+    pub fn drain(&self) -> Vec<([u8; 32], u64)> {
+        let taken: Vec<_> = self.seen.lock().expect("touch lock").drain().collect();
+        let mut flushed = self.flushed.lock().expect("touch lock");
+        flushed.clear();
+        flushed.extend(taken.iter().copied());
+        taken
+    }
+}
+
+/// Starts the flush job of `hub` (stops with `shutdown`).
+pub fn spawn_flush(
+    hub: crate::hub::Hub,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    use monsys_raft::Command;
+    use monsys_raft::identity::IdentityCommand;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let seen = hub.touches.drain();
+            for chunk in seen.chunks(1000) {
+                let cmd = Command::Identity(IdentityCommand::TouchSessions { seen: chunk.to_vec() });
+                if let Err(e) = hub.propose(cmd).await {
+                    tracing::debug!(error = %e, "session activity not replicated; local view still counts");
+                }
+            }
+        }
+    })
+}

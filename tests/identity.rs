@@ -1,0 +1,319 @@
+//! Identity and access through the HTTP API of a 3-node cluster: first-run registration,
+//! sessions valid on every node, revocations seen at once everywhere, API keys, the role matrix
+//! and tenant isolation.
+
+mod common;
+
+use common::agent::{TestAgent, enrollment_token};
+use common::{TOKEN, TestCluster, split};
+use serde_json::{Value, json};
+
+const PW: &str = "correct horse battery staple";
+
+async fn call(
+    c: &TestCluster,
+    node: usize,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = c.http.request(m, format!("{}{path}", c.nodes[node].url())).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    split(req.send().await.unwrap()).await
+}
+
+async fn register_owner(c: &TestCluster, node: usize, email: &str, tenant: Option<&str>) -> (u16, Value) {
+    let body = json!({ "email": email, "password": PW, "name": "Owner", "tenant_name": tenant });
+    split(
+        c.http
+            .post(format!("{}/api/v1/auth/register", c.nodes[node].url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn login(c: &TestCluster, node: usize, email: &str, password: &str) -> (u16, Value) {
+    let body = json!({ "email": email, "password": password });
+    split(c.http.post(format!("{}/api/v1/auth/login", c.nodes[node].url())).json(&body).send().await.unwrap())
+        .await
+}
+
+async fn session(c: &TestCluster, node: usize, email: &str) -> String {
+    let (s, v) = login(c, node, email, PW).await;
+    assert_eq!(s, 200, "{v}");
+    v["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_work_on_every_node_and_revocations_apply_everywhere_at_once() {
+    let c = TestCluster::start(3).await;
+    let f = c.follower().await;
+    let (s, owner) = register_owner(&c, f, "Owner@Example.com", None).await;
+    assert_eq!(s, 201, "{owner}");
+    assert_eq!(
+        (owner["email"].as_str(), owner["role"].as_str(), owner["tenant"].as_str()),
+        (Some("owner@example.com"), Some("owner"), Some("default"))
+    );
+    let (s, e) = register_owner(&c, 0, "second@example.com", None).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (403, Some("forbidden")),
+        "registration closes once an owner exists: {e}"
+    );
+
+    // login on A, use on B and C
+    let token = session(&c, 0, "owner@example.com").await;
+    for node in 0..3 {
+        let (s, me) = call(&c, node, "GET", "/api/v1/auth/me", &token, None).await;
+        assert_eq!((s, me["email"].as_str()), (200, Some("owner@example.com")), "node {node}: {me}");
+    }
+    // a user created by the owner; her session dies everywhere the moment she is disabled on B
+    let body = json!({ "email": "op@example.com", "name": "Op", "password": PW, "role": "operator" });
+    let (s, op) = call(&c, 2, "POST", "/api/v1/users", &token, Some(body)).await;
+    assert_eq!(s, 201, "{op}");
+    let op_token = session(&c, 1, "op@example.com").await;
+    let (s, key) = call(&c, 1, "POST", "/api/v1/api-keys", &op_token, Some(json!({ "name": "ci" }))).await;
+    assert_eq!(s, 201, "{key}");
+    let op_key = key["key"].as_str().unwrap().to_string();
+    assert_eq!(call(&c, 0, "GET", "/api/v1/agents", &op_key, None).await.0, 200);
+    let id = op["id"].as_str().unwrap();
+    let (s, v) =
+        call(&c, 1, "PATCH", &format!("/api/v1/users/{id}"), &token, Some(json!({ "disabled": true }))).await;
+    assert_eq!(s, 200, "{v}");
+    for node in 0..3 {
+        assert_eq!(
+            call(&c, node, "GET", "/api/v1/auth/me", &op_token, None).await.0,
+            401,
+            "session of a disabled user on node {node}"
+        );
+        assert_eq!(
+            call(&c, node, "GET", "/api/v1/agents", &op_key, None).await.0,
+            401,
+            "key of a disabled user on node {node}"
+        );
+    }
+    assert_eq!(login(&c, 2, "op@example.com", PW).await.0, 401);
+
+    // logout on B: the token is dead on A and C for every later request
+    let (s, _) = call(&c, 1, "POST", "/api/v1/auth/logout", &token, None).await;
+    assert_eq!(s, 204);
+    for node in 0..3 {
+        assert_eq!(call(&c, node, "GET", "/api/v1/auth/me", &token, None).await.0, 401, "node {node}");
+    }
+    // the last owner cannot be disabled
+    let token = session(&c, 2, "owner@example.com").await;
+    let oid = owner["id"].as_str().unwrap();
+    let (s, e) =
+        call(&c, 0, "PATCH", &format!("/api/v1/users/{oid}"), &token, Some(json!({ "disabled": true })))
+            .await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("conflict")), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_credentials_and_bodies_get_clear_errors_without_revealing_accounts() {
+    let c = TestCluster::start(1).await;
+    c.wait_leader().await;
+    let (s, e) = register_owner(&c, 0, "not-an-email", None).await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("invalid_body")), "{e}");
+    let body = json!({ "email": "a@example.com", "password": "short", "name": "A" });
+    let (s, e) = split(
+        c.http.post(format!("{}/api/v1/auth/register", c.nodes[0].url())).json(&body).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("invalid_body")), "{e}");
+    assert_eq!(register_owner(&c, 0, "a@example.com", None).await.0, 201);
+
+    let (s1, wrong_pw) = login(&c, 0, "a@example.com", "wrong password here").await;
+    let (s2, no_user) = login(&c, 0, "nobody@example.com", PW).await;
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(wrong_pw, no_user, "the same answer for a wrong password and an unknown account");
+    let r = c
+        .http
+        .post(format!("{}/api/v1/auth/login", c.nodes[0].url()))
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    for bad in ["", "Bearer", "mss_unknown", "msk_unknown", "msa_wrong", "garbage"] {
+        let r = c
+            .http
+            .get(format!("{}/api/v1/agents", c.nodes[0].url()))
+            .header("authorization", format!("Bearer {bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{bad:?}");
+    }
+    // password change: old password refused, other sessions end, this one stays
+    let t1 = session(&c, 0, "a@example.com").await;
+    let t2 = session(&c, 0, "a@example.com").await;
+    let change = json!({ "current_password": "not it at all", "new_password": "another long passphrase" });
+    assert_eq!(call(&c, 0, "PUT", "/api/v1/auth/me/password", &t1, Some(change)).await.0, 401);
+    let change = json!({ "current_password": PW, "new_password": "another long passphrase" });
+    assert_eq!(call(&c, 0, "PUT", "/api/v1/auth/me/password", &t1, Some(change)).await.0, 204);
+    assert_eq!(call(&c, 0, "GET", "/api/v1/auth/me", &t1, None).await.0, 200);
+    assert_eq!(call(&c, 0, "GET", "/api/v1/auth/me", &t2, None).await.0, 401);
+    assert_eq!(login(&c, 0, "a@example.com", PW).await.0, 401);
+    assert_eq!(login(&c, 0, "a@example.com", "another long passphrase").await.0, 200);
+}
+
+/// (method, path, body, permission) for the role matrix; `{agent}` is replaced by an agent id.
+fn routes() -> Vec<(&'static str, &'static str, Option<Value>, &'static str)> {
+    let settings = serde_json::to_value(monsys_proto::Settings::default()).unwrap();
+    vec![
+        ("GET", "/api/v1/agents", None, "agents:read"),
+        ("GET", "/api/v1/agents/{agent}", None, "agents:read"),
+        ("GET", "/api/v1/agents/{agent}/metrics", None, "agents:read"),
+        ("POST", "/api/v1/agents/{agent}/rotate-signing-key", None, "agents:write"),
+        ("GET", "/api/v1/enrollment-tokens", None, "enrollment:manage"),
+        ("GET", "/api/v1/alerts", None, "alerts:read"),
+        ("GET", "/api/v1/alert-rules", None, "alerts:read"),
+        ("PUT", "/api/v1/alert-rules", Some(json!({ "rules": [] })), "rules:write"),
+        ("GET", "/api/v1/settings", None, "settings:read"),
+        ("PUT", "/api/v1/settings", Some(settings), "settings:write"),
+        ("GET", "/api/v1/audit", None, "audit:read"),
+        ("GET", "/api/v1/integrity-anomalies", None, "integrity:read"),
+        ("GET", "/api/v1/users", None, "users:read"),
+        ("GET", "/api/v1/roles", None, "users:read"),
+        ("GET", "/api/v1/cluster", None, "cluster:read"),
+        ("DELETE", "/api/v1/cluster/members/99", None, "cluster:write"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_route_refuses_roles_without_its_permission_and_tenants_are_isolated() {
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    assert_eq!(register_owner(&c, 0, "owner@example.com", None).await.0, 201);
+    let owner = session(&c, 0, "owner@example.com").await;
+    // an agent in the default tenant (registered with the break-glass token's enrollment)
+    let url = c.nodes[0].url();
+    let enrollment = enrollment_token(&c.http, &url).await;
+    let agent = TestAgent::register(&c.http, &url, &enrollment, "matrix", false).await;
+
+    let (_, roles) = call(&c, 0, "GET", "/api/v1/roles", &owner, None).await;
+    let mut tokens = vec![("owner".to_string(), owner.clone())];
+    for role in ["admin", "operator", "analyst", "viewer"] {
+        let body =
+            json!({ "email": format!("{role}@example.com"), "name": role, "password": PW, "role": role });
+        assert_eq!(call(&c, 1, "POST", "/api/v1/users", &owner, Some(body)).await.0, 201);
+        tokens.push((role.to_string(), session(&c, 2, &format!("{role}@example.com")).await));
+    }
+    let perms_of = |role: &str| -> Vec<String> {
+        roles["roles"].as_array().unwrap().iter().find(|r| r["id"] == role).unwrap()["permissions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+    for (role, token) in &tokens {
+        let held = perms_of(role);
+        for (i, (method, path, body, perm)) in routes().into_iter().enumerate() {
+            let path = path.replace("{agent}", &agent.id);
+            let (s, v) = call(&c, i % 3, method, &path, token, body).await;
+            if held.iter().any(|p| p == perm) {
+                assert_ne!(s, 403, "{role} holds {perm} but {method} {path} answered {v}");
+                assert_ne!(s, 401, "{role} {method} {path}: {v}");
+            } else {
+                assert_eq!(
+                    (s, v["code"].as_str()),
+                    (403, Some("forbidden")),
+                    "{role} lacks {perm}: {method} {path} → {v}"
+                );
+            }
+        }
+    }
+    // the break-glass token alone changes membership
+    assert_ne!(call(&c, 0, "DELETE", "/api/v1/cluster/members/99", TOKEN, None).await.0, 403);
+
+    // a second tenant (registration enabled) sees none of the first one's data
+    let mut s = common::settings_with_refresh(15);
+    s["registration_enabled"] = json!(true);
+    assert_eq!(call(&c, 0, "PUT", "/api/v1/settings", &owner, Some(s)).await.0, 200);
+    let (st, acme) = register_owner(&c, 1, "boss@acme.example", Some("Acme Corp")).await;
+    assert_eq!((st, acme["tenant"].as_str()), (201, Some("acme-corp")), "{acme}");
+    let acme_token = session(&c, 2, "boss@acme.example").await;
+    let (_, list) = call(&c, 0, "GET", "/api/v1/agents", &acme_token, None).await;
+    assert_eq!(list["agents"].as_array().unwrap().len(), 0, "{list}");
+    assert_eq!(call(&c, 1, "GET", &format!("/api/v1/agents/{}", agent.id), &acme_token, None).await.0, 404);
+    let (_, users) = call(&c, 2, "GET", "/api/v1/users", &acme_token, None).await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 1, "{users}");
+    let (_, audit) = call(&c, 0, "GET", "/api/v1/audit", &acme_token, None).await;
+    assert!(
+        audit["events"].as_array().unwrap().iter().all(|e| e["event_type"] != "agent_registered"),
+        "{audit}"
+    );
+
+    // nobody grants more than they hold
+    let (_, op) = login(&c, 0, "operator@example.com", PW).await;
+    let op = op["token"].as_str().unwrap();
+    let (s, _) =
+        call(&c, 0, "POST", "/api/v1/api-keys", op, Some(json!({ "name": "x", "role": "admin" }))).await;
+    assert_eq!(s, 403);
+    let admin = &tokens[1].1;
+    let body = json!({ "email": "o2@example.com", "name": "o2", "password": PW, "role": "owner" });
+    assert_eq!(
+        call(&c, 0, "POST", "/api/v1/users", admin, Some(body)).await.0,
+        403,
+        "only owners make owners"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_keys_and_custom_roles() {
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    assert_eq!(register_owner(&c, 0, "owner@example.com", None).await.0, 201);
+    let owner = session(&c, 0, "owner@example.com").await;
+    let role = json!({ "name": "Alert desk", "permissions": ["alerts:read", "alerts:write", "agents:read"] });
+    let (s, v) = call(&c, 1, "PUT", "/api/v1/roles/alert_desk", &owner, Some(role)).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, key) = call(
+        &c,
+        2,
+        "POST",
+        "/api/v1/api-keys",
+        &owner,
+        Some(json!({ "name": "desk", "role": "alert_desk", "tenant_key": true })),
+    )
+    .await;
+    assert_eq!(s, 201, "{key}");
+    let k = key["key"].as_str().unwrap().to_string();
+    // X-Api-Key works like a bearer on any node
+    let r = c
+        .http
+        .get(format!("{}/api/v1/alerts", c.nodes[0].url()))
+        .header("x-api-key", &k)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(call(&c, 1, "GET", "/api/v1/settings", &k, None).await.0, 403);
+    // a role in use cannot be deleted; unknown permissions are refused
+    assert_eq!(call(&c, 0, "DELETE", "/api/v1/roles/alert_desk", &owner, None).await.0, 409);
+    let bad = json!({ "name": "x", "permissions": ["alerts:everything"] });
+    assert_eq!(call(&c, 0, "PUT", "/api/v1/roles/x", &owner, Some(bad)).await.0, 422);
+    assert_eq!(
+        call(&c, 0, "PUT", "/api/v1/roles/viewer", &owner, Some(json!({ "name": "v", "permissions": [] })))
+            .await
+            .0,
+        409
+    );
+    // revoked on one node: dead on all
+    let id = key["id"].as_str().unwrap();
+    assert_eq!(call(&c, 2, "DELETE", &format!("/api/v1/api-keys/{id}"), &owner, None).await.0, 204);
+    for node in 0..3 {
+        assert_eq!(call(&c, node, "GET", "/api/v1/alerts", &k, None).await.0, 401, "node {node}");
+    }
+    assert_eq!(call(&c, 0, "DELETE", "/api/v1/roles/alert_desk", &owner, None).await.0, 204);
+}
