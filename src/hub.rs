@@ -58,6 +58,8 @@ pub struct HubInner {
     pub forwarder: Forwarder,
     /// Serialises membership changes (openraft allows one at a time).
     membership_lock: Mutex<()>,
+    /// Rate limiters of the limit keys this node owns.
+    pub limits: monsys_actors::limits::LimitTable,
     /// Session uses seen here, replicated in batches (idle timeout).
     pub touches: crate::auth::touch::Touches,
     /// The agent plane (actors, group commit), set once at start.
@@ -106,6 +108,7 @@ impl Hub {
             membership_lock: Mutex::new(()),
             plane: std::sync::OnceLock::new(),
             touches: Default::default(),
+            limits: monsys_actors::limits::LimitTable::new(100_000),
             started: Instant::now(),
         }))
     }

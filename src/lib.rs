@@ -25,5 +25,6 @@ pub mod hub;
 pub mod ingest;
 pub mod metrics;
 pub mod node;
+pub mod ratelimit;
 pub mod routing;
 pub mod secrets;

@@ -69,6 +69,12 @@ impl ClusterSecret {
         }
     }
 
+    /// A secret from a string (unit tests).
+    #[cfg(test)]
+    pub fn for_tests(s: &str) -> ClusterSecret {
+        ClusterSecret(s.to_string())
+    }
+
     /// The secret in clear, to put on outgoing internal requests.
     pub fn expose(&self) -> &str {
         &self.0

@@ -317,3 +317,172 @@ async fn api_keys_and_custom_roles() {
     }
     assert_eq!(call(&c, 0, "DELETE", "/api/v1/roles/alert_desk", &owner, None).await.0, 204);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_count_once_across_the_cluster() {
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    c.wait_for("gossip sees every voter", std::time::Duration::from_secs(20), |c| async move {
+        c.running().all(|(_, n)| n.hub().live_voters().len() == 3)
+    })
+    .await;
+    assert_eq!(register_owner(&c, 0, "owner@example.com", None).await.0, 201);
+    // logins from one address, spread over the three nodes: 10 per minute in all, not per node
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let (s, v) = login(&c, i % 3, "owner@example.com", "wrong password, again").await;
+        if s == 429 {
+            assert_eq!(v["code"], "rate_limited");
+        }
+        statuses.push(s);
+    }
+    assert_eq!(statuses[..10], [401; 10], "{statuses:?}");
+    assert_eq!(statuses[10..], [429, 429], "{statuses:?}");
+    // the counting happened on the owner of the limit key, wherever the requests were served
+    let (_, placed) =
+        call(&c, 0, "GET", "/api/v1/cluster/placement/limit/login:ip:127.0.0.1", TOKEN, None).await;
+    let owner = placed["owner"].as_u64().unwrap();
+    for (_, n) in c.running() {
+        let holds = !n.hub().limits.is_empty();
+        assert_eq!(holds, n.id() == owner, "node {} holds limiter cells: {holds}; owner is {owner}", n.id());
+    }
+
+    // a per-user limit: 10 token rotations per hour, whichever node receives them
+    let url = c.nodes[0].url();
+    let enrollment = enrollment_token(&c.http, &url).await;
+    let agent = TestAgent::register(&c.http, &url, &enrollment, "rot", false).await;
+    let mut statuses = Vec::new();
+    for i in 0..11 {
+        statuses.push(
+            call(&c, i % 3, "POST", &format!("/api/v1/agents/{}/rotate-token", agent.id), TOKEN, None)
+                .await
+                .0,
+        );
+    }
+    assert_eq!(statuses[..10], [200; 10], "{statuses:?}");
+    assert_eq!(statuses[10], 429, "{statuses:?}");
+}
+
+/// RFC 6238 TOTP (HMAC-SHA1, 6 digits, 30 s), written here from the RFC so the test does not
+/// trust the implementation under test.
+fn rfc6238(base32_secret: &str, unix_secs: u64) -> String {
+    use hmac::{Hmac, Mac};
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut acc, mut key) = (0u32, 0u64, Vec::new());
+    for c in base32_secret.trim_end_matches('=').bytes() {
+        acc = (acc << 5) | alphabet.iter().position(|a| *a == c).expect("base32") as u64;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            key.push((acc >> bits) as u8);
+        }
+    }
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&key).unwrap();
+    mac.update(&(unix_secs / 30).to_be_bytes());
+    let h = mac.finalize().into_bytes();
+    let off = (h[19] & 0xf) as usize;
+    let bin = u32::from_be_bytes([h[off] & 0x7f, h[off + 1], h[off + 2], h[off + 3]]);
+    format!("{:06}", bin % 1_000_000)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn totp_second_factor_with_single_use_codes() {
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    assert_eq!(register_owner(&c, 0, "mfa@example.com", None).await.0, 201);
+    let token = session(&c, 1, "mfa@example.com").await;
+    let (s, setup) = call(&c, 2, "POST", "/api/v1/auth/totp/setup", &token, None).await;
+    assert_eq!(s, 200, "{setup}");
+    let secret = setup["secret"].as_str().unwrap().to_string();
+    assert!(setup["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/"), "{setup}");
+    // a wrong code does not enable it; the right one (computed here) does
+    let (s, _) =
+        call(&c, 0, "POST", "/api/v1/auth/totp/verify", &token, Some(json!({ "code": "000000" }))).await;
+    assert_eq!(s, 401);
+    let code = rfc6238(&secret, now_secs());
+    let (s, enabled) =
+        call(&c, 0, "POST", "/api/v1/auth/totp/verify", &token, Some(json!({ "code": code }))).await;
+    assert_eq!(s, 200, "{enabled}");
+    let recovery: Vec<String> = enabled["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+
+    // login now needs the second factor
+    let (s, first) = login(&c, 1, "mfa@example.com", PW).await;
+    assert_eq!((s, first["totp_required"].as_bool()), (200, Some(true)), "{first}");
+    assert!(first.get("token").is_none());
+    let challenge = first["challenge"].as_str().unwrap();
+    // the code that enabled TOTP was used already: refused (its step is spent), on any node
+    let (s, e) = call(
+        &c,
+        2,
+        "POST",
+        "/api/v1/auth/totp/challenge",
+        "",
+        Some(json!({ "challenge": challenge, "code": code })),
+    )
+    .await;
+    assert_eq!(s, 401, "a code is never accepted twice: {e}");
+    // a recovery code works once
+    let (s, done) = call(
+        &c,
+        2,
+        "POST",
+        "/api/v1/auth/totp/challenge",
+        "",
+        Some(json!({ "challenge": challenge, "recovery_code": recovery[0] })),
+    )
+    .await;
+    assert_eq!(s, 200, "{done}");
+    let t2 = done["token"].as_str().unwrap();
+    assert_eq!(call(&c, 0, "GET", "/api/v1/auth/me", t2, None).await.0, 200);
+    let (_, again) = login(&c, 0, "mfa@example.com", PW).await;
+    let ch2 = again["challenge"].as_str().unwrap();
+    let (s, _) = call(
+        &c,
+        1,
+        "POST",
+        "/api/v1/auth/totp/challenge",
+        "",
+        Some(json!({ "challenge": ch2, "recovery_code": recovery[0] })),
+    )
+    .await;
+    assert_eq!(s, 401, "a recovery code is single-use");
+    let (s, _) = call(
+        &c,
+        1,
+        "POST",
+        "/api/v1/auth/totp/challenge",
+        "",
+        Some(json!({ "challenge": "msc_bogus", "recovery_code": recovery[1] })),
+    )
+    .await;
+    assert_eq!(s, 401);
+    // disabling needs a valid factor
+    let (s, _) =
+        call(&c, 0, "POST", "/api/v1/auth/totp/disable", t2, Some(json!({ "code": "123456" }))).await;
+    assert_ne!(s, 204);
+    let (s, _) =
+        call(&c, 0, "POST", "/api/v1/auth/totp/disable", t2, Some(json!({ "recovery_code": recovery[2] })))
+            .await;
+    assert_eq!(s, 204);
+    let (s, v) = login(&c, 2, "mfa@example.com", PW).await;
+    assert_eq!((s, v["token"].is_string()), (200, true), "{v}");
+    let (_, audit) = call(&c, 0, "GET", "/api/v1/audit?limit=1000", TOKEN, None).await;
+    let types: Vec<&str> =
+        audit["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    assert!(
+        types.contains(&"totp_enabled")
+            && types.contains(&"totp_disabled")
+            && types.contains(&"totp_code_rejected"),
+        "{types:?}"
+    );
+}

@@ -11,6 +11,7 @@
 //! forwards requests between nodes.
 
 pub mod agent;
+pub mod limits;
 pub mod placement;
 
 pub use placement::{ActorKey, PlacementView};

@@ -24,6 +24,8 @@ pub enum ActorKey {
     Agent(String),
     /// The actor of one console session.
     Console(String),
+    /// The rate limiter of one key (e.g. `login:ip:10.0.0.7`).
+    Limit(String),
 }
 
 impl fmt::Display for ActorKey {
@@ -31,6 +33,7 @@ impl fmt::Display for ActorKey {
         match self {
             ActorKey::Agent(id) => write!(f, "agent:{id}"),
             ActorKey::Console(id) => write!(f, "console:{id}"),
+            ActorKey::Limit(key) => write!(f, "limit:{key}"),
         }
     }
 }

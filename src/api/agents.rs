@@ -208,6 +208,7 @@ pub async fn rotate_token(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     auth.require(Permission::AgentsWrite)?;
+    crate::ratelimit::check(&hub, &format!("rotate:user:{}", auth.actor()), crate::ratelimit::ROTATE).await?;
     let token = secrets::random_token(AGENT_TOKEN_PREFIX);
     let action = AgentAction {
         tenant: auth.tenant.clone(),
@@ -227,6 +228,7 @@ pub async fn rotate_signing_key(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     auth.require(Permission::AgentsWrite)?;
+    crate::ratelimit::check(&hub, &format!("rotate:user:{}", auth.actor()), crate::ratelimit::ROTATE).await?;
     let action = AgentAction {
         tenant: auth.tenant.clone(),
         agent_id: id.clone(),

@@ -25,6 +25,7 @@ use crate::auth::principal::{Credential, SESSION_COOKIE, SESSION_PREFIX, role_pe
 use crate::auth::{Auth, password};
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::ratelimit::{self, ClientIp};
 use crate::secrets;
 
 /// Absolute lifetime of a session.
@@ -73,6 +74,7 @@ pub fn new_user(tenant: &str, email: &str, name: &str, role: &str, pw: &str) -> 
         disabled: false,
         created_at_ms: now,
         password_changed_at_ms: now,
+        totp: None,
     })
 }
 
@@ -88,6 +90,13 @@ pub fn identity_error(r: &IdentityRejection) -> ApiError {
         IdentityRejection::RoleInUse => ApiError::Conflict("role is assigned to users or keys".into()),
         IdentityRejection::LastOwner => {
             ApiError::Conflict("the last owner of a tenant cannot be demoted or disabled".into())
+        }
+        IdentityRejection::CodeRejected => ApiError::Unauthorized("invalid or already used code".into()),
+        IdentityRejection::ChallengeInvalid => {
+            ApiError::Unauthorized("login challenge unknown or expired; log in again".into())
+        }
+        IdentityRejection::TotpState => {
+            ApiError::Conflict("two-factor authentication is not in the required state".into())
         }
     }
 }
@@ -159,7 +168,12 @@ pub struct LoginBody {
 }
 
 /// `POST /api/v1/auth/login`: a session token (also as an HttpOnly cookie).
-pub async fn login(State(hub): State<Hub>, JsonBody(b): JsonBody<LoginBody>) -> Result<Response, ApiError> {
+pub async fn login(
+    State(hub): State<Hub>,
+    ClientIp(ip): ClientIp,
+    JsonBody(b): JsonBody<LoginBody>,
+) -> Result<Response, ApiError> {
+    ratelimit::check(&hub, &format!("login:ip:{ip}"), ratelimit::LOGIN).await?;
     let refused = || ApiError::Unauthorized("wrong email or password".into());
     let email = b.email.trim().to_ascii_lowercase();
     let user = hub.reader.identity().user_by_email(&email)?;
@@ -169,6 +183,41 @@ pub async fn login(State(hub): State<Hub>, JsonBody(b): JsonBody<LoginBody>) -> 
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let user = user.filter(|u| ok && !u.disabled).ok_or_else(refused)?;
+    if user.totp.as_ref().is_some_and(|t| t.enabled) {
+        return challenge(&hub, &user).await;
+    }
+    let (token, session) = new_session(&user);
+    match hub
+        .write_everywhere(Command::Identity(IdentityCommand::CreateSession(session)), REVOKE_SPREAD)
+        .await?
+    {
+        CommandResult::Identity(_) => session_response(&hub, &user, &token),
+        CommandResult::IdentityRejected(_) => Err(refused()),
+        other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),
+    }
+}
+
+/// Prefix of login challenges (password verified, second factor pending).
+pub const CHALLENGE_PREFIX: &str = "msc_";
+/// Lifetime of a login challenge.
+const CHALLENGE_LIFETIME_MS: u64 = 5 * 60 * 1000;
+
+async fn challenge(hub: &Hub, user: &User) -> Result<Response, ApiError> {
+    let token = secrets::random_token(CHALLENGE_PREFIX);
+    let expires_at_ms = now_ms() + CHALLENGE_LIFETIME_MS;
+    let c = monsys_raft::identity::LoginChallenge {
+        sha256: secrets::sha256(&token),
+        tenant: user.tenant.clone(),
+        user_id: user.id.clone(),
+        expires_at_ms,
+    };
+    hub.write_everywhere(Command::Identity(IdentityCommand::CreateChallenge(c)), REVOKE_SPREAD).await?;
+    Ok(Json(json!({ "totp_required": true, "challenge": token, "expires_at_ms": expires_at_ms }))
+        .into_response())
+}
+
+/// A fresh session token and record for `user`.
+pub fn new_session(user: &User) -> (String, Session) {
     let token = secrets::random_token(SESSION_PREFIX);
     let now = now_ms();
     let session = Session {
@@ -180,15 +229,12 @@ pub async fn login(State(hub): State<Hub>, JsonBody(b): JsonBody<LoginBody>) -> 
         idle_timeout_ms: SESSION_IDLE_MS,
         last_seen_ms: now,
     };
-    match hub
-        .write_everywhere(Command::Identity(IdentityCommand::CreateSession(session)), REVOKE_SPREAD)
-        .await?
-    {
-        CommandResult::Identity(_) => {}
-        CommandResult::IdentityRejected(_) => return Err(refused()),
-        other => return Err(ApiError::Internal(format!("unexpected result {other:?}"))),
-    }
-    let body = json!({ "token": token, "expires_at_ms": now + SESSION_LIFETIME_MS, "user": user_json(&hub, &user)? });
+    (token, session)
+}
+
+/// The answer of a completed login: token in the body and as an HttpOnly cookie.
+pub fn session_response(hub: &Hub, user: &User, token: &str) -> Result<Response, ApiError> {
+    let body = json!({ "token": token, "expires_at_ms": now_ms() + SESSION_LIFETIME_MS, "user": user_json(hub, user)? });
     let cookie = format!(
         "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
         SESSION_LIFETIME_MS / 1000

@@ -70,7 +70,10 @@ pub async fn placement(
     let key = match kind.as_str() {
         "agent" => ActorKey::Agent(key),
         "console" => ActorKey::Console(key),
-        other => return Err(ApiError::NotFound(format!("unknown actor kind {other:?} (agent, console)"))),
+        "limit" => ActorKey::Limit(key),
+        other => {
+            return Err(ApiError::NotFound(format!("unknown actor kind {other:?} (agent, console, limit)")));
+        }
     };
     let view = owner::view(&hub);
     let ranked = view.ranked(&key);

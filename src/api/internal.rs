@@ -68,3 +68,34 @@ pub async fn wait_applied(
         Err(ApiError::unavailable(format!("index {} not applied within {wait:?}", q.index)))
     }
 }
+
+/// `POST /internal/v1/ratelimit` body: one request for a limit key this node owns.
+#[derive(Debug, serde::Deserialize)]
+pub struct RateCheck {
+    /// The limit key.
+    pub key: String,
+    /// Requests per period.
+    pub rate: u32,
+    /// Period, ms.
+    pub period_ms: u64,
+    /// Burst.
+    pub burst: u32,
+}
+
+/// `POST /internal/v1/ratelimit`: `{"retry_after_ms": 0}` when admitted.
+pub async fn rate_limit(
+    State(hub): State<Hub>,
+    _: PeerAuth,
+    axum::Json(q): axum::Json<RateCheck>,
+) -> Result<Response, ApiError> {
+    let policy = monsys_actors::limits::Policy {
+        rate: q.rate.max(1),
+        period: std::time::Duration::from_millis(q.period_ms.max(1)),
+        burst: q.burst.max(1),
+    };
+    let wait = match hub.limits.check(&q.key, policy, crate::api::settings::now_ms()) {
+        Ok(()) => 0,
+        Err(w) => w.as_millis().max(1) as u64,
+    };
+    Ok(axum::Json(serde_json::json!({ "retry_after_ms": wait })).into_response())
+}

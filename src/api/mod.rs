@@ -23,6 +23,7 @@ pub mod integrity;
 pub mod internal;
 pub mod observe;
 pub mod settings;
+pub mod totp;
 pub mod users;
 
 use axum::Router;
@@ -68,6 +69,10 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/me", get(auth::me))
         .route("/api/v1/auth/me/password", put(auth::change_password))
+        .route("/api/v1/auth/totp/setup", post(totp::setup))
+        .route("/api/v1/auth/totp/verify", post(totp::verify))
+        .route("/api/v1/auth/totp/disable", post(totp::disable))
+        .route("/api/v1/auth/totp/challenge", post(totp::challenge))
         .route("/api/v1/users", get(users::list).post(users::create))
         .route("/api/v1/users/{id}", get(users::get).patch(users::update))
         .route("/api/v1/users/{id}/password", put(users::reset_password))
@@ -93,6 +98,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/internal/v1/raft/{kind}", post(internal::raft_rpc))
         .route("/internal/v1/propose", post(internal::propose))
         .route("/internal/v1/wait-applied", post(internal::wait_applied))
+        .route("/internal/v1/ratelimit", post(internal::rate_limit))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
     let max_body = hub.config.max_body_bytes;
     Router::new()

@@ -40,7 +40,13 @@ impl Forwarder {
     }
 
     /// Sends the request to `addr` (`host:port`) and relays the answer.
-    pub async fn forward(&self, addr: &str, parts: &Parts, body: Bytes) -> Result<Response, ApiError> {
+    pub async fn forward(
+        &self,
+        addr: &str,
+        parts: &Parts,
+        body: Bytes,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<Response, ApiError> {
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let url = format!("http://{addr}{path}");
         let mut req = self.client.request(parts.method.clone(), &url).body(body);
@@ -50,6 +56,9 @@ impl Forwarder {
             }
         }
         req = req.header(HOP_HEADER, "1").header(CLUSTER_SECRET_HEADER, self.secret.expose());
+        if let Some(ip) = client_ip {
+            req = req.header(crate::ratelimit::CLIENT_IP_HEADER, ip.to_string());
+        }
         let resp = req.send().await.map_err(|e| delivery_error(&parts.method, addr, e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -97,6 +106,33 @@ impl Forwarder {
 }
 
 impl Forwarder {
+    /// Asks the owner at `addr` to admit one request for `key`; `None` if it could not answer.
+    pub async fn rate_check(
+        &self,
+        addr: &str,
+        key: &str,
+        policy: monsys_actors::limits::Policy,
+    ) -> Option<Result<(), Duration>> {
+        let body = serde_json::json!({
+            "key": key, "rate": policy.rate, "period_ms": policy.period.as_millis() as u64, "burst": policy.burst,
+        });
+        let resp = self
+            .client
+            .post(format!("http://{addr}/internal/v1/ratelimit"))
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .timeout(Duration::from_secs(2))
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = resp.json().await.ok()?;
+        match v["retry_after_ms"].as_u64() {
+            Some(0) => Some(Ok(())),
+            Some(ms) => Some(Err(Duration::from_millis(ms))),
+            None => None,
+        }
+    }
+
     /// Asks the node at `addr` to wait until it has applied `index`; true if it confirmed.
     pub async fn wait_applied(&self, addr: &str, index: u64, wait: Duration) -> bool {
         let url =
@@ -127,4 +163,5 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "keep-alive"
         || name.as_str() == HOP_HEADER
         || name.as_str() == CLUSTER_SECRET_HEADER
+        || name.as_str() == crate::ratelimit::CLIENT_IP_HEADER
 }

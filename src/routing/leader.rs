@@ -39,7 +39,8 @@ async fn forward_to_leader(hub: &Hub, req: Request) -> Result<Response, ApiError
     let limit = hub.config.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { limit })?;
     tracing::debug!(leader, addr = %node.api_addr, "forwarding to leader");
-    let result = hub.forwarder.forward(&node.api_addr, &parts, bytes).await;
+    let result =
+        hub.forwarder.forward(&node.api_addr, &parts, bytes, crate::ratelimit::client_ip(&parts, hub)).await;
     hub.metrics.forwarded("leader", if result.is_ok() { "ok" } else { "error" });
     result
 }

@@ -54,7 +54,8 @@ pub async fn forward_to_owner(
     let (parts, body) = req.into_parts();
     let limit = hub.config.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { limit })?;
-    let result = hub.forwarder.forward(&owner.api_addr, &parts, bytes).await;
+    let result =
+        hub.forwarder.forward(&owner.api_addr, &parts, bytes, crate::ratelimit::client_ip(&parts, hub)).await;
     hub.metrics.forwarded("owner", if result.is_ok() { "ok" } else { "error" });
     result
 }

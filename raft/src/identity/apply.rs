@@ -99,7 +99,7 @@ pub(crate) fn apply(tx: &Tx, cmd: &IdentityCommand, pre: &Prescan) -> R<CommandR
                 None,
                 &serde_json::json!({ "owner": owner.email }).to_string(),
             )?;
-            Ok(CommandResult::Identity(IdentityResult::User(owner.clone())))
+            Ok(CommandResult::Identity(IdentityResult::User(Box::new(owner.clone()))))
         }
         IdentityCommand::CreateUser(u) => {
             if tx.get(keys::tenant(&u.tenant))?.is_none() {
@@ -118,7 +118,7 @@ pub(crate) fn apply(tx: &Tx, cmd: &IdentityCommand, pre: &Prescan) -> R<CommandR
                 None,
                 &serde_json::json!({ "user": u.id, "email": u.email, "role": u.role }).to_string(),
             )?;
-            Ok(CommandResult::Identity(IdentityResult::User(u.clone())))
+            Ok(CommandResult::Identity(IdentityResult::User(Box::new(u.clone()))))
         }
         IdentityCommand::UpdateUser { tenant, user_id, name, role, disabled, actor, at_ms } => {
             let key = keys::user(tenant, user_id);
@@ -147,7 +147,7 @@ pub(crate) fn apply(tx: &Tx, cmd: &IdentityCommand, pre: &Prescan) -> R<CommandR
             let details = serde_json::json!({ "user": user_id, "role": u.role, "disabled": u.disabled });
             let event = if disabled == &Some(true) { "user_disabled" } else { "user_updated" };
             audit(tx, tenant, *at_ms, event, actor, None, &details.to_string())?;
-            Ok(CommandResult::Identity(IdentityResult::User(u)))
+            Ok(CommandResult::Identity(IdentityResult::User(Box::new(u))))
         }
         IdentityCommand::SetPassword { tenant, user_id, password_hash, keep_session, actor, at_ms } => {
             let key = keys::user(tenant, user_id);
@@ -254,6 +254,113 @@ pub(crate) fn apply(tx: &Tx, cmd: &IdentityCommand, pre: &Prescan) -> R<CommandR
             )?;
             Ok(CommandResult::Identity(IdentityResult::Done))
         }
+        IdentityCommand::SetTotpPending { tenant, user_id, secret_enc } => {
+            let key = keys::user(tenant, user_id);
+            let Some(mut u) = get::<User>(tx, "user", &key)? else {
+                return Ok(rejected(IdentityRejection::NotFound));
+            };
+            if u.totp.as_ref().is_some_and(|t| t.enabled) {
+                return Ok(rejected(IdentityRejection::TotpState));
+            }
+            u.totp = Some(TotpState {
+                secret_enc: secret_enc.clone(),
+                enabled: false,
+                last_step: 0,
+                recovery: vec![],
+            });
+            put(tx, "user", key, &u)?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::EnableTotp { tenant, user_id, step, recovery, at_ms } => {
+            let key = keys::user(tenant, user_id);
+            let Some(mut u) = get::<User>(tx, "user", &key)? else {
+                return Ok(rejected(IdentityRejection::NotFound));
+            };
+            let Some(t) = u.totp.as_mut().filter(|t| !t.enabled) else {
+                return Ok(rejected(IdentityRejection::TotpState));
+            };
+            t.enabled = true;
+            t.last_step = *step;
+            t.recovery = recovery.clone();
+            put(tx, "user", key, &u)?;
+            audit(
+                tx,
+                tenant,
+                *at_ms,
+                "totp_enabled",
+                user_id,
+                None,
+                &serde_json::json!({ "user": user_id }).to_string(),
+            )?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::DisableTotp { tenant, user_id, factor, at_ms } => {
+            let key = keys::user(tenant, user_id);
+            let Some(mut u) = get::<User>(tx, "user", &key)? else {
+                return Ok(rejected(IdentityRejection::NotFound));
+            };
+            let Some(t) = u.totp.as_mut().filter(|t| t.enabled) else {
+                return Ok(rejected(IdentityRejection::TotpState));
+            };
+            if !consume_factor(t, factor) {
+                return Ok(rejected(IdentityRejection::CodeRejected));
+            }
+            u.totp = None;
+            put(tx, "user", key, &u)?;
+            audit(
+                tx,
+                tenant,
+                *at_ms,
+                "totp_disabled",
+                user_id,
+                None,
+                &serde_json::json!({ "user": user_id }).to_string(),
+            )?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::CreateChallenge(c) => {
+            put(tx, "challenge", keys::challenge(&c.sha256), c)?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::CompleteLogin { challenge, factor, session } => {
+            let ckey = keys::challenge(challenge);
+            let Some(c) = get::<LoginChallenge>(tx, "challenge", &ckey)? else {
+                return Ok(rejected(IdentityRejection::ChallengeInvalid));
+            };
+            if session.created_at_ms >= c.expires_at_ms
+                || c.user_id != session.user_id
+                || c.tenant != session.tenant
+            {
+                tx.remove(ckey)?;
+                return Ok(rejected(IdentityRejection::ChallengeInvalid));
+            }
+            let ukey = keys::user(&c.tenant, &c.user_id);
+            let Some(mut u) = get::<User>(tx, "user", &ukey)? else {
+                return Ok(rejected(IdentityRejection::NotFound));
+            };
+            let Some(t) = u.totp.as_mut().filter(|t| t.enabled) else {
+                return Ok(rejected(IdentityRejection::TotpState));
+            };
+            if u.disabled {
+                return Ok(rejected(IdentityRejection::NotFound));
+            }
+            if !consume_factor(t, factor) {
+                let details = serde_json::json!({ "user": c.user_id });
+                audit(
+                    tx,
+                    &c.tenant,
+                    session.created_at_ms,
+                    "totp_code_rejected",
+                    &c.user_id,
+                    None,
+                    &details.to_string(),
+                )?;
+                return Ok(rejected(IdentityRejection::CodeRejected));
+            }
+            tx.remove(ckey)?;
+            put(tx, "user", ukey, &u)?;
+            apply(tx, &IdentityCommand::CreateSession(session.clone()), pre)
+        }
         IdentityCommand::PutRole(r) => {
             put(tx, "role", keys::role(&r.tenant, &r.id), r)?;
             Ok(CommandResult::Identity(IdentityResult::Done))
@@ -278,6 +385,25 @@ pub(crate) fn apply(tx: &Tx, cmd: &IdentityCommand, pre: &Prescan) -> R<CommandR
             )?;
             Ok(CommandResult::Identity(IdentityResult::Done))
         }
+    }
+}
+
+/// Accepts a factor at most once: a TOTP step above the last accepted one, or an unused
+/// recovery code (removed).
+fn consume_factor(t: &mut TotpState, factor: &SecondFactor) -> bool {
+    match factor {
+        SecondFactor::Step(step) if *step > t.last_step => {
+            t.last_step = *step;
+            true
+        }
+        SecondFactor::Step(_) => false,
+        SecondFactor::Recovery(sha) => match t.recovery.iter().position(|r| r == sha) {
+            Some(i) => {
+                t.recovery.remove(i);
+                true
+            }
+            None => false,
+        },
     }
 }
 

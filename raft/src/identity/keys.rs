@@ -50,3 +50,7 @@ pub(crate) fn role(t: &str, id: &str) -> Vec<u8> {
 pub(crate) fn role_prefix(t: &str) -> Vec<u8> {
     format!("i/r/{t}/").into_bytes()
 }
+/// `i/c/<sha>` → `LoginChallenge`.
+pub(crate) fn challenge(sha: &[u8; 32]) -> Vec<u8> {
+    format!("i/c/{}", hex(sha)).into_bytes()
+}

@@ -72,6 +72,11 @@ impl IdentityReader {
         Ok(out)
     }
 
+    /// A pending login challenge.
+    pub fn challenge(&self, sha: &[u8; 32]) -> Result<Option<LoginChallenge>, Error> {
+        self.get("challenge", &keys::challenge(sha))
+    }
+
     /// A custom role.
     pub fn role(&self, tenant: &str, id: &str) -> Result<Option<CustomRole>, Error> {
         self.get("role", &keys::role(tenant, id))

@@ -19,6 +19,7 @@ fn user(id: &str, email: &str, role: &str) -> User {
         disabled: false,
         created_at_ms: 1,
         password_changed_at_ms: 1,
+        totp: None,
     }
 }
 

@@ -93,13 +93,57 @@ pub enum IdentityCommand {
         /// Proposer's clock.
         at_ms: u64,
     },
+    /// Stores a new, not yet verified TOTP secret (replaces an unverified one).
+    SetTotpPending {
+        /// Tenant.
+        tenant: String,
+        /// User id.
+        user_id: String,
+        /// Encrypted secret.
+        secret_enc: Vec<u8>,
+    },
+    /// Enables the pending TOTP after a valid code; stores the recovery codes.
+    EnableTotp {
+        /// Tenant.
+        tenant: String,
+        /// User id.
+        user_id: String,
+        /// The step of the verifying code.
+        step: u64,
+        /// SHA-256 of the recovery codes.
+        recovery: Vec<[u8; 32]>,
+        /// Proposer's clock.
+        at_ms: u64,
+    },
+    /// Disables TOTP after a valid second factor.
+    DisableTotp {
+        /// Tenant.
+        tenant: String,
+        /// User id.
+        user_id: String,
+        /// The factor presented.
+        factor: SecondFactor,
+        /// Proposer's clock.
+        at_ms: u64,
+    },
+    /// Stores a login challenge (password verified, second factor pending).
+    CreateChallenge(LoginChallenge),
+    /// Completes a challenged login: consumes the challenge and the factor, creates the session.
+    CompleteLogin {
+        /// SHA-256 of the challenge token.
+        challenge: [u8; 32],
+        /// The factor presented.
+        factor: SecondFactor,
+        /// The session to create.
+        session: Session,
+    },
 }
 
 /// What an identity command produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IdentityResult {
     /// The user after the change.
-    User(User),
+    User(Box<User>),
     /// Nothing to report.
     Done,
 }
@@ -119,6 +163,12 @@ pub enum IdentityRejection {
     RoleInUse,
     /// The last enabled Owner of a tenant cannot be disabled or demoted.
     LastOwner,
+    /// The code's time step (or the recovery code) was used already, or is unknown.
+    CodeRejected,
+    /// The challenge is unknown or expired.
+    ChallengeInvalid,
+    /// No TOTP is pending, or it is already enabled / not enabled.
+    TotpState,
 }
 
 /// A tenant (organisation).
@@ -153,6 +203,44 @@ pub struct User {
     pub created_at_ms: u64,
     /// Last password change.
     pub password_changed_at_ms: u64,
+    /// Second factor, once set up.
+    pub totp: Option<TotpState>,
+}
+
+/// A user's TOTP (RFC 6238) state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpState {
+    /// The shared secret, AES-256-GCM encrypted under a key derived from the cluster secret
+    /// (nonce ‖ ciphertext).
+    pub secret_enc: Vec<u8>,
+    /// Verified and required at login.
+    pub enabled: bool,
+    /// Highest time step accepted so far; a code of this step or earlier is never accepted again.
+    pub last_step: u64,
+    /// SHA-256 of the unused recovery codes.
+    pub recovery: Vec<[u8; 32]>,
+}
+
+/// A login waiting for its second factor (token stored as SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginChallenge {
+    /// SHA-256 of the challenge token.
+    pub sha256: [u8; 32],
+    /// Tenant.
+    pub tenant: String,
+    /// User id.
+    pub user_id: String,
+    /// Expiry.
+    pub expires_at_ms: u64,
+}
+
+/// The second factor presented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecondFactor {
+    /// A TOTP code valid for this time step (checked by the proposer).
+    Step(u64),
+    /// A recovery code (its SHA-256).
+    Recovery([u8; 32]),
 }
 
 /// A login session (token stored as SHA-256).

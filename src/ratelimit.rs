@@ -1,0 +1,86 @@
+//! Cluster-wide rate limits (seed 001's table). The limiter of a key (`login:ip:<addr>`,
+//! `rotate:user:<id>`, …) lives on the owner of `limit:<key>` (rendezvous placement, like an
+//! agent's actor), so N requests spread over every node count once. A node asks the owner over
+//! `/internal/v1/ratelimit`; when the owner cannot be reached it counts locally (still limited,
+//! at worst per node) rather than refusing logins during churn.
+//!
+//! Deliberately missing: the seed's generic "1000 / minute / IP" for every other user endpoint
+//! (it would add a peer round trip to every request); limiter state is memory only, so a crash
+//! of a key's owner gives that key a fresh burst.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use monsys_actors::ActorKey;
+use monsys_actors::limits::Policy;
+
+use crate::api::settings::now_ms;
+use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::routing::owner::{Placement, place};
+use crate::secrets::CLUSTER_SECRET_HEADER;
+
+/// Header carrying the original client address on forwarded requests (trusted only together
+/// with the cluster secret).
+pub const CLIENT_IP_HEADER: &str = "x-monsys-client-ip";
+
+const fn per(rate: u32, secs: u64) -> Policy {
+    Policy { rate, period: Duration::from_secs(secs), burst: rate }
+}
+
+/// `/auth/login`: 10 per minute per IP.
+pub const LOGIN: Policy = per(10, 60);
+/// `/auth/totp/challenge`: 10 per minute per IP.
+pub const TOTP_CHALLENGE: Policy = per(10, 60);
+/// `/auth/forgot-password`: 5 per hour per IP.
+pub const FORGOT_PASSWORD: Policy = per(5, 3600);
+/// `POST /auth/invitations`: 20 per hour per tenant.
+pub const INVITATIONS: Policy = per(20, 3600);
+/// `/agents/{id}/rotate-token` and `rotate-signing-key`: 10 per hour per user.
+pub const ROTATE: Policy = per(10, 3600);
+
+/// The client's address: the socket peer, or the address a peer node forwarded with its secret.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<Hub> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, ApiError> {
+        Ok(ClientIp(client_ip(parts, hub).unwrap_or(IpAddr::from([0, 0, 0, 0]))))
+    }
+}
+
+/// See [`ClientIp`].
+pub fn client_ip(parts: &Parts, hub: &Hub) -> Option<IpAddr> {
+    let from_peer = parts
+        .headers
+        .get(CLUSTER_SECRET_HEADER)
+        .and_then(|s| s.to_str().ok())
+        .is_some_and(|s| hub.secret.verify(s));
+    if from_peer
+        && let Some(ip) =
+            parts.headers.get(CLIENT_IP_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+    {
+        return Some(ip);
+    }
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// Admits one request for `key` under `policy`, cluster-wide; 429 with `Retry-After` when over.
+pub async fn check(hub: &Hub, key: &str, policy: Policy) -> Result<(), ApiError> {
+    let verdict = match place(hub, &ActorKey::Limit(key.to_string())) {
+        Ok(Placement::Remote(_, owner)) => match hub.forwarder.rate_check(&owner.api_addr, key, policy).await
+        {
+            Some(v) => v,
+            None => hub.limits.check(key, policy, now_ms()),
+        },
+        _ => hub.limits.check(key, policy, now_ms()),
+    };
+    verdict.map_err(|wait| ApiError::RateLimited {
+        retry_after: wait.max(Duration::from_secs(1)),
+        limit: policy.rate,
+    })
+}
