@@ -46,6 +46,8 @@ pub struct Config {
     pub ready_max_lag_entries: u64,
     /// Raft and storage tunables.
     pub raft: monsys_raft::Options,
+    /// Outgoing mail (invitations, password resets).
+    pub mail: MailConfig,
     /// **Deliberately unsafe, for the chaos checker only**: settings writes are acknowledged
     /// from the local state before Raft commits them. Exists so `jepsen/` can show that its
     /// checker catches a broken build; never set it in production.
@@ -72,6 +74,33 @@ impl Default for Config {
             ready_max_lag_entries: 1000,
             raft: monsys_raft::Options::default(),
             unsafe_ack_before_commit: false,
+            mail: MailConfig::default(),
+        }
+    }
+}
+
+/// Outgoing mail. Without `smtp_url`, mail is written to the outbox directory (one `.eml` file
+/// per message), so invitations and resets work without a mail server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    /// `smtp://host:port` of a relay (plain SMTP; TLS relays are not supported yet).
+    pub smtp_url: Option<String>,
+    /// Sender address.
+    pub from: String,
+    /// Outbox directory (default: `<data_dir>/outbox`).
+    pub outbox_dir: Option<PathBuf>,
+    /// Base URL put in links (default: `http://<advertise_api_addr>`).
+    pub public_url: Option<String>,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            smtp_url: None,
+            from: "monsys <monsys@localhost>".into(),
+            outbox_dir: None,
+            public_url: None,
         }
     }
 }

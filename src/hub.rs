@@ -58,6 +58,8 @@ pub struct HubInner {
     pub forwarder: Forwarder,
     /// Serialises membership changes (openraft allows one at a time).
     membership_lock: Mutex<()>,
+    /// Outgoing mail.
+    pub mailer: Box<dyn crate::mail::Mailer>,
     /// Rate limiters of the limit keys this node owns.
     pub limits: monsys_actors::limits::LimitTable,
     /// Session uses seen here, replicated in batches (idle timeout).
@@ -90,6 +92,8 @@ pub struct HubParts {
     pub secret: ClusterSecret,
     /// Metrics registry.
     pub metrics: NodeMetrics,
+    /// Outgoing mail.
+    pub mailer: Box<dyn crate::mail::Mailer>,
 }
 
 impl Hub {
@@ -109,6 +113,7 @@ impl Hub {
             plane: std::sync::OnceLock::new(),
             touches: Default::default(),
             limits: monsys_actors::limits::LimitTable::new(100_000),
+            mailer: p.mailer,
             started: Instant::now(),
         }))
     }

@@ -23,6 +23,7 @@ pub mod ctl;
 pub mod error;
 pub mod hub;
 pub mod ingest;
+pub mod mail;
 pub mod metrics;
 pub mod node;
 pub mod ratelimit;

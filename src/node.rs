@@ -82,6 +82,7 @@ async fn start_node(config: Config, listener: TcpListener, id: u64) -> anyhow::R
         live: gossip.watch(),
         secret,
         metrics: NodeMetrics::new(),
+        mailer: crate::mail::from_config(&config).map_err(|e| anyhow::anyhow!("mail configuration: {e}"))?,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (group, group_task) = crate::ingest::group::GroupCommitter::spawn(hub.clone());

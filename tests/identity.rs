@@ -486,3 +486,183 @@ async fn totp_second_factor_with_single_use_codes() {
         "{types:?}"
     );
 }
+
+/// Waits for a mail in node `i`'s outbox whose text contains `needle`; returns the token that
+/// follows `label` in it.
+async fn token_from_outbox(c: &TestCluster, i: usize, to: &str, label: &str) -> String {
+    let dir = c.nodes[i].config.data_dir.join("outbox");
+    for _ in 0..100 {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                if text.contains(&format!("To: {to}"))
+                    && let Some(pos) = text.find(label)
+                {
+                    let rest = &text[pos + label.len()..];
+                    return rest.split_whitespace().next().unwrap().to_string();
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no mail to {to} with {label:?} in {}", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invitations_and_password_resets_by_mail() {
+    let c = TestCluster::start(3).await;
+    let leader = c.wait_leader().await;
+    assert_eq!(register_owner(&c, 0, "owner@example.com", None).await.0, 201);
+    let owner = session(&c, 1, "owner@example.com").await;
+
+    // invite → mail in the outbox of the node that served it (the leader) → accept
+    let (s, v) = call(
+        &c,
+        2,
+        "POST",
+        "/api/v1/auth/invitations",
+        &owner,
+        Some(json!({ "email": "New@Example.com", "role": "analyst" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(v.get("token").is_none(), "tokens travel only by mail: {v}");
+    let token = token_from_outbox(&c, leader, "new@example.com", "Invitation token: ").await;
+    let accept = |token: String| json!({ "token": token, "name": "New", "password": PW });
+    let (s, u) = split(
+        c.http
+            .post(format!("{}/api/v1/auth/accept-invite", c.nodes[0].url()))
+            .json(&accept(token.clone()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, u["role"].as_str(), u["email"].as_str()),
+        (201, Some("analyst"), Some("new@example.com")),
+        "{u}"
+    );
+    let (s, _) = split(
+        c.http
+            .post(format!("{}/api/v1/auth/accept-invite", c.nodes[1].url()))
+            .json(&accept(token))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 401, "an invitation is single-use");
+    let (s, e) = call(
+        &c,
+        0,
+        "POST",
+        "/api/v1/auth/invitations",
+        &owner,
+        Some(json!({ "email": "new@example.com", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("conflict")), "{e}");
+
+    // reset: same answer for a known and an unknown address; the mail carries the token
+    let forgot = |email: &str| json!({ "email": email });
+    let (s1, a) = split(
+        c.http
+            .post(format!("{}/api/v1/auth/forgot-password", c.nodes[1].url()))
+            .json(&forgot("new@example.com"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (s2, b) = split(
+        c.http
+            .post(format!("{}/api/v1/auth/forgot-password", c.nodes[2].url()))
+            .json(&forgot("ghost@example.com"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(a, b);
+    let old_session = session(&c, 0, "new@example.com").await;
+    let token = token_from_outbox(&c, leader, "new@example.com", "Reset token: ").await;
+    let reset = |token: &str| json!({ "token": token, "new_password": "a brand new passphrase" });
+    let r = c
+        .http
+        .post(format!("{}/api/v1/auth/reset-password", c.nodes[2].url()))
+        .json(&reset(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c
+        .http
+        .post(format!("{}/api/v1/auth/reset-password", c.nodes[0].url()))
+        .json(&reset(&token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a reset token is single-use");
+    for node in 0..3 {
+        assert_eq!(
+            call(&c, node, "GET", "/api/v1/auth/me", &old_session, None).await.0,
+            401,
+            "sessions end on reset (node {node})"
+        );
+    }
+    assert_eq!(login(&c, 1, "new@example.com", PW).await.0, 401);
+    assert_eq!(login(&c, 1, "new@example.com", "a brand new passphrase").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websocket_tickets_are_single_use_and_feed_alerts() {
+    use futures::StreamExt;
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    assert_eq!(register_owner(&c, 0, "owner@example.com", None).await.0, 201);
+    let owner = session(&c, 0, "owner@example.com").await;
+    let ws_url = |node: usize, ticket: &str| {
+        format!("{}/ws/alerts?ticket={ticket}", c.nodes[node].url().replace("http://", "ws://"))
+    };
+
+    assert!(tokio_tungstenite::connect_async(ws_url(0, "mst_nope")).await.is_err(), "unknown ticket");
+    assert!(
+        tokio_tungstenite::connect_async(format!(
+            "{}/ws/alerts",
+            c.nodes[0].url().replace("http://", "ws://")
+        ))
+        .await
+        .is_err()
+    );
+    let (s, t) = call(&c, 1, "POST", "/api/v1/ws/ticket", &owner, None).await;
+    assert_eq!((s, t["expires_in"].as_u64()), (200, Some(30)), "{t}");
+    let ticket = t["ticket"].as_str().unwrap().to_string();
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(2, &ticket)).await.unwrap();
+    assert!(
+        tokio_tungstenite::connect_async(ws_url(0, &ticket)).await.is_err(),
+        "a ticket opens one socket, cluster-wide"
+    );
+
+    // an alert fires (agent-side alert in a batch) → it arrives on the socket
+    let url = c.nodes[0].url();
+    let enrollment = enrollment_token(&c.http, &url).await;
+    let agent = TestAgent::register(&c.http, &url, &enrollment, "live", false).await;
+    let mut batch: Value = serde_json::from_slice(&agent.body(1, 1.0)).unwrap();
+    batch["alerts"] =
+        json!([{ "key": "unit_failed_nginx", "severity": "critical", "message": "nginx.service failed" }]);
+    let (s, v) = agent.post(&url, &serde_json::to_vec(&batch).unwrap(), None).await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+        .await
+        .expect("an alert frame")
+        .unwrap()
+        .unwrap();
+    let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["alert"]["key"].as_str()),
+        (Some("alert"), Some("agent:unit_failed_nginx")),
+        "{v}"
+    );
+}

@@ -49,7 +49,8 @@ fn state_name(s: AlertState) -> &'static str {
     }
 }
 
-fn alert_json(a: &AlertRecord) -> Value {
+/// The JSON view of an alert.
+pub fn alert_json(a: &AlertRecord) -> Value {
     json!({
         "id": a.id, "agent_id": a.agent_id, "key": a.key,
         "source": match a.source { AlertSource::Rule => "rule", AlertSource::Agent => "agent", AlertSource::Offline => "offline" },

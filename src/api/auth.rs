@@ -95,6 +95,9 @@ pub fn identity_error(r: &IdentityRejection) -> ApiError {
         IdentityRejection::ChallengeInvalid => {
             ApiError::Unauthorized("login challenge unknown or expired; log in again".into())
         }
+        IdentityRejection::TokenInvalid => {
+            ApiError::Unauthorized("token unknown, expired or already used".into())
+        }
         IdentityRejection::TotpState => {
             ApiError::Conflict("two-factor authentication is not in the required state".into())
         }

@@ -21,6 +21,8 @@ pub mod extract;
 pub mod health;
 pub mod integrity;
 pub mod internal;
+pub mod invites;
+pub mod live;
 pub mod observe;
 pub mod settings;
 pub mod totp;
@@ -69,6 +71,11 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/me", get(auth::me))
         .route("/api/v1/auth/me/password", put(auth::change_password))
+        .route("/api/v1/ws/ticket", post(live::ticket))
+        .route("/api/v1/auth/invitations", post(invites::invite))
+        .route("/api/v1/auth/accept-invite", post(invites::accept))
+        .route("/api/v1/auth/forgot-password", post(invites::forgot))
+        .route("/api/v1/auth/reset-password", post(invites::reset))
         .route("/api/v1/auth/totp/setup", post(totp::setup))
         .route("/api/v1/auth/totp/verify", post(totp::verify))
         .route("/api/v1/auth/totp/disable", post(totp::disable))
@@ -87,7 +94,8 @@ pub fn router(hub: Hub) -> Router {
     let owner_routes = Router::new()
         .route("/api/v1/ingest", post(agent_plane::ingest))
         .route("/api/v1/agents/{id}/heartbeat", post(agent_plane::heartbeat))
-        .route("/ws/agents/{id}", get(agent_ws::connect));
+        .route("/ws/agents/{id}", get(agent_ws::connect))
+        .route("/ws/alerts", get(live::alerts));
     let local_routes = Router::new()
         .route("/api/v1/health", get(health::health))
         .route("/api/v1/ready", get(health::ready))

@@ -24,7 +24,8 @@ use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::secrets;
 
-fn check_grant(hub: &Hub, auth: &Auth, role: &str) -> Result<(), ApiError> {
+/// 403 unless the caller may grant `role` (no one hands out more than they hold).
+pub fn check_grant(hub: &Hub, auth: &Auth, role: &str) -> Result<(), ApiError> {
     let granted = role_permissions(hub, &auth.tenant, role)?;
     if permissions::system_role(role).is_none() && hub.reader.identity().role(&auth.tenant, role)?.is_none() {
         return Err(ApiError::InvalidBody(format!("role: unknown role {role:?}")));
@@ -85,7 +86,7 @@ pub async fn create(
     let user = new_user(&auth.tenant, &b.email, &b.name, &b.role, &b.password)?;
     match identity_write(&hub, IdentityCommand::CreateUser(user), false).await? {
         IdentityResult::User(u) => Ok((StatusCode::CREATED, Json(user_json(&hub, &u)?)).into_response()),
-        IdentityResult::Done => Err(ApiError::Internal("no user returned".into())),
+        _ => Err(ApiError::Internal("no user returned".into())),
     }
 }
 
@@ -147,7 +148,7 @@ pub async fn update(
     };
     match identity_write(&hub, cmd, true).await? {
         IdentityResult::User(u) => Ok(Json(user_json(&hub, &u)?).into_response()),
-        IdentityResult::Done => Err(ApiError::Internal("no user returned".into())),
+        _ => Err(ApiError::Internal("no user returned".into())),
     }
 }
 

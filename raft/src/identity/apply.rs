@@ -361,6 +361,99 @@ pub(crate) fn apply(tx: &Tx, cmd: &IdentityCommand, pre: &Prescan) -> R<CommandR
             put(tx, "user", ukey, &u)?;
             apply(tx, &IdentityCommand::CreateSession(session.clone()), pre)
         }
+        IdentityCommand::CreateInvitation(inv) => {
+            if tx.get(keys::email(&inv.email))?.is_some() {
+                return Ok(rejected(IdentityRejection::EmailTaken));
+            }
+            put(tx, "invitation", keys::invitation(&inv.sha256), inv)?;
+            let details = serde_json::json!({ "email": inv.email, "role": inv.role });
+            audit(
+                tx,
+                &inv.tenant,
+                inv.created_at_ms,
+                "invitation_created",
+                &inv.invited_by,
+                None,
+                &details.to_string(),
+            )?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::AcceptInvitation { sha256, user } => {
+            let key = keys::invitation(sha256);
+            let Some(inv) = get::<Invitation>(tx, "invitation", &key)? else {
+                return Ok(rejected(IdentityRejection::TokenInvalid));
+            };
+            if user.created_at_ms >= inv.expires_at_ms
+                || user.tenant != inv.tenant
+                || user.email != inv.email
+                || user.role != inv.role
+            {
+                return Ok(rejected(IdentityRejection::TokenInvalid));
+            }
+            if tx.get(keys::email(&user.email))?.is_some() {
+                return Ok(rejected(IdentityRejection::EmailTaken));
+            }
+            tx.remove(key)?;
+            insert_user(tx, user)?;
+            let details = serde_json::json!({ "user": user.id, "email": user.email, "role": user.role });
+            audit(
+                tx,
+                &user.tenant,
+                user.created_at_ms,
+                "invitation_accepted",
+                &user.id,
+                None,
+                &details.to_string(),
+            )?;
+            Ok(CommandResult::Identity(IdentityResult::User(Box::new(user.clone()))))
+        }
+        IdentityCommand::CreateReset(r) => {
+            put(tx, "reset token", keys::reset(&r.sha256), r)?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::CompleteReset { sha256, password_hash, at_ms } => {
+            let key = keys::reset(sha256);
+            let Some(r) = get::<ResetToken>(tx, "reset token", &key)? else {
+                return Ok(rejected(IdentityRejection::TokenInvalid));
+            };
+            if *at_ms >= r.expires_at_ms {
+                return Ok(rejected(IdentityRejection::TokenInvalid));
+            }
+            tx.remove(key)?;
+            let ukey = keys::user(&r.tenant, &r.user_id);
+            let Some(mut u) = get::<User>(tx, "user", &ukey)? else {
+                return Ok(rejected(IdentityRejection::TokenInvalid));
+            };
+            u.password_hash = password_hash.clone();
+            u.password_changed_at_ms = *at_ms;
+            revoke_all(tx, &r.tenant, &r.user_id, None)?;
+            put(tx, "user", ukey, &u)?;
+            audit(
+                tx,
+                &r.tenant,
+                *at_ms,
+                "password_reset",
+                &r.user_id,
+                None,
+                &serde_json::json!({ "user": r.user_id }).to_string(),
+            )?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::CreateTicket(t) => {
+            put(tx, "ticket", keys::ticket(&t.sha256), t)?;
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::ConsumeTicket { sha256, at_ms } => {
+            let key = keys::ticket(sha256);
+            let Some(t) = get::<Ticket>(tx, "ticket", &key)? else {
+                return Ok(rejected(IdentityRejection::TokenInvalid));
+            };
+            if *at_ms >= t.expires_at_ms {
+                return Ok(rejected(IdentityRejection::TokenInvalid));
+            }
+            tx.remove(key)?;
+            Ok(CommandResult::Identity(IdentityResult::Ticket(Box::new(t))))
+        }
         IdentityCommand::PutRole(r) => {
             put(tx, "role", keys::role(&r.tenant, &r.id), r)?;
             Ok(CommandResult::Identity(IdentityResult::Done))

@@ -54,3 +54,15 @@ pub(crate) fn role_prefix(t: &str) -> Vec<u8> {
 pub(crate) fn challenge(sha: &[u8; 32]) -> Vec<u8> {
     format!("i/c/{}", hex(sha)).into_bytes()
 }
+/// `i/inv/<sha>` → `Invitation`.
+pub(crate) fn invitation(sha: &[u8; 32]) -> Vec<u8> {
+    format!("i/inv/{}", hex(sha)).into_bytes()
+}
+/// `i/rst/<sha>` → `ResetToken`.
+pub(crate) fn reset(sha: &[u8; 32]) -> Vec<u8> {
+    format!("i/rst/{}", hex(sha)).into_bytes()
+}
+/// `i/tk/<sha>` → `Ticket`.
+pub(crate) fn ticket(sha: &[u8; 32]) -> Vec<u8> {
+    format!("i/tk/{}", hex(sha)).into_bytes()
+}

@@ -77,6 +77,16 @@ impl IdentityReader {
         self.get("challenge", &keys::challenge(sha))
     }
 
+    /// A pending invitation.
+    pub fn invitation(&self, sha: &[u8; 32]) -> Result<Option<Invitation>, Error> {
+        self.get("invitation", &keys::invitation(sha))
+    }
+
+    /// A pending password reset.
+    pub fn reset_token(&self, sha: &[u8; 32]) -> Result<Option<ResetToken>, Error> {
+        self.get("reset token", &keys::reset(sha))
+    }
+
     /// A custom role.
     pub fn role(&self, tenant: &str, id: &str) -> Result<Option<CustomRole>, Error> {
         self.get("role", &keys::role(tenant, id))

@@ -137,6 +137,83 @@ pub enum IdentityCommand {
         /// The session to create.
         session: Session,
     },
+    /// Stores an invitation (refused if the email has an account).
+    CreateInvitation(Invitation),
+    /// Consumes an invitation and creates its user (email and role from the invitation).
+    AcceptInvitation {
+        /// SHA-256 of the invitation token.
+        sha256: [u8; 32],
+        /// The new user (`tenant`, `email`, `role` must match the invitation).
+        user: User,
+    },
+    /// Stores a password-reset token.
+    CreateReset(ResetToken),
+    /// Consumes a reset token: new password, every session of the user ends.
+    CompleteReset {
+        /// SHA-256 of the reset token.
+        sha256: [u8; 32],
+        /// New argon2id PHC string.
+        password_hash: String,
+        /// Proposer's clock.
+        at_ms: u64,
+    },
+    /// Stores a WebSocket ticket.
+    CreateTicket(Ticket),
+    /// Consumes a WebSocket ticket (single use); answers the ticket.
+    ConsumeTicket {
+        /// SHA-256 of the ticket.
+        sha256: [u8; 32],
+        /// Proposer's clock.
+        at_ms: u64,
+    },
+}
+
+/// A single-use, short-lived WebSocket ticket (browsers cannot set headers on a WebSocket, and
+/// secrets must not sit in URLs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// SHA-256 of the ticket.
+    pub sha256: [u8; 32],
+    /// Tenant.
+    pub tenant: String,
+    /// User, if any.
+    pub user_id: Option<String>,
+    /// Role the connection acts with.
+    pub role: String,
+    /// Expiry.
+    pub expires_at_ms: u64,
+}
+
+/// An invitation to join a tenant (token stored as SHA-256; single use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+    /// Tenant.
+    pub tenant: String,
+    /// Invited email.
+    pub email: String,
+    /// Role the user will have.
+    pub role: String,
+    /// Who invited.
+    pub invited_by: String,
+    /// Creation time.
+    pub created_at_ms: u64,
+    /// Expiry.
+    pub expires_at_ms: u64,
+}
+
+/// A password-reset token (stored as SHA-256; single use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetToken {
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+    /// Tenant.
+    pub tenant: String,
+    /// User id.
+    pub user_id: String,
+    /// Expiry.
+    pub expires_at_ms: u64,
 }
 
 /// What an identity command produced.
@@ -146,6 +223,8 @@ pub enum IdentityResult {
     User(Box<User>),
     /// Nothing to report.
     Done,
+    /// A consumed ticket.
+    Ticket(Box<Ticket>),
 }
 
 /// Why an identity command was refused (nothing changed).
@@ -169,6 +248,8 @@ pub enum IdentityRejection {
     ChallengeInvalid,
     /// No TOTP is pending, or it is already enabled / not enabled.
     TotpState,
+    /// An invitation or reset token is unknown, expired or used.
+    TokenInvalid,
 }
 
 /// A tenant (organisation).
