@@ -4,9 +4,11 @@
 //! `/internal/v1/ratelimit`; when the owner cannot be reached it counts locally (still limited,
 //! at worst per node) rather than refusing logins during churn.
 //!
-//! Deliberately missing: the seed's generic "1000 / minute / IP" for every other user endpoint
-//! (it would add a peer round trip to every request); limiter state is memory only, so a crash
-//! of a key's owner gives that key a fresh burst.
+//! The generic "1000 / minute / IP" of every other user endpoint costs one peer round trip per
+//! request when this node does not own the address's limiter.
+//!
+//! Deliberately missing: limiter state is memory only, so a crash of a key's owner gives that
+//! key a fresh burst.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -40,6 +42,25 @@ pub const FORGOT_PASSWORD: Policy = per(5, 3600);
 pub const INVITATIONS: Policy = per(20, 3600);
 /// `/agents/{id}/rotate-token` and `rotate-signing-key`: 10 per hour per user.
 pub const ROTATE: Policy = per(10, 3600);
+
+/// Every other user endpoint: 1000 per minute per IP.
+pub const USER_ENDPOINTS: Policy = per(1000, 60);
+
+/// Middleware applying [`USER_ENDPOINTS`] where a request is served (inside the leader
+/// routing, so a forwarded request counts once).
+pub async fn user_endpoints(
+    axum::extract::State(hub): axum::extract::State<Hub>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    let ip = client_ip(&parts, &hub).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    if let Err(e) = check(&hub, &format!("user:ip:{ip}"), USER_ENDPOINTS).await {
+        return e.into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, body)).await
+}
 
 /// The client's address: the socket peer, or the address a peer node forwarded with its secret.
 #[derive(Debug, Clone, Copy)]

@@ -185,7 +185,47 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>, &'static str)> {
         ("GET", "/api/v1/users", None, "users:read"),
         ("GET", "/api/v1/roles", None, "users:read"),
         ("GET", "/api/v1/cluster", None, "cluster:read"),
+        ("GET", "/api/v1/cluster/placement/agent/x", None, "cluster:read"),
         ("DELETE", "/api/v1/cluster/members/99", None, "cluster:write"),
+        ("POST", "/api/v1/cluster/members/99/promote", None, "cluster:write"),
+        ("GET", "/api/v1/agents/{agent}/inventory", None, "agents:read"),
+        ("GET", "/api/v1/agents/{agent}/processes", None, "agents:read"),
+        ("DELETE", "/api/v1/agents/nope", None, "agents:write"),
+        ("POST", "/api/v1/agents/nope/rotate-token", None, "agents:write"),
+        (
+            "POST",
+            "/api/v1/enrollment-tokens",
+            Some(json!({ "name": "x", "max_uses": 0 })),
+            "enrollment:manage",
+        ),
+        ("DELETE", "/api/v1/enrollment-tokens/nope", None, "enrollment:manage"),
+        ("PATCH", "/api/v1/alerts/999/resolve", None, "alerts:write"),
+        ("PATCH", "/api/v1/alerts/999/acknowledge", None, "alerts:write"),
+        ("GET", "/api/v1/audit/verify", None, "audit:read"),
+        ("PATCH", "/api/v1/integrity-anomalies/999/resolve", None, "integrity:write"),
+        ("GET", "/api/v1/users/nope", None, "users:read"),
+        (
+            "POST",
+            "/api/v1/users",
+            Some(json!({ "email": "bad", "name": "x", "password": "x", "role": "viewer" })),
+            "users:write",
+        ),
+        ("PATCH", "/api/v1/users/nope", Some(json!({ "name": "x" })), "users:write"),
+        ("DELETE", "/api/v1/users/nope", None, "users:write"),
+        (
+            "PUT",
+            "/api/v1/users/nope/password",
+            Some(json!({ "new_password": "a long enough password" })),
+            "users:write",
+        ),
+        ("PUT", "/api/v1/roles/r1", Some(json!({ "name": "r", "permissions": ["bogus"] })), "users:write"),
+        ("DELETE", "/api/v1/roles/nope", None, "users:write"),
+        (
+            "POST",
+            "/api/v1/auth/invitations",
+            Some(json!({ "email": "bad", "role": "viewer" })),
+            "users:write",
+        ),
     ]
 }
 
@@ -309,8 +349,16 @@ async fn api_keys_and_custom_roles() {
             .0,
         409
     );
-    // revoked on one node: dead on all
+    // last use is recorded (batched) and listed
+    for (_, n) in c.running() {
+        monsys::auth::touch::flush(n.hub()).await;
+    }
     let id = key["id"].as_str().unwrap();
+    let (_, keys) = call(&c, 1, "GET", "/api/v1/api-keys", &owner, None).await;
+    let listed = keys["api_keys"].as_array().unwrap().iter().find(|k| k["id"] == id).unwrap().clone();
+    assert!(listed["last_used_ms"].as_u64().unwrap() > 0, "{listed}");
+    assert!(listed.get("key").is_none() && !keys.to_string().contains("msk_"), "keys are shown once: {keys}");
+    // revoked on one node: dead on all
     assert_eq!(call(&c, 2, "DELETE", &format!("/api/v1/api-keys/{id}"), &owner, None).await.0, 204);
     for node in 0..3 {
         assert_eq!(call(&c, node, "GET", "/api/v1/alerts", &k, None).await.0, 401, "node {node}");
@@ -343,7 +391,7 @@ async fn rate_limits_count_once_across_the_cluster() {
         call(&c, 0, "GET", "/api/v1/cluster/placement/limit/login:ip:127.0.0.1", TOKEN, None).await;
     let owner = placed["owner"].as_u64().unwrap();
     for (_, n) in c.running() {
-        let holds = !n.hub().limits.is_empty();
+        let holds = n.hub().limits.contains("login:ip:127.0.0.1");
         assert_eq!(holds, n.id() == owner, "node {} holds limiter cells: {holds}; owner is {owner}", n.id());
     }
 

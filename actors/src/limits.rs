@@ -51,6 +51,11 @@ impl LimitTable {
         cell.0.check(now_ms)
     }
 
+    /// Whether this table holds a cell for `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.cells.lock().expect("limit table lock").contains_key(key)
+    }
+
     /// Keys held.
     pub fn len(&self) -> usize {
         self.cells.lock().expect("limit table lock").len()

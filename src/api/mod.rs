@@ -47,7 +47,6 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/cluster/members", post(cluster::add))
         .route("/api/v1/cluster/members/{id}", delete(cluster::remove))
         .route("/api/v1/cluster/members/{id}/promote", post(cluster::promote))
-        .route("/api/v1/agents/register", post(agent_plane::register))
         .route(
             "/api/v1/enrollment-tokens",
             get(agents::list_enrollment_tokens).post(agents::create_enrollment_token),
@@ -81,7 +80,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/auth/totp/disable", post(totp::disable))
         .route("/api/v1/auth/totp/challenge", post(totp::challenge))
         .route("/api/v1/users", get(users::list).post(users::create))
-        .route("/api/v1/users/{id}", get(users::get).patch(users::update))
+        .route("/api/v1/users/{id}", get(users::get).patch(users::update).delete(users::disable))
         .route("/api/v1/users/{id}/password", put(users::reset_password))
         .route("/api/v1/api-keys", get(users::list_keys).post(users::create_key))
         .route("/api/v1/api-keys/{id}", delete(users::revoke_key))
@@ -89,6 +88,8 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/roles/{id}", put(users::put_role).delete(users::delete_role))
         .route("/api/v1/integrity-anomalies", get(integrity::list))
         .route("/api/v1/integrity-anomalies/{id}/resolve", patch(integrity::resolve))
+        .route_layer(from_fn_with_state(hub.clone(), crate::ratelimit::user_endpoints))
+        .route("/api/v1/agents/register", post(agent_plane::register))
         .route_layer(from_fn_with_state(hub.clone(), to_leader));
     // actor-keyed: routed to the agent's owner inside the handler (after token auth)
     let owner_routes = Router::new()

@@ -152,6 +152,17 @@ pub async fn update(
     }
 }
 
+/// `DELETE /api/v1/users/{id}`: disables the user (soft delete: the record and its audit trail
+/// stay; sessions and keys end everywhere).
+pub async fn disable(
+    State(hub): State<Hub>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    update(State(hub), auth, Path(id), JsonBody(UserPatch { name: None, role: None, disabled: Some(true) }))
+        .await
+}
+
 /// `PUT /api/v1/users/{id}/password` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

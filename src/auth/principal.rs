@@ -186,6 +186,7 @@ pub async fn authenticate(hub: &Hub, token: &str) -> Result<Auth, ApiError> {
         if k.expires_at_ms.is_some_and(|e| now >= e) {
             return Err(invalid());
         }
+        hub.touches.record_key(sha, now);
         let mut permissions = role_permissions(hub, &k.tenant, &k.role)?;
         if let Some(uid) = &k.user_id {
             // a user's key never exceeds what the user may do now, and dies with the user

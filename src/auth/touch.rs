@@ -1,4 +1,4 @@
-//! Idle-timeout bookkeeping without a Raft write per request: each node remembers when it last
+//! Idle-timeout and key `last_used` bookkeeping without a Raft write per request: each node remembers when it last
 //! saw each session and a job proposes the batch (`TouchSessions`) every [`FLUSH_EVERY`]. A
 //! session's idle time is measured from the newest of the replicated and the local time.
 
@@ -9,11 +9,12 @@ use std::time::Duration;
 /// Interval of the flush job.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(30);
 
-/// Session uses seen by this node and not yet replicated.
+/// Session and API-key uses seen by this node and not yet replicated.
 #[derive(Default)]
 pub struct Touches {
     seen: Mutex<HashMap<[u8; 32], u64>>,
     flushed: Mutex<HashMap<[u8; 32], u64>>,
+    keys: Mutex<HashMap<[u8; 32], u64>>,
 }
 
 impl Touches {
@@ -28,6 +29,16 @@ impl Touches {
         seen.max(self.flushed.lock().expect("touch lock").get(sha).copied().unwrap_or(0))
     }
 
+    /// Records an API key use (`last_used_ms`).
+    pub fn record_key(&self, sha: [u8; 32], at_ms: u64) {
+        self.keys.lock().expect("touch lock").insert(sha, at_ms);
+    }
+
+    /// Takes the API key uses to replicate.
+    pub fn drain_keys(&self) -> Vec<([u8; 32], u64)> {
+        self.keys.lock().expect("touch lock").drain().collect()
+    }
+
     /// Takes the uses to replicate.
     pub fn drain(&self) -> Vec<([u8; 32], u64)> {
         let taken: Vec<_> = self.seen.lock().expect("touch lock").drain().collect();
@@ -38,13 +49,28 @@ impl Touches {
     }
 }
 
+/// Proposes the uses seen since the last flush.
+pub async fn flush(hub: &crate::hub::Hub) {
+    use monsys_raft::Command;
+    use monsys_raft::identity::IdentityCommand;
+    let sessions = hub.touches.drain();
+    let keys = hub.touches.drain_keys();
+    let cmds = sessions
+        .chunks(1000)
+        .map(|c| IdentityCommand::TouchSessions { seen: c.to_vec() })
+        .chain(keys.chunks(1000).map(|c| IdentityCommand::TouchApiKeys { seen: c.to_vec() }));
+    for cmd in cmds {
+        if let Err(e) = hub.propose(Command::Identity(cmd)).await {
+            tracing::debug!(error = %e, "credential activity not replicated; local view still counts");
+        }
+    }
+}
+
 /// Starts the flush job of `hub` (stops with `shutdown`).
 pub fn spawn_flush(
     hub: crate::hub::Hub,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    use monsys_raft::Command;
-    use monsys_raft::identity::IdentityCommand;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         loop {
@@ -52,13 +78,7 @@ pub fn spawn_flush(
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let seen = hub.touches.drain();
-            for chunk in seen.chunks(1000) {
-                let cmd = Command::Identity(IdentityCommand::TouchSessions { seen: chunk.to_vec() });
-                if let Err(e) = hub.propose(cmd).await {
-                    tracing::debug!(error = %e, "session activity not replicated; local view still counts");
-                }
-            }
+            flush(&hub).await;
         }
     })
 }

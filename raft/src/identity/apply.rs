@@ -439,6 +439,18 @@ pub(crate) fn apply(tx: &Tx, cmd: &IdentityCommand, pre: &Prescan) -> R<CommandR
             )?;
             Ok(CommandResult::Identity(IdentityResult::Done))
         }
+        IdentityCommand::TouchApiKeys { seen } => {
+            for (sha, at) in seen {
+                let key = keys::api_key(sha);
+                if let Some(mut k) = get::<ApiKey>(tx, "api key", &key)?
+                    && *at > k.last_used_ms
+                {
+                    k.last_used_ms = *at;
+                    put(tx, "api key", key, &k)?;
+                }
+            }
+            Ok(CommandResult::Identity(IdentityResult::Done))
+        }
         IdentityCommand::CreateTicket(t) => {
             put(tx, "ticket", keys::ticket(&t.sha256), t)?;
             Ok(CommandResult::Identity(IdentityResult::Done))

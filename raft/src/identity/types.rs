@@ -157,6 +157,11 @@ pub enum IdentityCommand {
         /// Proposer's clock.
         at_ms: u64,
     },
+    /// Records that API keys were used (`last_used_ms`), batched by the node that saw them.
+    TouchApiKeys {
+        /// Key hashes and their last use.
+        seen: Vec<([u8; 32], u64)>,
+    },
     /// Stores a WebSocket ticket.
     CreateTicket(Ticket),
     /// Consumes a WebSocket ticket (single use); answers the ticket.
