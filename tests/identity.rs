@@ -68,7 +68,26 @@ async fn sessions_work_on_every_node_and_revocations_apply_everywhere_at_once() 
         "registration closes once an owner exists: {e}"
     );
 
-    // login on A, use on B and C
+    // login on A, use on B and C (bearer), and the HttpOnly cookie works too
+    let (s, v) = split(
+        c.http
+            .post(format!("{}/api/v1/auth/login", c.nodes[0].url()))
+            .json(&json!({ "email": "owner@example.com", "password": PW }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let cookie_token = v["token"].as_str().unwrap();
+    let r = c
+        .http
+        .get(format!("{}/api/v1/auth/me", c.nodes[1].url()))
+        .header("cookie", format!("theme=dark; monsys_session={cookie_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let token = session(&c, 0, "owner@example.com").await;
     for node in 0..3 {
         let (s, me) = call(&c, node, "GET", "/api/v1/auth/me", &token, None).await;
