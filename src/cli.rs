@@ -22,6 +22,8 @@ pub enum Commands {
     Hub(HubArgs),
     /// Operate a running cluster through its API.
     Ctl(crate::ctl::CtlArgs),
+    /// Run the agent on a monitored host (collect, sign, deliver to any hub).
+    Agent(monsys_agent::AgentArgs),
 }
 
 /// Flags of `monsys hub`; each overrides the config file and has a `MONSYS_*` variable.

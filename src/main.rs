@@ -12,13 +12,21 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        match cli.command {
-            Commands::Hub(args) => run_hub(args.into_config()?).await,
-            Commands::Ctl(args) => std::process::exit(monsys::ctl::run(args).await?),
+    match cli.command {
+        // the agent runs on every monitored host: one thread keeps its footprint small
+        Commands::Agent(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(monsys_agent::run(args))
         }
-    })
+        Commands::Hub(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(run_hub(args.into_config()?))
+        }
+        Commands::Ctl(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            std::process::exit(runtime.block_on(monsys::ctl::run(args))?)
+        }
+    }
 }
 
 async fn run_hub(config: monsys::config::Config) -> anyhow::Result<()> {
