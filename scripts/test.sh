@@ -12,3 +12,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast -- --test-threads 2
 fi
+
+# Bounded chaos run against real processes (netns partitions when root): see jepsen/README.md.
+bash jepsen/scripts/ci-short.sh

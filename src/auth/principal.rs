@@ -133,7 +133,7 @@ pub async fn authenticate(hub: &Hub, token: &str) -> Result<Auth, ApiError> {
     if token.starts_with(ADMIN_PREFIX) {
         return match hub.reader.admin_token_sha256()? {
             Some(stored) if token_matches(token, &stored) => {
-                tracing::info!("break-glass admin token used");
+                tracing::debug!("break-glass admin token used");
                 let mut permissions = permissions::system_role("owner").expect("owner role");
                 permissions.insert(Permission::ClusterWrite);
                 Ok(Auth {
