@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --quiet --bin monsys -p monsys --bin monsys-jepsen -p monsys-jepsen
-bin=target/debug/monsys
-jepsen=target/debug/monsys-jepsen
+target="${CARGO_TARGET_DIR:-target}"
+bin="$target/debug/monsys"
+jepsen="$target/debug/monsys-jepsen"
 out=jepsen/results/ci-$(date +%s)
 
 echo "== chaos run: kill, kill-leader, pause, partitions, netem, rolling restart"
