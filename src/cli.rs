@@ -62,6 +62,9 @@ pub struct HubArgs {
     /// Admin token to install on first start instead of a random one.
     #[arg(long, env = "MONSYS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Enrollment token (mse_…) to create on first start, for agents started with the cluster.
+    #[arg(long, env = "MONSYS_ENROLLMENT_TOKEN", hide_env_values = true)]
+    pub enrollment_token: Option<String>,
     /// Test-only fault: acknowledge settings writes before they commit (the chaos checker's
     /// broken build). Never use in production.
     #[arg(long, env = "MONSYS_UNSAFE_ACK_BEFORE_COMMIT", hide = true)]
@@ -102,6 +105,9 @@ impl HubArgs {
         }
         if self.admin_token.is_some() {
             c.admin_token = self.admin_token;
+        }
+        if self.enrollment_token.is_some() {
+            c.enrollment_token = self.enrollment_token;
         }
         if self.unsafe_ack_before_commit {
             c.unsafe_ack_before_commit = true;

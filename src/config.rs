@@ -38,6 +38,9 @@ pub struct Config {
     pub join: Option<String>,
     /// Admin token to install on first start instead of a random one (automation, containers).
     pub admin_token: Option<String>,
+    /// Enrollment token (`mse_…`) of the default tenant to create on first start, so agents
+    /// can register without an operator step (automation, containers). Valid one year.
+    pub enrollment_token: Option<String>,
     /// Largest accepted request body on the public API, bytes.
     pub max_body_bytes: usize,
     /// Timeout of a request forwarded to another node, milliseconds.
@@ -69,6 +72,7 @@ impl Default for Config {
             cluster_secret: None,
             join: None,
             admin_token: None,
+            enrollment_token: None,
             max_body_bytes: 1024 * 1024,
             forward_timeout_ms: 5000,
             ready_max_lag_entries: 1000,

@@ -170,7 +170,9 @@ async fn bootstrap(hub: &Hub) -> anyhow::Result<Option<String>> {
             let me = self_node(hub);
             tracing::info!("initialising a new single-node cluster");
             hub.raft.initialize(std::collections::BTreeMap::from([(hub.id, me)])).await?;
-            install_admin_token(hub).await
+            let token = install_admin_token(hub).await?;
+            install_enrollment_token(hub).await?;
+            Ok(token)
         }
         (_, true) => Ok(None),
     }
@@ -202,6 +204,30 @@ async fn install_admin_token(hub: &Hub) -> anyhow::Result<Option<String>> {
 }
 
 /// Asks the cluster at `url` to add this node; retries while the cluster is busy or electing.
+/// Creates the configured enrollment token on first start (automation, containers).
+async fn install_enrollment_token(hub: &Hub) -> anyhow::Result<()> {
+    let Some(token) = &hub.config.enrollment_token else { return Ok(()) };
+    anyhow::ensure!(
+        token.starts_with(monsys_proto::agent::ENROLLMENT_TOKEN_PREFIX) && token.len() >= 20,
+        "enrollment_token must start with mse_ and have at least 20 characters"
+    );
+    let now = crate::api::settings::now_ms();
+    let t = monsys_raft::fleet::EnrollmentToken {
+        id: "bootstrap".into(),
+        tenant: monsys_proto::DEFAULT_TENANT.into(),
+        name: "created at first start".into(),
+        sha256: secrets::sha256(token),
+        created_at_ms: now,
+        expires_at_ms: Some(now + 366 * 86_400_000),
+        max_uses: None,
+        uses: 0,
+        revoked: false,
+    };
+    hub.write(Command::Fleet(monsys_raft::fleet::FleetCommand::CreateEnrollmentToken(t))).await?;
+    tracing::info!("enrollment token from the configuration installed");
+    Ok(())
+}
+
 async fn join_cluster(hub: &Hub, url: &str) {
     let me = self_node(hub);
     let body = monsys_proto::cluster::JoinRequest {
