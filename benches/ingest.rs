@@ -11,7 +11,6 @@
 //! Bodies are built and signed before the timed phase, so the figures measure the hub (plus the
 //! HTTP client sharing the machine), not the client's signing.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,67 +18,9 @@ use ed25519_dalek::SigningKey;
 use monsys_proto::agent::{self as wire, IngestBatch, Sample};
 use serde_json::{Value, json};
 
-const SECRET: &str = "bench-cluster-secret-0123456789";
-const TOKEN: &str = "msa_bench_admin_token";
+mod common;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Hub {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn start_hub(dir: &std::path::Path, id: u64, join: Option<&str>) -> Hub {
-    let (api, gossip) = (free_port(), free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_monsys"));
-    cmd.arg("hub")
-        .args(["--node-id", &id.to_string()])
-        .args(["--api-addr", &format!("127.0.0.1:{api}")])
-        .args(["--gossip-addr", &format!("127.0.0.1:{gossip}")])
-        .args(["--data-dir", dir.join(format!("n{id}")).to_str().unwrap()])
-        .args(["--cluster-secret", SECRET, "--admin-token", TOKEN])
-        .env("MONSYS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(url) = join {
-        cmd.args(["--join", url]);
-    }
-    Hub { child: cmd.spawn().expect("start monsys hub"), url: format!("http://127.0.0.1:{api}") }
-}
-
-async fn wait_until(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out: {what}");
-}
+use common::{TOKEN, env, monsys_cluster, pct, rss_kib};
 
 fn batch_body(agent_id: &str, seq: u64, samples: usize) -> Vec<u8> {
     let cores = samples.saturating_sub(10).max(1);
@@ -117,13 +58,6 @@ fn batch_body(agent_id: &str, seq: u64, samples: usize) -> Vec<u8> {
 /// One agent's token and its pre-signed `(body, signature)` batches.
 type AgentWork = Arc<(String, Vec<(Vec<u8>, String)>)>;
 
-fn pct(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p) as usize] as f64 / 1000.0
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -143,24 +77,7 @@ async fn main() {
         .build()
         .unwrap();
 
-    let first = start_hub(dir.path(), 1, None);
-    wait_until("node 1 healthy", Duration::from_secs(30), async || {
-        http.get(format!("{}/api/v1/ready", first.url)).send().await.is_ok_and(|r| r.status().is_success())
-    })
-    .await;
-    let hubs = vec![start_hub(dir.path(), 2, Some(&first.url)), start_hub(dir.path(), 3, Some(&first.url))];
-    let hubs: Vec<Hub> = std::iter::once(first).chain(hubs).collect();
-    wait_until("3 voters", Duration::from_secs(60), async || {
-        let Ok(r) = http.get(format!("{}/api/v1/cluster", hubs[0].url)).bearer_auth(TOKEN).send().await
-        else {
-            return false;
-        };
-        let v: Value = r.json().await.unwrap_or_default();
-        v["members"]
-            .as_array()
-            .is_some_and(|m| m.iter().filter(|x| x["role"] == "voter" && x["live"] == true).count() == 3)
-    })
-    .await;
+    let hubs = monsys_cluster(dir.path(), &http).await;
     let urls: Vec<String> = hubs.iter().map(|h| h.url.clone()).collect();
     let rss_idle: Vec<u64> = hubs.iter().map(|h| rss_kib(h.child.id())).collect();
 
@@ -296,8 +213,8 @@ async fn main() {
     println!("{:<44} {:>14.1} {:>14}", "registration, agents/s", agents as f64 / register_secs, "-");
     println!("{:<44} {:>14.0} {:>14}", "batches/s acknowledged after commit", rate, "≥ 10000");
     println!("{:<44} {:>14.0} {:>14}", "samples/s", rate * samples as f64, "≥ 500000");
-    println!("{:<44} {:>14.2} {:>14}", "ack latency p50, ms", pct(&lat, 0.50), "-");
-    println!("{:<44} {:>14.2} {:>14}", "ack latency p99, ms", pct(&lat, 0.99), "-");
+    println!("{:<44} {:>14.2} {:>14}", "ack latency p50, ms", pct(&lat, 0.50) / 1000.0, "-");
+    println!("{:<44} {:>14.2} {:>14}", "ack latency p99, ms", pct(&lat, 0.99) / 1000.0, "-");
     println!("{:<44} {:>14} {:>14}", "client retries (503/504/conn)", retries, "-");
     println!("{:<44} {:>14.0} {:>14}", "hub RSS per idle WebSocket, bytes", per_socket, "≤ 16384");
     println!("{:<44} {:>14.0} {:>14}", "hub RSS per agent after load (3 hubs), bytes", per_actor, "-");
