@@ -12,7 +12,7 @@ jepsen="$target/debug/monsys-jepsen"
 out=jepsen/results/ci-$(date +%s)
 
 echo "== chaos run: kill, kill-leader, pause, partitions, netem, rolling restart"
-timeout 600 "$jepsen" run --binary "$bin" --time-limit 70 --concurrency 5 --interval 7 --duration 3 \
+timeout 600 "$jepsen" run --binary "$bin" --time-limit 70 --concurrency 5 --agents 4 --interval 7 --duration 3 \
   --nemesis kill-leader,partition-leader,pause,partition-majority,netem,partition-bridge,kill,rolling-restart \
   --out "$out/valid"
 

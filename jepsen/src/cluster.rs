@@ -11,6 +11,8 @@ use crate::net;
 pub const SECRET: &str = "jepsen-cluster-secret-0123456789";
 /// Admin token of test clusters.
 pub const TOKEN: &str = "msa_jepsen_admin_token";
+/// Enrollment token installed at first start (for the simulated agents).
+pub const ENROLLMENT: &str = "mse_jepsen_enrollment_token";
 
 /// How nodes are isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,8 @@ impl Cluster {
                 SECRET.into(),
                 "--admin-token".into(),
                 TOKEN.into(),
+                "--enrollment-token".into(),
+                ENROLLMENT.into(),
             ];
             if id > 1 {
                 args.extend(["--join".into(), join]);

@@ -10,6 +10,7 @@
 mod checker;
 mod cluster;
 mod history;
+mod ingest;
 mod nemesis;
 mod net;
 mod workload;
@@ -76,6 +77,9 @@ struct RunArgs {
     /// Results folder (default: jepsen/results/<unix time>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Simulated agents sending signed batches during the run (0: no ingest workload).
+    #[arg(long, default_value_t = 0)]
+    agents: usize,
     /// Run the deliberately broken build (acknowledges settings writes before commit).
     #[arg(long)]
     unsafe_ack_before_commit: bool,
@@ -174,7 +178,19 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
                 nemesis::run(cluster, net.as_ref(), &faults, start, deadline, interval, duration)
             })
         };
+        let ingest_task = if args.agents > 0 {
+            let http = reqwest::Client::new();
+            ingest::prepare(&http, &urls[0]).await?;
+            let (urls, agents) = (urls.clone(), args.agents);
+            Some(tokio::spawn(async move { ingest::run(urls, agents, deadline, Duration::from_millis(200)).await }))
+        } else {
+            None
+        };
         let history = workload::run(urls.clone(), args.concurrency, start, deadline).await;
+        let ingest_runs = match ingest_task {
+            Some(t) => Some(t.await??),
+            None => None,
+        };
         let events = nemesis.await.unwrap_or_default();
         if let Some(n) = &net {
             n.heal();
@@ -185,6 +201,11 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             let _ = c.restart(i);
         }
         let (converged, finals) = workload::converge(&urls, Duration::from_secs(60)).await;
+        let ingest_verdict = match &ingest_runs {
+            Some(runs) => Some(ingest::check(&urls, runs).await),
+            None => None,
+        };
+        let ingest_ok = ingest_verdict.as_ref().is_none_or(|v| v.valid());
         history::write(&out.join("history.jsonl"), &history)?;
         let checked = Instant::now();
         let verdict = checker::check(&history, (0, 15));
@@ -196,19 +217,24 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "info": count(history::Outcome::Info), "faults": events,
             "linearizable": format!("{verdict:?}"), "checker_ms": checked.elapsed().as_millis() as u64,
             "converged": converged, "final_local_reads": finals,
+            "ingest": ingest_verdict, "agents": ingest_runs,
         });
         std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
-        let valid = matches!(verdict, Verdict::Linearizable) && converged;
+        let valid = matches!(verdict, Verdict::Linearizable) && converged && ingest_ok;
         let text = format!(
-            "{}\nlinearizability: {verdict:?}\nconvergence: {converged} {finals:?}\noperations: {} (ok {}, fail {}, info {}), faults injected: {}\n",
+            "{}\nlinearizability: {verdict:?}\nconvergence: {converged} {finals:?}\ningest: {}\noperations: {} (ok {}, fail {}, info {}), faults injected: {}\n",
             if valid { "VALID" } else { "INVALID" },
+            match &ingest_verdict {
+                Some(v) => format!("{} acknowledged batches; lost {:?}, stored twice {:?}, duplicate alerts {:?}, refused retries {:?}", v.acknowledged, v.lost, v.doubled, v.duplicate_alerts, v.refused),
+                None => "not run".into(),
+            },
             history.len(), count(history::Outcome::Ok), count(history::Outcome::Fail), count(history::Outcome::Info),
             events.iter().filter(|e| e.phase == "inject").count(),
         );
         std::fs::write(out.join("verdict.txt"), &text)?;
         println!("{text}results in {}", out.display());
         cluster.lock().expect("cluster").shutdown();
-        anyhow::Ok(exit_code(&verdict, converged))
+        anyhow::Ok(exit_code(&verdict, converged && ingest_ok))
     }
     .await;
     if let Some(n) = &net {
