@@ -7,7 +7,9 @@
 //! monsys writes are `PUT /api/v1/settings` (a replicated compare-free write of a ~230-byte
 //! document), reads are linearizable `GET /api/v1/settings`; etcd writes are `/v3/kv/put` of a
 //! value of the same size, reads `/v3/kv/range` (linearizable by default). Clients spread over
-//! all three nodes in both systems. Knob: `CLUSTER_SECS` per phase (default 8).
+//! all three nodes in both systems. Knobs: `CLUSTER_SECS` per phase (default 8);
+//! `CLUSTER_STEADY_SECS` (default 0: skipped) runs a steady 16-client write load on monsys for
+//! that long and prints the leader changes seen during it (should be none).
 
 mod common;
 
@@ -149,6 +151,23 @@ async fn leader(http: &reqwest::Client, c: &Cluster) -> Option<usize> {
     }
 }
 
+/// Sum of `monsys_raft_leader_changes_total` over the nodes.
+async fn leader_changes(http: &reqwest::Client, c: &Cluster) -> f64 {
+    let mut total = 0.0;
+    for u in &c.urls {
+        if let Ok(r) = http.get(format!("{u}/metrics")).send().await
+            && let Ok(text) = r.text().await
+        {
+            total += text
+                .lines()
+                .find(|l| l.starts_with("monsys_raft_leader_changes_total"))
+                .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    total
+}
+
 /// Kills the leader under a write load; the longest time without any acknowledged write.
 async fn unavailability(http: &reqwest::Client, c: &mut Cluster) -> f64 {
     let start = Instant::now();
@@ -227,7 +246,19 @@ async fn main() {
         let (w16, l16) = load(&http, &c, 16, true, secs).await;
         let (w64, l64) = load(&http, &c, 64, true, secs).await;
         let (r16, _) = load(&http, &c, 16, false, secs).await;
-        let gap = unavailability(&http, &mut c).await;
+        let steady = env("CLUSTER_STEADY_SECS", 0) as u64;
+        if system == System::Monsys && steady > 0 {
+            let before = leader_changes(&http, &c).await;
+            let (rate, _) = load(&http, &c, 16, true, steady).await;
+            let after = leader_changes(&http, &c).await;
+            println!(
+                "steady load: {steady} s of 16-client writes at {rate:.0}/s; leader changes seen by the nodes: {}",
+                after - before
+            );
+        }
+        // short client timeouts so a request stuck on the dead leader does not stretch the gap
+        let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+        let gap = unavailability(&impatient, &mut c).await;
         results.push((w16, pct(&l16, 0.5), pct(&l16, 0.99), w64, pct(&l64, 0.5), pct(&l64, 0.99), r16, gap));
     }
     let (m, e) = (results[0], results[1]);
