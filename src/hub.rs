@@ -153,13 +153,20 @@ impl Hub {
 
     /// Proposes `cmd` and waits until it is committed and applied here.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, ApiError> {
+        Ok(self.commit(cmd).await?.data)
+    }
+
+    /// Proposes `cmd` on this node (the leader), with the size check and the commit timeout.
+    async fn commit(
+        &self,
+        cmd: Command,
+    ) -> Result<openraft::raft::ClientWriteResponse<monsys_raft::TypeConfig>, ApiError> {
         monsys_raft::check_command_size(&cmd).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
             Err(_) => {
                 Err(ApiError::Indeterminate("commit not confirmed in time; the write may still apply".into()))
             }
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(e)) => Err(write_error(e)),
+            Ok(r) => r.map_err(write_error),
         }
     }
 
@@ -181,15 +188,7 @@ impl Hub {
     /// its log, so that a request arriving at any node right after the answer finds it applied
     /// there (or about to be). Used by writes that other nodes check locally (tokens).
     pub async fn write_everywhere(&self, cmd: Command, wait: Duration) -> Result<CommandResult, ApiError> {
-        monsys_raft::check_command_size(&cmd).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let resp = match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
-            Err(_) => {
-                return Err(ApiError::Indeterminate(
-                    "commit not confirmed in time; the write may still apply".into(),
-                ));
-            }
-            Ok(r) => r.map_err(write_error)?,
-        };
+        let resp = self.commit(cmd).await?;
         let index = resp.log_id.index;
         let mut rx = self.raft.metrics();
         let _ = tokio::time::timeout(wait, async {
@@ -224,15 +223,7 @@ impl Hub {
         cmd: Command,
         wait: Duration,
     ) -> Result<CommandResult, ApiError> {
-        monsys_raft::check_command_size(&cmd).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let resp = match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
-            Err(_) => {
-                return Err(ApiError::Indeterminate(
-                    "commit not confirmed in time; the write may still apply".into(),
-                ));
-            }
-            Ok(r) => r.map_err(write_error)?,
-        };
+        let resp = self.commit(cmd).await?;
         let index = resp.log_id.index;
         let peers: Vec<Node> =
             self.live_voters().into_iter().filter(|(id, _)| *id != self.id).map(|(_, n)| n).collect();

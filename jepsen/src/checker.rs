@@ -151,25 +151,10 @@ pub fn check(history: &[Record], init: State) -> Verdict {
         if steps > BUDGET {
             return Verdict::Unknown;
         }
-        if cur == usize::MAX {
-            // every remaining call failed here: backtrack
-            let Some((op, s, skip)) = stack.pop() else {
-                return Verdict::NotLinearizable { best, stuck_at };
-            };
-            state = s;
-            bits[op / 64] &= !(1 << (op % 64));
-            relink(&mut next, &mut prev, ret_node[op]);
-            relink(&mut next, &mut prev, call_node[op]);
-            cur = call_node[op];
-            resume_skip = if skip { None } else { Some(true) };
-            if resume_skip.is_none() {
-                cur = next[cur];
-            }
-            continue;
-        }
-        let (_, is_ret, op) = events[cur - 1];
-        if is_ret {
-            // the earliest pending return: its call must be linearized before anything after it
+        // at the end of the list, or at the earliest pending return whose call is not
+        // linearized yet: undo the last linearized call and try its next option
+        let at_return = cur != usize::MAX && events[cur - 1].1;
+        if cur == usize::MAX || at_return {
             let Some((op, s, skip)) = stack.pop() else {
                 return Verdict::NotLinearizable { best, stuck_at };
             };
@@ -184,6 +169,7 @@ pub fn check(history: &[Record], init: State) -> Verdict {
             }
             continue;
         }
+        let op = events[cur - 1].2;
         let entry = &ops[op].0;
         let variants: &[bool] = match resume_skip.take() {
             Some(true) => &[true],

@@ -35,6 +35,7 @@ pub mod options;
 mod snapshot;
 pub mod state_machine;
 mod storage;
+mod txn;
 
 pub use codec::{MAX_RPC_BYTES, MAX_VALUE_BYTES, encoded_size};
 pub use command::{

@@ -17,16 +17,14 @@
 use std::collections::BTreeMap;
 
 use monsys_proto::agent::Severity;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, ConflictableTransactionResult, TransactionalTree};
+use sled::transaction::TransactionalTree;
 
 use super::keys;
 use super::types::*;
+use crate::txn::{R, abort, get, put};
 use crate::{CommandResult, Error, codec};
 
 type Tx = TransactionalTree;
-type R<T> = ConflictableTransactionResult<T, Error>;
 
 /// Seqs remembered per agent for duplicate detection.
 pub const SEQ_WINDOW: u64 = 1024;
@@ -40,23 +38,6 @@ const MAX_OPEN_ALERTS: usize = 256;
 const ROLLUP_BUDGET_BYTES: usize = 100 * 1024;
 /// Most keys deleted by one `Expire` (the next run continues).
 pub const EXPIRE_BATCH: usize = 20_000;
-
-fn abort(e: Error) -> ConflictableTransactionError<Error> {
-    ConflictableTransactionError::Abort(e)
-}
-
-fn get<T: DeserializeOwned>(tx: &Tx, what: &'static str, key: &[u8]) -> R<Option<T>> {
-    match tx.get(key)? {
-        None => Ok(None),
-        Some(v) => codec::decode_value(what, &v).map(Some).map_err(abort),
-    }
-}
-
-fn put<T: Serialize>(tx: &Tx, what: &'static str, key: Vec<u8>, value: &T) -> R<()> {
-    let bytes = codec::encode_value(what, value).map_err(abort)?;
-    tx.insert(key, bytes)?;
-    Ok(())
-}
 
 fn next_id(tx: &Tx, name: &str, tenant: &str) -> R<u64> {
     let key = keys::counter(name, tenant);

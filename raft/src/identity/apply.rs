@@ -2,36 +2,18 @@
 //! results). Scans (owners left in a tenant, users of a role) happen in [`prescan`] just
 //! before the transaction, as in the fleet domain.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, ConflictableTransactionResult, TransactionalTree};
+use sled::transaction::TransactionalTree;
 
 use super::keys;
 use super::types::*;
 use crate::fleet::audit;
+use crate::txn::{R, get, put};
 use crate::{CommandResult, Error, codec};
 
 type Tx = TransactionalTree;
-type R<T> = ConflictableTransactionResult<T, Error>;
 
 /// The system role of tenant owners.
 pub const OWNER: &str = "owner";
-
-fn abort(e: Error) -> ConflictableTransactionError<Error> {
-    ConflictableTransactionError::Abort(e)
-}
-
-fn get<T: DeserializeOwned>(tx: &Tx, what: &'static str, key: &[u8]) -> R<Option<T>> {
-    match tx.get(key)? {
-        None => Ok(None),
-        Some(v) => codec::decode_value(what, &v).map(Some).map_err(abort),
-    }
-}
-
-fn put<T: Serialize>(tx: &Tx, what: &'static str, key: Vec<u8>, value: &T) -> R<()> {
-    tx.insert(key, codec::encode_value(what, value).map_err(abort)?)?;
-    Ok(())
-}
 
 fn rejected(r: IdentityRejection) -> CommandResult {
     CommandResult::IdentityRejected(r)
