@@ -125,7 +125,7 @@ async fn wait_ready(urls: &[String], n: usize, wait: Duration) -> anyhow::Result
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<i32> {
-    let mode = match args.mode.as_str() {
+    let mut mode = match args.mode.as_str() {
         "netns" => Mode::Netns,
         "process" => Mode::Process,
         _ if net::available() => Mode::Netns,
@@ -156,7 +156,20 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     let binary = std::fs::canonicalize(&args.binary)
         .map_err(|e| anyhow::anyhow!("binary {}: {e}", args.binary.display()))?;
 
-    let net = if mode == Mode::Netns { Some(net::Net::create(args.nodes)?) } else { None };
+    let net = match mode {
+        Mode::Netns => match net::Net::create(args.nodes) {
+            Ok(n) => Some(n),
+            Err(e) if args.mode == "auto" => {
+                eprintln!("network namespaces unusable ({e}); falling back to process mode");
+                net::Net::cleanup(args.nodes.max(9));
+                mode = Mode::Process;
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        Mode::Process => None,
+    };
+    let faults = nemesis::supported(&faults, mode);
     let result = async {
         let cluster = Cluster::start(binary, args.nodes, mode, &data, args.unsafe_ack_before_commit)?;
         let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();

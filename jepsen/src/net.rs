@@ -36,12 +36,17 @@ pub fn addr(i: usize) -> String {
     format!("{PREFIX}.{i}")
 }
 
-/// Whether this machine can create namespaces (root with `ip`).
+/// Whether this machine can create namespaces and inject network faults (root with `ip`,
+/// `iptables` and `tc`).
 pub fn available() -> bool {
-    Command::new("ip").args(["netns", "add", "msjprobe"]).output().is_ok_and(|o| o.status.success()) && {
-        run_quiet(&["ip", "netns", "del", "msjprobe"]);
-        true
-    }
+    let has = |tool: &str| Command::new(tool).arg("-V").output().is_ok_and(|o| o.status.success());
+    has("iptables")
+        && has("tc")
+        && Command::new("ip").args(["netns", "add", "msjprobe"]).output().is_ok_and(|o| o.status.success())
+        && {
+            run_quiet(&["ip", "netns", "del", "msjprobe"]);
+            true
+        }
 }
 
 /// A created network of `n` nodes.
