@@ -49,6 +49,8 @@ pub enum CtlCommand {
     /// Audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The node's cluster view and the tenant's stored telemetry bytes per resolution.
+    Status,
 }
 
 /// `ctl audit …`.
@@ -126,6 +128,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
             let body = serde_json::json!({ "email": email, "name": name, "password": password, "tenant_name": tenant_name });
             client.call(reqwest::Method::POST, "/api/v1/auth/register", Some(body), None).await
         }
+        CtlCommand::Status => client.status().await,
         CtlCommand::Audit(AuditCommand::Verify) => {
             client.call(reqwest::Method::GET, "/api/v1/audit/verify", None, None).await
         }
@@ -174,6 +177,17 @@ struct Client {
 }
 
 impl Client {
+    /// `ctl status`: the cluster view and the tenant's telemetry storage of the node at --url.
+    async fn status(&self) -> anyhow::Result<Result<Value, Value>> {
+        let cluster = match self.call(reqwest::Method::GET, "/api/v1/cluster", None, None).await? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let storage =
+            self.call(reqwest::Method::GET, "/api/v1/fleet/storage?consistency=local", None, None).await?;
+        Ok(storage.map(|telemetry| serde_json::json!({ "cluster": cluster, "telemetry": telemetry })))
+    }
+
     /// `Ok(Ok(body))` on 2xx, `Ok(Err(body))` on an API error, `Err` when the node is unreachable.
     async fn call(
         &self,

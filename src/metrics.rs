@@ -65,12 +65,15 @@ impl NodeMetrics {
         self.record(|| counter!("monsys_ingest_batches_total", "outcome" => outcome).increment(1));
     }
 
-    /// Samples the local actor count and stored telemetry bytes by resolution.
-    pub fn fleet_gauges(&self, actors: usize, telemetry: &std::collections::BTreeMap<&'static str, u64>) {
+    /// Samples the local actor count and the stored telemetry bytes per tenant and resolution.
+    pub fn fleet_gauges(&self, actors: usize, telemetry: &std::collections::BTreeMap<String, [i64; 4]>) {
         self.record(|| {
             gauge!("monsys_agent_actors").set(actors as f64);
-            for (res, bytes) in telemetry {
-                gauge!("monsys_telemetry_bytes", "resolution" => *res).set(*bytes as f64);
+            for (tenant, bytes) in telemetry {
+                for (res, b) in ["raw", "1m", "5m", "1h"].into_iter().zip(bytes) {
+                    gauge!("monsys_telemetry_bytes", "tenant" => tenant.clone(), "resolution" => res)
+                        .set(*b as f64);
+                }
             }
         });
     }
@@ -125,7 +128,7 @@ fn describe_all() {
     describe_gauge!("monsys_agent_actors", "Agent actors alive on this node.");
     describe_gauge!(
         "monsys_telemetry_bytes",
-        "Bytes of stored telemetry (keys and values) in the replicated state, by resolution."
+        "Bytes of stored telemetry blocks (keys and values) in this replica, by tenant and resolution."
     );
     describe_gauge!("monsys_raft_term", "Current Raft term.");
     describe_gauge!("monsys_raft_last_log_index", "Index of the last entry in this node's Raft log.");

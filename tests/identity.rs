@@ -208,6 +208,8 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>, &'static str)> {
         ("DELETE", "/api/v1/cluster/members/99", None, "cluster:write"),
         ("POST", "/api/v1/cluster/members/99/promote", None, "cluster:write"),
         ("GET", "/api/v1/agents/{agent}/inventory", None, "agents:read"),
+        ("GET", "/api/v1/fleet/top?metric=cpu_percent", None, "agents:read"),
+        ("GET", "/api/v1/fleet/storage", None, "agents:read"),
         ("GET", "/api/v1/agents/{agent}/processes", None, "agents:read"),
         ("DELETE", "/api/v1/agents/nope", None, "agents:write"),
         ("POST", "/api/v1/agents/nope/rotate-token", None, "agents:write"),

@@ -201,7 +201,7 @@ impl Collector {
             (self.last_ms > 0 && now_ms > self.last_ms).then(|| (now_ms - self.last_ms) as f64 / 1000.0);
 
         let cpu = parse_stat(&self.read("stat"));
-        if cpu.len() == self.cpu.len() {
+        if !cpu.is_empty() && cpu.len() == self.cpu.len() {
             if let Some(p) = busy_percent(self.cpu[0], cpu[0]) {
                 out.push(Sample::new(metric::CPU_PERCENT, p));
             }
@@ -382,5 +382,16 @@ mod tests {
         assert!((0.0..=100.0).contains(&cpu.value));
         assert!(!procs.is_empty() && procs.len() <= TOP_PROCESSES);
         assert!(second.iter().all(|s| s.value.is_finite()));
+    }
+
+    #[test]
+    fn a_missing_proc_tree_yields_no_samples_instead_of_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Collector::new(dir.path());
+        for t in [1_000, 16_000] {
+            let (samples, procs) = c.collect(t);
+            assert!(samples.iter().all(|s| s.name != metric::CPU_PERCENT), "{samples:?}");
+            assert!(procs.is_empty());
+        }
     }
 }

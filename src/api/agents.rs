@@ -268,7 +268,7 @@ pub fn pick_resolution(span_ms: u64) -> Resolution {
 pub async fn metrics(
     State(hub): State<Hub>,
     auth: Auth,
-    Path(id): Path<String>,
+    Path(agent_id): Path<String>,
     q: Q<MetricsQuery>,
 ) -> Result<Response, ApiError> {
     auth.require(Permission::AgentsRead)?;
@@ -294,32 +294,38 @@ pub async fn metrics(
         return Err(ApiError::BadRequest("raw queries span at most 7 days; use a rollup interval".into()));
     }
     barrier(&hub, q.consistency).await?;
-    find(&hub, &auth.tenant, &id)?;
+    find(&hub, &auth.tenant, &agent_id)?;
     let fleet = hub.reader.fleet();
     let wanted = |series: &str| {
         q.metric.as_deref().is_none_or(|m| series == m || series.starts_with(&format!("{m}{{")))
     };
-    let mut series: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
-    if res == Resolution::Raw {
-        for (at, _, samples) in fleet.raw(&auth.tenant, &id, from, to)? {
-            for (key, v) in samples.into_iter().filter(|(k, _)| wanted(k)) {
-                series.entry(key).or_default().push(json!({ "t": at, "v": v }));
-            }
+    let mut series = Vec::new();
+    for (id, key) in fleet.series(&auth.tenant, &agent_id)?.into_iter().enumerate() {
+        if !wanted(&key) {
+            continue;
         }
-    } else {
-        let start = from - from % res.width_ms();
-        for (bucket, aggs) in fleet.rollups(res, &auth.tenant, &id, start, to)? {
-            for (key, a) in aggs.into_iter().filter(|(k, _)| wanted(k)) {
-                series.entry(key).or_default().push(json!({
-                    "t": bucket, "min": a.min, "max": a.max, "avg": a.avg(), "count": a.count, "last": a.last,
-                }));
-            }
+        let id = id as u32;
+        let points: Vec<Value> = if res == Resolution::Raw {
+            let samples = fleet.raw_series(&auth.tenant, &agent_id, id, from, to)?;
+            samples.into_iter().map(|(t, v)| json!({ "t": t, "v": v })).collect()
+        } else {
+            let start = from - from % res.width_ms();
+            let buckets = fleet.rollup_series(res, &auth.tenant, &agent_id, id, start, to)?;
+            buckets
+                .into_iter()
+                .map(|(t, a)| {
+                    json!({ "t": t, "min": a.min, "max": a.max, "avg": a.avg(), "count": a.count, "last": a.last })
+                })
+                .collect()
+        };
+        if !points.is_empty() {
+            series.push(json!({ "series": key, "points": points }));
         }
     }
-    let series: Vec<Value> =
-        series.into_iter().map(|(key, points)| json!({ "series": key, "points": points })).collect();
-    Ok(Json(json!({ "agent_id": id, "interval": res.name(), "from": from, "to": to, "series": series }))
-        .into_response())
+    Ok(Json(
+        json!({ "agent_id": agent_id, "interval": res.name(), "from": from, "to": to, "series": series }),
+    )
+    .into_response())
 }
 
 async fn stored_json(

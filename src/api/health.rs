@@ -45,6 +45,14 @@ pub async fn ready(State(hub): State<Hub>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(hub): State<Hub>) -> Response {
+    let actors = match hub.plane() {
+        Ok(p) => p.registry.agents().await.len(),
+        Err(_) => 0,
+    };
+    match hub.reader.fleet().telemetry_bytes() {
+        Ok(bytes) => hub.metrics.fleet_gauges(actors, &bytes),
+        Err(e) => tracing::warn!(error = %e, "cannot read telemetry byte counters"),
+    }
     let text = hub.metrics.render(&hub.raft_metrics(), hub.live.borrow().len());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

@@ -18,6 +18,7 @@ pub mod alerts;
 pub mod auth;
 pub mod cluster;
 pub mod extract;
+pub mod fleet;
 pub mod health;
 pub mod integrity;
 pub mod internal;
@@ -56,6 +57,8 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/agents/{id}", get(agents::get).delete(agents::delete))
         .route("/api/v1/agents/{id}/metrics", get(agents::metrics))
         .route("/api/v1/agents/{id}/inventory", get(agents::inventory))
+        .route("/api/v1/fleet/top", get(fleet::top))
+        .route("/api/v1/fleet/storage", get(fleet::storage))
         .route("/api/v1/agents/{id}/processes", get(agents::processes))
         .route("/api/v1/agents/{id}/rotate-token", post(agents::rotate_token))
         .route("/api/v1/agents/{id}/rotate-signing-key", post(agents::rotate_signing_key))

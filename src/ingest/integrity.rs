@@ -51,8 +51,14 @@ pub fn check_agent(
         );
     }
     let from = now.saturating_sub(window_ms);
-    let batches = fleet.raw(&a.tenant, &a.id, from, now).unwrap_or_default();
-    let times: Vec<u64> = batches.iter().map(|b| b.0).collect();
+    // every batch carries cpu_percent, so its samples are the batch times (else the first series)
+    let names = fleet.series(&a.tenant, &a.id).unwrap_or_default();
+    let cpu_id = names.iter().position(|n| n == monsys_proto::agent::metric::CPU_PERCENT);
+    let series_id = cpu_id.or(if names.is_empty() { None } else { Some(0) });
+    let samples = series_id
+        .map(|id| fleet.raw_series(&a.tenant, &a.id, id as u32, from, now).unwrap_or_default())
+        .unwrap_or_default();
+    let times: Vec<u64> = samples.iter().map(|s| s.0).collect();
     if times.len() >= 3 {
         let mut gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
         gaps.sort_unstable();
@@ -68,12 +74,8 @@ pub fn check_agent(
     if online && expected >= 8 && a.registered_at_ms <= from && (times.len() as u64) < expected / 4 {
         found("cadence_anomaly", json!({ "batches": times.len(), "expected_at_least": expected / 4 }));
     }
-    let cpu: Vec<u64> = batches
-        .iter()
-        .filter_map(|b| {
-            b.2.iter().find(|(k, _)| k == monsys_proto::agent::metric::CPU_PERCENT).map(|(_, v)| v.to_bits())
-        })
-        .collect();
+    let cpu: Vec<u64> =
+        if cpu_id.is_some() { samples.iter().map(|s| s.1.to_bits()).collect() } else { Vec::new() };
     if cpu.len() >= FLAT_MIN_BATCHES && cpu.iter().all(|v| *v == cpu[0]) {
         found(
             "flat_metrics",

@@ -8,7 +8,10 @@
 //! it (a head buffer sorts late samples before they reach a chunk). Values are stored
 //! bit-exact, so NaN payloads, ±∞ and −0.0 round-trip.
 //!
-//! Layout: `count: u16 BE | bits…` (the bit stream is MSB-first, padded to a byte).
+//! Layout: `count: u16 BE | bits…` (the bit stream is MSB-first, padded to a byte). Head chunks
+//! also carry their encoder state ([`Chunk::write_state`]) so an append never re-decodes them.
+
+use crate::bits::{BitReader, BitWriter, Xor, get_bytes, get_varint, push_dod, put_varint, read_dod};
 
 /// Most samples in one chunk.
 pub const MAX_SAMPLES: usize = u16::MAX as usize;
@@ -32,74 +35,43 @@ pub enum ChunkError {
     Corrupt(&'static str),
 }
 
-#[derive(Debug, Clone, Default)]
-struct BitWriter {
-    bytes: Vec<u8>,
-    used: u8, // bits used in the last byte (0 = none / byte boundary)
-}
-
-impl BitWriter {
-    fn push(&mut self, value: u64, nbits: u8) {
-        for i in (0..nbits).rev() {
-            if self.used == 0 {
-                self.bytes.push(0);
-            }
-            let bit = ((value >> i) & 1) as u8;
-            let last = self.bytes.last_mut().expect("a byte was pushed");
-            *last |= bit << (7 - self.used);
-            self.used = (self.used + 1) % 8;
-        }
-    }
-}
-
-struct BitReader<'a> {
-    bytes: &'a [u8],
-    pos: usize, // bit position
-}
-
-impl BitReader<'_> {
-    fn read(&mut self, nbits: u8) -> Result<u64, ChunkError> {
-        let mut v = 0u64;
-        for _ in 0..nbits {
-            let byte = *self.bytes.get(self.pos / 8).ok_or(ChunkError::Corrupt("bit stream ends early"))?;
-            v = (v << 1) | u64::from((byte >> (7 - self.pos % 8)) & 1);
-            self.pos += 1;
-        }
-        Ok(v)
-    }
-
-    fn bit(&mut self) -> Result<bool, ChunkError> {
-        Ok(self.read(1)? == 1)
-    }
-}
-
-/// Delta-of-delta buckets: (prefix, prefix bits, value bits).
-const BUCKETS: [(u64, u8, u8); 3] = [(0b10, 2, 7), (0b110, 3, 12), (0b1110, 4, 20)];
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
 /// A chunk being appended to (and its encoded form).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     bits: BitWriter,
     count: u16,
+    first_ts: u64,
     last_ts: u64,
     last_delta: i64,
-    last_value: u64,
-    leading: u8,
-    trailing: u8,
+    xor: Xor,
+}
+
+impl Default for Chunk {
+    fn default() -> Chunk {
+        Chunk::new()
+    }
 }
 
 impl Chunk {
     /// An empty chunk.
     pub fn new() -> Chunk {
-        Chunk { leading: u8::MAX, ..Chunk::default() }
+        Chunk {
+            bits: BitWriter::default(),
+            count: 0,
+            first_ts: 0,
+            last_ts: 0,
+            last_delta: 0,
+            xor: Xor::starting_at(0),
+        }
+    }
+
+    /// A chunk holding `samples` (in time order).
+    pub fn from_samples(samples: &[(u64, f64)]) -> Result<Chunk, ChunkError> {
+        let mut c = Chunk::new();
+        for (ts, v) in samples {
+            c.push(*ts, *v)?;
+        }
+        Ok(c)
     }
 
     /// Samples in the chunk.
@@ -112,6 +84,16 @@ impl Chunk {
         self.count == 0
     }
 
+    /// Timestamp of the first sample (0 when empty).
+    pub fn first_ts(&self) -> u64 {
+        self.first_ts
+    }
+
+    /// Timestamp of the last sample (0 when empty).
+    pub fn last_ts(&self) -> u64 {
+        self.last_ts
+    }
+
     /// Appends a sample.
     pub fn push(&mut self, ts: u64, value: f64) -> Result<(), ChunkError> {
         if self.count as usize >= MAX_SAMPLES {
@@ -122,73 +104,66 @@ impl Chunk {
             0 => {
                 self.bits.push(ts, 64);
                 self.bits.push(v, 64);
+                self.xor = Xor::starting_at(v);
+                self.first_ts = ts;
             }
             _ if ts < self.last_ts => return Err(ChunkError::OutOfOrder { ts, last: self.last_ts }),
-            1 => {
+            n => {
                 let delta = (ts - self.last_ts) as i64;
-                self.push_dod(delta);
+                let dod = if n == 1 { delta } else { delta.wrapping_sub(self.last_delta) };
+                push_dod(&mut self.bits, dod);
                 self.last_delta = delta;
-                self.push_value(v);
-            }
-            _ => {
-                let delta = (ts - self.last_ts) as i64;
-                self.push_dod(delta.wrapping_sub(self.last_delta));
-                self.last_delta = delta;
-                self.push_value(v);
+                self.xor.push(&mut self.bits, v);
             }
         }
         self.last_ts = ts;
-        self.last_value = v;
         self.count += 1;
         Ok(())
     }
 
-    fn push_dod(&mut self, dod: i64) {
-        if dod == 0 {
-            self.bits.push(0, 1);
-            return;
-        }
-        let z = zigzag(dod);
-        for (prefix, plen, vbits) in BUCKETS {
-            if z < 1 << vbits {
-                self.bits.push(prefix, plen);
-                self.bits.push(z, vbits);
-                return;
-            }
-        }
-        self.bits.push(0b1111, 4);
-        self.bits.push(z, 64);
-    }
-
-    fn push_value(&mut self, v: u64) {
-        let xor = v ^ self.last_value;
-        if xor == 0 {
-            self.bits.push(0, 1);
-            return;
-        }
-        self.bits.push(1, 1);
-        let (lead, trail) = ((xor.leading_zeros() as u8).min(31), xor.trailing_zeros() as u8);
-        if self.leading != u8::MAX && lead >= self.leading && trail >= self.trailing {
-            // fits the previous window
-            self.bits.push(0, 1);
-            let len = 64 - self.leading - self.trailing;
-            self.bits.push(xor >> self.trailing, len);
-        } else {
-            let len = 64 - lead - trail;
-            self.bits.push(1, 1);
-            self.bits.push(u64::from(lead), 5);
-            self.bits.push(u64::from(len - 1), 6);
-            self.bits.push(xor >> trail, len);
-            self.leading = lead;
-            self.trailing = trail;
-        }
-    }
-
-    /// The encoded chunk.
+    /// The encoded chunk (what [`Chunk::iter`] reads).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = self.count.to_be_bytes().to_vec();
-        out.extend(&self.bits.bytes);
+        let mut out = Vec::with_capacity(2 + self.bits.bytes.len());
+        self.write_bytes(&mut out);
         out
+    }
+
+    /// Appends the encoded chunk to `out`.
+    pub fn write_bytes(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out.extend_from_slice(&self.bits.bytes);
+    }
+
+    /// Appends the chunk with its encoder state, so [`Chunk::read_state`] can resume appending
+    /// (the form of head chunks).
+    pub fn write_state(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.count.to_be_bytes());
+        for v in [self.first_ts, self.last_ts, self.last_delta as u64, self.xor.value] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out.extend_from_slice(&[self.xor.leading, self.xor.trailing, self.bits.used]);
+        put_varint(out, self.bits.bytes.len() as u64);
+        out.extend_from_slice(&self.bits.bytes);
+    }
+
+    /// Reads a chunk written by [`Chunk::write_state`] at `*pos`.
+    pub fn read_state(bytes: &[u8], pos: &mut usize) -> Result<Chunk, ChunkError> {
+        let fixed = get_bytes(bytes, pos, 2 + 32 + 3)?;
+        let u64_at = |i: usize| u64::from_be_bytes(fixed[2 + 8 * i..10 + 8 * i].try_into().expect("8 bytes"));
+        let (leading, trailing, used) = (fixed[34], fixed[35], fixed[36]);
+        if used > 7 || (leading != u8::MAX && (leading > 31 || trailing > 63)) {
+            return Err(ChunkError::Corrupt("bad head chunk state"));
+        }
+        let n = get_varint(bytes, pos)? as usize;
+        let stream = get_bytes(bytes, pos, n)?.to_vec();
+        Ok(Chunk {
+            count: u16::from_be_bytes([fixed[0], fixed[1]]),
+            first_ts: u64_at(0),
+            last_ts: u64_at(1),
+            last_delta: u64_at(2) as i64,
+            xor: Xor { value: u64_at(3), leading, trailing },
+            bits: BitWriter { bytes: stream, used },
+        })
     }
 
     /// Decodes a chunk's samples.
@@ -202,10 +177,15 @@ impl Chunk {
             n: 0,
             ts: 0,
             delta: 0,
-            value: 0,
-            leading: 0,
-            trailing: 0,
+            xor: Xor::starting_at(0),
         })
+    }
+
+    /// The chunk's samples, decoded.
+    pub fn samples(&self) -> Vec<(u64, f64)> {
+        let bytes = self.to_bytes();
+        // the chunk was built by `push`, so its own bytes always decode
+        Chunk::iter(&bytes).map(|it| it.filter_map(Result::ok).collect()).unwrap_or_default()
     }
 }
 
@@ -216,50 +196,22 @@ pub struct ChunkIter<'a> {
     n: u32,
     ts: u64,
     delta: i64,
-    value: u64,
-    leading: u8,
-    trailing: u8,
+    xor: Xor,
 }
 
 impl ChunkIter<'_> {
     fn next_sample(&mut self) -> Result<(u64, f64), ChunkError> {
         if self.n == 0 {
             self.ts = self.r.read(64)?;
-            self.value = self.r.read(64)?;
+            self.xor = Xor::starting_at(self.r.read(64)?);
         } else {
-            let dod = self.read_dod()?;
+            let dod = read_dod(&mut self.r)?;
             self.delta = if self.n == 1 { dod } else { self.delta.wrapping_add(dod) };
             self.ts = self.ts.wrapping_add(self.delta as u64);
-            if self.r.bit()? {
-                let xor = if !self.r.bit()? {
-                    let len = 64 - self.leading - self.trailing;
-                    self.r.read(len)? << self.trailing
-                } else {
-                    let lead = self.r.read(5)? as u8;
-                    let len = self.r.read(6)? as u8 + 1;
-                    let trail = 64u8.checked_sub(lead + len).ok_or(ChunkError::Corrupt("bad xor window"))?;
-                    self.leading = lead;
-                    self.trailing = trail;
-                    self.r.read(len)? << trail
-                };
-                self.value ^= xor;
-            }
+            self.xor.read(&mut self.r)?;
         }
         self.n += 1;
-        Ok((self.ts, f64::from_bits(self.value)))
-    }
-
-    fn read_dod(&mut self) -> Result<i64, ChunkError> {
-        if !self.r.bit()? {
-            return Ok(0);
-        }
-        // bucket prefixes are 10, 110, 1110 and 1111: count the ones before the first zero
-        for (_, _, vbits) in BUCKETS {
-            if !self.r.bit()? {
-                return Ok(unzigzag(self.r.read(vbits)?));
-            }
-        }
-        Ok(unzigzag(self.r.read(64)?))
+        Ok((self.ts, f64::from_bits(self.xor.value)))
     }
 }
 

@@ -3,7 +3,7 @@
 //! Everything here is deterministic: it reads only the command and the trees, and time comes
 //! from the proposer (`at_ms`, `received_at_ms`). Refusals are results, never errors: an error
 //! here stops the node, so every value written is bounded below `MAX_VALUE_BYTES` by
-//! construction (the hub bounds the inputs; rollup buckets stop taking new series when full).
+//! construction (the hub bounds the inputs; telemetry blocks refuse samples past their budget).
 //!
 //! sled transactions cannot scan, so commands that delete ranges (`DeleteAgent`, `Expire`) get
 //! their key lists from [`prescan`], run on the tree just before the transaction. That is safe
@@ -19,7 +19,10 @@ use std::collections::BTreeMap;
 use monsys_proto::agent::Severity;
 use sled::transaction::TransactionalTree;
 
+use monsys_tsdb::series::WINDOW_MS;
+
 use super::keys;
+use super::telemetry::{self, ByteDeltas, Removal};
 use super::types::*;
 use crate::txn::{R, abort, get, put};
 use crate::{CommandResult, Error, codec};
@@ -34,8 +37,6 @@ pub const DUPLICATE_WINDOW_MS: u64 = 24 * 3600 * 1000;
 const UNSIGNED_AUDIT_INTERVAL_MS: u64 = 3600 * 1000;
 /// Most open alerts per agent (further firings are dropped and counted on the newest).
 const MAX_OPEN_ALERTS: usize = 256;
-/// Budget of a rollup bucket value (below `MAX_VALUE_BYTES` with margin).
-const ROLLUP_BUDGET_BYTES: usize = 100 * 1024;
 /// Most keys deleted by one `Expire` (the next run continues).
 pub const EXPIRE_BATCH: usize = 20_000;
 
@@ -54,61 +55,69 @@ fn ok(r: FleetResult) -> CommandResult {
     CommandResult::Fleet(r)
 }
 
-/// Keys a range-deleting command will remove, found before its transaction.
+/// What a range-deleting command will remove, found before its transaction.
 #[derive(Debug, Default)]
 pub(crate) struct Prescan {
-    keys: Vec<sled::IVec>,
+    removals: Vec<Removal>,
+    /// Agents whose head window is idle (sealed by `Expire`).
+    seal: Vec<(String, String)>,
 }
 
-/// Collects the keys `cmd` deletes by range (empty for other commands).
+fn uncounted(key: sled::IVec) -> Removal {
+    Removal { key, counted: None }
+}
+
+/// Collects what `cmd` deletes by range (nothing for other commands).
 pub(crate) fn prescan(data: &sled::Tree, cmd: &FleetCommand) -> Result<Prescan, Error> {
-    let mut found = Vec::new();
+    let mut pre = Prescan::default();
+    let found = &mut pre.removals;
     match cmd {
         FleetCommand::DeleteAgent(a) => {
             let (t, id) = (&a.tenant, &a.agent_id);
-            let mut prefixes = vec![keys::raw_prefix(t, id), keys::seq_prefix(t, id)];
-            prefixes.extend(Resolution::ROLLUPS.iter().map(|r| keys::rollup_prefix(r.tag(), t, id)));
+            let mut prefixes = telemetry::legacy_prefixes(t, id);
+            prefixes.push(keys::seq_prefix(t, id));
             for p in prefixes {
                 for kv in data.scan_prefix(p) {
-                    found.push(kv?.0);
+                    found.push(uncounted(kv?.0));
                 }
             }
+            telemetry::scan_agent(data, t, id, found)?;
         }
         FleetCommand::Expire { at_ms } => {
-            'agents: for kv in data.scan_prefix(keys::ALL_AGENTS) {
+            for kv in data.scan_prefix(keys::ALL_AGENTS) {
                 let rec: AgentRecord = codec::decode_value("agent", &kv?.1)?;
+                if telemetry::head_idle(data, &rec.tenant, &rec.id, at_ms.saturating_sub(WINDOW_MS))? {
+                    pre.seal.push((rec.tenant.clone(), rec.id.clone()));
+                }
+                if found.len() >= EXPIRE_BATCH {
+                    continue;
+                }
                 let retention = crate::state_machine::settings_in(data, &rec.tenant)?.settings.retention;
-                let hours = |h: u64| h * 3_600_000;
+                let hours = |h: u64| at_ms.saturating_sub(h * 3_600_000);
                 let cutoffs = [
-                    (Resolution::Raw, at_ms.saturating_sub(hours(retention.raw_hours as u64))),
-                    (Resolution::M1, at_ms.saturating_sub(hours(24 * retention.rollup_1m_days as u64))),
-                    (Resolution::M5, at_ms.saturating_sub(hours(24 * retention.rollup_5m_days as u64))),
-                    (Resolution::H1, at_ms.saturating_sub(hours(24 * retention.rollup_1h_days as u64))),
+                    hours(retention.raw_hours as u64),
+                    hours(24 * retention.rollup_1m_days as u64),
+                    hours(24 * retention.rollup_5m_days as u64),
+                    hours(24 * retention.rollup_1h_days as u64),
                 ];
-                for (res, cutoff) in cutoffs {
-                    let (start, end) = match res {
-                        Resolution::Raw => (
-                            keys::raw(&rec.tenant, &rec.id, 0, 0),
-                            keys::raw(&rec.tenant, &rec.id, cutoff, 0),
-                        ),
-                        r => (
-                            keys::rollup(r.tag(), &rec.tenant, &rec.id, 0),
-                            // a bucket expires once its whole width is past the cutoff
-                            keys::rollup(r.tag(), &rec.tenant, &rec.id, cutoff.saturating_sub(r.width_ms())),
-                        ),
-                    };
-                    for kv in data.range(start..end) {
-                        found.push(kv?.0);
-                        if found.len() >= EXPIRE_BATCH {
-                            break 'agents;
-                        }
+                telemetry::scan_expired(data, &rec.tenant, &rec.id, cutoffs, EXPIRE_BATCH, found)?;
+                // the replaced layout ages out under the same retention
+                let (t, id) = (&rec.tenant, &rec.id);
+                let mut legacy = vec![(keys::raw(t, id, 0, 0), keys::raw(t, id, cutoffs[0], 0))];
+                for (r, cutoff) in Resolution::ROLLUPS.iter().zip(&cutoffs[1..]) {
+                    let end = cutoff.saturating_sub(r.width_ms());
+                    legacy.push((keys::rollup(r.tag(), t, id, 0), keys::rollup(r.tag(), t, id, end)));
+                }
+                for (start, end) in legacy {
+                    for kv in data.range(start..end).take(EXPIRE_BATCH.saturating_sub(found.len())) {
+                        found.push(uncounted(kv?.0));
                     }
                 }
             }
         }
         _ => {}
     }
-    Ok(Prescan { keys: found })
+    Ok(pre)
 }
 
 /// Applies one fleet command.
@@ -132,21 +141,23 @@ pub(crate) fn apply(tx: &Tx, cmd: &FleetCommand, pre: &Prescan) -> R<CommandResu
         FleetCommand::Register(r) => register(tx, r),
         FleetCommand::Group(items) => {
             let mut outcomes = Vec::with_capacity(items.len());
+            let mut deltas = ByteDeltas::default();
             for item in items {
                 outcomes.push(match item {
-                    GroupItem::Batch(b) => ingest(tx, b)?,
+                    GroupItem::Batch(b) => ingest(tx, b, &mut deltas)?,
                     GroupItem::Heartbeat(h) => heartbeat(tx, h)?,
                 });
             }
+            deltas.write(tx)?;
             Ok(ok(FleetResult::Group(outcomes)))
         }
         FleetCommand::DeleteAgent(a) => {
             let Some(rec) = agent(tx, &a.tenant, &a.agent_id)? else {
                 return Ok(rejected(FleetRejection::UnknownAgent));
             };
-            for k in &pre.keys {
-                tx.remove(k)?;
-            }
+            let mut deltas = ByteDeltas::default();
+            telemetry::remove(tx, &pre.removals, &mut deltas)?;
+            deltas.write(tx)?;
             let mut open = open_alerts(tx, &a.tenant, &a.agent_id)?;
             for key in open.keys().cloned().collect::<Vec<_>>() {
                 resolve(tx, &a.tenant, &mut open, &key, &a.actor, a.at_ms)?;
@@ -275,11 +286,14 @@ pub(crate) fn apply(tx: &Tx, cmd: &FleetCommand, pre: &Prescan) -> R<CommandResu
             audit(tx, tenant, *at_ms, "alert_rules_changed", "admin", None, &details.to_string())?;
             Ok(ok(FleetResult::Rules(doc)))
         }
-        FleetCommand::Expire { .. } => {
-            for k in &pre.keys {
-                tx.remove(k)?;
+        FleetCommand::Expire { at_ms } => {
+            let mut deltas = ByteDeltas::default();
+            for (tenant, agent) in &pre.seal {
+                telemetry::seal_idle(tx, tenant, agent, at_ms.saturating_sub(WINDOW_MS), &mut deltas)?;
             }
-            Ok(ok(FleetResult::Count(pre.keys.len() as u64)))
+            telemetry::remove(tx, &pre.removals, &mut deltas)?;
+            deltas.write(tx)?;
+            Ok(ok(FleetResult::Count(pre.removals.len() as u64)))
         }
         FleetCommand::RecordAnomalies { tenant, anomalies, at_ms } => {
             let mut recorded = 0;
@@ -472,7 +486,7 @@ fn note_version(tx: &Tx, rec: &mut AgentRecord, version: &str, at_ms: u64) -> R<
     Ok(())
 }
 
-fn ingest(tx: &Tx, b: &IngestItem) -> R<ItemOutcome> {
+fn ingest(tx: &Tx, b: &IngestItem, deltas: &mut ByteDeltas) -> R<ItemOutcome> {
     let Some(mut rec) = agent(tx, &b.tenant, &b.agent_id)? else {
         return Ok(ItemOutcome::UnknownAgent);
     };
@@ -503,14 +517,8 @@ fn ingest(tx: &Tx, b: &IngestItem) -> R<ItemOutcome> {
 
     // store
     if !b.samples.is_empty() {
-        put(tx, "raw batch", keys::raw(&b.tenant, &b.agent_id, b.collected_at_ms, b.seq), &b.samples)?;
-        for res in Resolution::ROLLUPS {
-            let bucket = b.collected_at_ms - b.collected_at_ms % res.width_ms();
-            let key = keys::rollup(res.tag(), &b.tenant, &b.agent_id, bucket);
-            let mut aggs: BTreeMap<String, Agg> = get(tx, "rollup", &key)?.unwrap_or_default();
-            add_to_bucket(&mut aggs, &b.samples, b.collected_at_ms);
-            put(tx, "rollup", key, &aggs)?;
-        }
+        let (at, received) = (b.collected_at_ms, b.received_at_ms);
+        telemetry::append(tx, &b.tenant, &b.agent_id, at, received, &b.samples, deltas)?;
     }
     put(tx, "seq window", keys::seq(&b.tenant, &b.agent_id, b.seq), &(b.body_sha256, b.received_at_ms))?;
     if b.seq > SEQ_WINDOW {
@@ -585,20 +593,6 @@ fn ingest(tx: &Tx, b: &IngestItem) -> R<ItemOutcome> {
     rec.samples += b.samples.len() as u64;
     put(tx, "agent", keys::agent(&b.tenant, &b.agent_id), &rec)?;
     Ok(ItemOutcome::Stored { last_seq: b.seq })
-}
-
-/// Adds samples to a rollup bucket; a full bucket updates its series but takes no new ones.
-fn add_to_bucket(aggs: &mut BTreeMap<String, Agg>, samples: &[(String, f64)], at_ms: u64) {
-    let entry_cost = |k: &str| k.len() + 8 + 48;
-    let mut size: usize = aggs.keys().map(|k| entry_cost(k)).sum();
-    for (series, value) in samples {
-        if let Some(a) = aggs.get_mut(series) {
-            a.add(*value, at_ms);
-        } else if size + entry_cost(series) <= ROLLUP_BUDGET_BYTES {
-            size += entry_cost(series);
-            aggs.insert(series.clone(), Agg::of(*value, at_ms));
-        }
-    }
 }
 
 fn heartbeat(tx: &Tx, h: &HeartbeatItem) -> R<ItemOutcome> {

@@ -6,18 +6,21 @@
 //! - `apply`: deterministic application inside the per-entry transaction.
 //! - [`read`]: local reads ([`FleetReader`]).
 //!
-//! Telemetry layout (the simple one; compressed series chunks replace it): one value per stored
-//! batch (`raw`), and per resolution (1m, 5m, 1h) one value per agent and bucket holding every
-//! series' min/max/sum/count/last. Retention deletes whole keys (`FleetCommand::Expire`).
+//! - `telemetry`: samples of stored batches in the `monsys-tsdb` series layout (compressed
+//!   raw blocks per 10-minute window, 1m/5m/1h rollup blocks), its byte counters, retention.
+//!
+//! Retention deletes whole blocks (`FleetCommand::Expire`, bounded per run, so ingest never
+//! waits behind a long deletion) and seals idle agents' head windows.
 
 mod apply;
 mod keys;
 pub mod read;
+pub mod telemetry;
 pub mod types;
 
 pub use apply::{DUPLICATE_WINDOW_MS, EXPIRE_BATCH, SEQ_WINDOW, default_rules, validate_rules};
 pub(crate) use apply::{Prescan, apply, audit, prescan};
-pub use read::FleetReader;
+pub use read::{FleetReader, Stat};
 pub use types::*;
 
 #[cfg(test)]

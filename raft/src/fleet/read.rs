@@ -5,14 +5,38 @@ use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 
+use monsys_tsdb::Agg;
+use monsys_tsdb::series::{Head, Kv, Reader};
+
 use super::keys;
+use super::telemetry::{self, TreeSource};
 use super::types::*;
 use crate::{Error, codec};
 
-/// A stored raw batch: collection time, seq, samples.
-pub type RawBatch = (u64, u64, Vec<(String, f64)>);
-/// A rollup bucket: its start and every series' aggregate.
-pub type RollupBucket = (u64, BTreeMap<String, Agg>);
+/// Which aggregate ranks series and agents in fleet-wide reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    /// Average.
+    Avg,
+    /// Maximum.
+    Max,
+    /// Minimum.
+    Min,
+    /// Latest value.
+    Last,
+}
+
+impl Stat {
+    /// The statistic of an aggregate.
+    pub fn of(self, a: &Agg) -> f64 {
+        match self {
+            Stat::Avg => a.avg(),
+            Stat::Max => a.max,
+            Stat::Min => a.min,
+            Stat::Last => a.last,
+        }
+    }
+}
 
 /// Reader of the fleet domain over the `sm_data` tree.
 #[derive(Clone)]
@@ -58,46 +82,91 @@ impl FleetReader {
         self.scan("enrollment token", keys::enrollment_prefix(tenant))
     }
 
-    /// Raw batches of an agent collected in `[from, to)`: `(collected_at, seq, samples)`.
-    pub fn raw(&self, tenant: &str, agent: &str, from: u64, to: u64) -> Result<Vec<RawBatch>, Error> {
-        let (start, end) = (keys::raw(tenant, agent, from, 0), keys::raw(tenant, agent, to, 0));
-        let plen = keys::raw_prefix(tenant, agent).len();
-        self.data
-            .range(start..end)
-            .map(|kv| {
-                let (k, v) = kv?;
-                let at = u64::from_be_bytes(
-                    k[plen..plen + 8].try_into().map_err(|_| Error::Corrupt("raw key".into()))?,
-                );
-                let seq = u64::from_be_bytes(
-                    k[plen + 8..plen + 16].try_into().map_err(|_| Error::Corrupt("raw key".into()))?,
-                );
-                Ok((at, seq, decode("raw batch", &v)?))
-            })
-            .collect()
+    /// The agent's series keys (`name{label="value",…}`); a series' id is its position.
+    pub fn series(&self, tenant: &str, agent: &str) -> Result<Vec<String>, Error> {
+        let p = telemetry::prefix(tenant, agent);
+        Reader::new(&TreeSource(&self.data), &p).series().map_err(telemetry::read_err)
     }
 
-    /// Rollup buckets of an agent starting in `[from, to)`: `(bucket start, series → agg)`.
-    pub fn rollups(
+    /// Raw samples of series `id` collected in `[from, to)`, in time order.
+    pub fn raw_series(
+        &self,
+        tenant: &str,
+        agent: &str,
+        id: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, f64)>, Error> {
+        let p = telemetry::prefix(tenant, agent);
+        Reader::new(&TreeSource(&self.data), &p).raw(id, from, to).map_err(telemetry::read_err)
+    }
+
+    /// Rollup buckets of series `id` starting in `[from, to)` at `res` (not `Raw`).
+    pub fn rollup_series(
         &self,
         res: Resolution,
         tenant: &str,
         agent: &str,
+        id: u32,
         from: u64,
         to: u64,
-    ) -> Result<Vec<RollupBucket>, Error> {
-        let (start, end) =
-            (keys::rollup(res.tag(), tenant, agent, from), keys::rollup(res.tag(), tenant, agent, to));
-        let plen = keys::rollup_prefix(res.tag(), tenant, agent).len();
+    ) -> Result<Vec<(u64, Agg)>, Error> {
+        let p = telemetry::prefix(tenant, agent);
+        Reader::new(&TreeSource(&self.data), &p)
+            .rollup(telemetry::res(res), id, from, to)
+            .map_err(telemetry::read_err)
+    }
+
+    /// For each agent of the tenant with samples of `metric` (any labels), its series whose
+    /// aggregate over the buckets of `res` starting in `[from, to)` ranks highest by `stat`,
+    /// with that aggregate. Reads rollup blocks only (plus the open window's head block).
+    pub fn metric_by_agent(
+        &self,
+        tenant: &str,
+        metric: &str,
+        res: Resolution,
+        from: u64,
+        to: u64,
+        stat: Stat,
+    ) -> Result<Vec<(AgentRecord, String, Agg)>, Error> {
+        let labelled = format!("{metric}{{");
+        let mut out = Vec::new();
+        for agent in self.agents(tenant)? {
+            let mut best: Option<(String, Agg)> = None;
+            for (id, key) in self.series(tenant, &agent.id)?.into_iter().enumerate() {
+                if key != metric && !key.starts_with(&labelled) {
+                    continue;
+                }
+                let buckets = self.rollup_series(res, tenant, &agent.id, id as u32, from, to)?;
+                let Some(total) = buckets.into_iter().map(|b| b.1).reduce(|mut acc, a| {
+                    acc.merge(&a);
+                    acc
+                }) else {
+                    continue;
+                };
+                if best.as_ref().is_none_or(|(_, b)| stat.of(&total) > stat.of(b)) {
+                    best = Some((key, total));
+                }
+            }
+            if let Some((series, agg)) = best {
+                out.push((agent, series, agg));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The agent's telemetry head: newest window and samples refused so far.
+    pub fn telemetry_head(&self, tenant: &str, agent: &str) -> Result<Head, Error> {
+        let p = telemetry::prefix(tenant, agent);
+        Reader::new(&TreeSource(&self.data), &p).head().map_err(telemetry::read_err)
+    }
+
+    /// Every stored telemetry value of an agent (keys and bytes, in key order): what replicas
+    /// compare to prove they built the same blocks.
+    pub fn telemetry_dump(&self, tenant: &str, agent: &str) -> Result<Vec<Kv>, Error> {
         self.data
-            .range(start..end)
-            .map(|kv| {
-                let (k, v) = kv?;
-                let at = u64::from_be_bytes(
-                    k[plen..plen + 8].try_into().map_err(|_| Error::Corrupt("rollup key".into()))?,
-                );
-                Ok((at, decode("rollup", &v)?))
-            })
+            .scan_prefix(telemetry::prefix(tenant, agent))
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from))
             .collect()
     }
 
@@ -158,19 +227,9 @@ impl FleetReader {
         self.scan("anomaly", keys::anomaly_prefix(tenant))
     }
 
-    /// Bytes of stored telemetry keys and values by kind (`raw`, `1m`, `5m`, `1h`), all tenants.
-    pub fn telemetry_bytes(&self) -> Result<BTreeMap<&'static str, u64>, Error> {
-        let mut out = BTreeMap::new();
-        let kinds: [(&'static str, &[u8]); 4] =
-            [("raw", b"f/raw/"), ("1m", b"f/ru/a/"), ("5m", b"f/ru/b/"), ("1h", b"f/ru/c/")];
-        for (name, prefix) in kinds {
-            let mut bytes = 0;
-            for kv in self.data.scan_prefix(prefix) {
-                let (k, v) = kv?;
-                bytes += (k.len() + v.len()) as u64;
-            }
-            out.insert(name, bytes);
-        }
-        Ok(out)
+    /// Stored telemetry bytes per tenant, by resolution (`[raw, 1m, 5m, 1h]`); kept by every
+    /// write, so this reads one small value per tenant.
+    pub fn telemetry_bytes(&self) -> Result<BTreeMap<String, [i64; 4]>, Error> {
+        telemetry::bytes_by_tenant(&self.data)
     }
 }

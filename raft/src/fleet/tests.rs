@@ -75,6 +75,23 @@ fn batch(agent: &str, seq: u64, body: u8, key: Option<u8>, cpu: f64, at_ms: u64)
     }
 }
 
+/// The agent's stored cpu_percent samples (series 0 of `batch`).
+fn cpu(fleet: &FleetReader, id: &str) -> Vec<(u64, f64)> {
+    fleet.raw_series(T, id, 0, 0, u64::MAX).unwrap()
+}
+
+/// Bytes of the agent's blocks per resolution, counted from the stored keys.
+fn stored_bytes(fleet: &FleetReader, id: &str) -> [i64; 4] {
+    let prefix = format!("f/ts/{T}/{id}/").into_bytes();
+    let mut out = [0i64; 4];
+    for (k, v) in fleet.telemetry_dump(T, id).unwrap() {
+        if let Some((res, ..)) = monsys_tsdb::series::parse_block_key(&prefix, &k) {
+            out[res.index()] += (k.len() + v.len()) as i64;
+        }
+    }
+    out
+}
+
 async fn ingest(sm: &mut StateMachineStore, items: Vec<IngestItem>) -> Vec<ItemOutcome> {
     match run(sm, FleetCommand::Group(items.into_iter().map(|i| GroupItem::Batch(Box::new(i))).collect()))
         .await
@@ -162,7 +179,7 @@ async fn a_seq_is_stored_once_and_conflicts_and_replays_are_refused() {
             ItemOutcome::Duplicate { last_seq: 3 }
         ]
     );
-    assert_eq!(fleet.raw(T, &id, 0, u64::MAX).unwrap().len(), 3);
+    assert_eq!(cpu(&fleet, &id).len(), 3);
 
     // different body under a used seq
     let out = ingest(&mut sm, vec![batch(&id, 2, 9, Some(7), 99.0, 75_000)]).await;
@@ -172,9 +189,7 @@ async fn a_seq_is_stored_once_and_conflicts_and_replays_are_refused() {
     late.received_at_ms += DUPLICATE_WINDOW_MS + 1;
     assert_eq!(ingest(&mut sm, vec![late]).await, vec![ItemOutcome::Replay { last_seq: 3 }]);
 
-    let raw = fleet.raw(T, &id, 0, u64::MAX).unwrap();
-    assert_eq!(raw.iter().map(|r| r.1).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert_eq!(raw[1].2[0], ("cpu_percent".to_string(), 20.0));
+    assert_eq!(cpu(&fleet, &id), vec![(60_000, 10.0), (75_000, 20.0), (90_000, 30.0)]);
     let events: Vec<String> = fleet.audit(T, 0, 100).unwrap().into_iter().map(|e| e.event_type).collect();
     assert!(events.contains(&"ingest_seq_conflict".to_string()), "{events:?}");
     assert!(events.contains(&"ingest_replay_rejected".to_string()), "{events:?}");
@@ -305,22 +320,32 @@ async fn rollups_aggregate_and_expiry_deletes_only_old_keys() {
         ],
     )
     .await;
-    let m1 = fleet.rollups(Resolution::M1, T, &id, 0, u64::MAX).unwrap();
+    // the head window is not sealed yet: its buckets are computed on read
+    let m1 = fleet.rollup_series(Resolution::M1, T, &id, 0, 0, u64::MAX).unwrap();
     assert_eq!(m1.len(), 1);
-    let cpu = m1[0].1["cpu_percent"];
-    assert_eq!((cpu.min, cpu.max, cpu.count, cpu.last), (10.0, 30.0, 3, 20.0));
-    assert_eq!(cpu.avg(), 20.0);
+    let a = m1[0].1;
+    assert_eq!((a.min, a.max, a.count, a.last), (10.0, 30.0, 3, 20.0));
+    assert_eq!(a.avg(), 20.0);
 
+    // a batch three days later seals the first window into stored rollups
     ingest(&mut sm, vec![batch(&id, 4, 4, Some(7), 50.0, t0 + 3 * day)]).await;
-    // raw keeps 48 h by default: expiring at t0 + 3 days drops the first three batches
+    assert_eq!(fleet.rollup_series(Resolution::M1, T, &id, 0, 0, u64::MAX).unwrap()[0], m1[0]);
+    let bytes_before = fleet.telemetry_bytes().unwrap()[T];
+    // raw keeps 48 h by default: expiring at t0 + 3 days drops the first window's raw block
     let r = run(&mut sm, FleetCommand::Expire { at_ms: t0 + 3 * day }).await;
-    assert_eq!(r, CommandResult::Fleet(FleetResult::Count(3)));
-    assert_eq!(fleet.raw(T, &id, 0, u64::MAX).unwrap().iter().map(|r| r.1).collect::<Vec<_>>(), vec![4]);
+    assert_eq!(r, CommandResult::Fleet(FleetResult::Count(1)));
+    assert_eq!(cpu(&fleet, &id), vec![(t0 + 3 * day, 50.0)]);
     assert_eq!(
-        fleet.rollups(Resolution::M1, T, &id, 0, u64::MAX).unwrap().len(),
+        fleet.rollup_series(Resolution::M1, T, &id, 0, 0, u64::MAX).unwrap().len(),
         2,
         "1m rollups are kept 14 days"
     );
+    let bytes_after = fleet.telemetry_bytes().unwrap()[T];
+    assert!(
+        bytes_after[0] < bytes_before[0] && bytes_after[1] == bytes_before[1],
+        "{bytes_before:?} {bytes_after:?}"
+    );
+    assert_eq!(bytes_after, stored_bytes(&fleet, &id), "counters match the blocks");
 }
 
 #[tokio::test]
@@ -331,7 +356,9 @@ async fn delete_agent_removes_its_data_and_the_audit_chain_verifies() {
     let del = AgentAction { tenant: T.into(), agent_id: id.clone(), actor: "admin".into(), at_ms: 70_000 };
     assert_eq!(run(&mut sm, FleetCommand::DeleteAgent(del.clone())).await, CommandResult::Ok);
     assert!(fleet.agent(T, &id).unwrap().is_none());
-    assert!(fleet.raw(T, &id, 0, u64::MAX).unwrap().is_empty());
+    assert!(fleet.series(T, &id).unwrap().is_empty());
+    assert!(fleet.telemetry_dump(T, &id).unwrap().is_empty());
+    assert_eq!(fleet.telemetry_bytes().unwrap()[T], [0; 4], "counters follow the deletion");
     assert!(fleet.agent_by_token(&[2; 32]).unwrap().is_none());
     assert_eq!(
         ingest(&mut sm, vec![batch(&id, 2, 2, Some(7), 1.0, 80_000)]).await,
@@ -378,4 +405,30 @@ async fn rules_are_a_compare_and_set_and_validated() {
         CommandResult::Rejected(crate::Rejection::Invalid(_))
     ));
     assert_eq!(fleet.rules(T).unwrap().rules, rules);
+}
+
+#[tokio::test]
+async fn samples_from_the_future_are_refused_and_idle_heads_are_sealed_by_expiry() {
+    let (_d, mut sm, id) = setup().await;
+    let fleet = sm.reader().fleet();
+    let t0 = 10 * 24 * 3_600_000;
+    let mut ahead = batch(&id, 1, 1, Some(7), 10.0, t0 + super::telemetry::MAX_FUTURE_MS + 1);
+    ahead.received_at_ms = t0;
+    assert_eq!(ingest(&mut sm, vec![ahead]).await, vec![ItemOutcome::Stored { last_seq: 1 }]);
+    assert!(cpu(&fleet, &id).is_empty(), "the batch is stored, its samples are not");
+    assert_eq!(fleet.telemetry_head(T, &id).unwrap().refused, 2);
+
+    ingest(&mut sm, vec![batch(&id, 2, 2, Some(7), 20.0, t0)]).await;
+    let head_window = |f: &FleetReader| f.telemetry_head(T, &id).unwrap().window;
+    assert_eq!(head_window(&fleet), Some(t0));
+    // an expiry run soon after leaves the head alone; one two windows later seals it
+    run(&mut sm, FleetCommand::Expire { at_ms: t0 + 60_000 }).await;
+    assert_eq!(head_window(&fleet), Some(t0));
+    run(&mut sm, FleetCommand::Expire { at_ms: t0 + 20 * 60_000 }).await;
+    assert_eq!(head_window(&fleet), Some(t0 + 10 * 60_000));
+    assert_eq!(cpu(&fleet, &id), vec![(t0, 20.0)]);
+    let h1 = fleet.rollup_series(Resolution::H1, T, &id, 0, 0, u64::MAX).unwrap();
+    assert_eq!(h1.len(), 1);
+    assert_eq!(h1[0].1.count, 1);
+    assert_eq!(fleet.telemetry_bytes().unwrap()[T], stored_bytes(&fleet, &id));
 }

@@ -488,47 +488,6 @@ pub struct Anomaly {
     pub resolved_by: Option<String>,
 }
 
-/// Aggregate of one series over one rollup bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Agg {
-    /// Minimum.
-    pub min: f64,
-    /// Maximum.
-    pub max: f64,
-    /// Sum (avg = sum / count).
-    pub sum: f64,
-    /// Number of samples.
-    pub count: u64,
-    /// Value of the latest sample.
-    pub last: f64,
-    /// Time of the latest sample.
-    pub last_ms: u64,
-}
-
-impl Agg {
-    /// The aggregate of one sample.
-    pub fn of(value: f64, at_ms: u64) -> Agg {
-        Agg { min: value, max: value, sum: value, count: 1, last: value, last_ms: at_ms }
-    }
-
-    /// Adds a sample.
-    pub fn add(&mut self, value: f64, at_ms: u64) {
-        self.min = self.min.min(value);
-        self.max = self.max.max(value);
-        self.sum += value;
-        self.count += 1;
-        if at_ms >= self.last_ms {
-            self.last = value;
-            self.last_ms = at_ms;
-        }
-    }
-
-    /// Average.
-    pub fn avg(&self) -> f64 {
-        if self.count == 0 { f64::NAN } else { self.sum / self.count as f64 }
-    }
-}
-
 /// Rollup resolutions kept in the replicated state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Resolution {

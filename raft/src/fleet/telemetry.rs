@@ -1,0 +1,245 @@
+//! Telemetry of the fleet domain: the `monsys-tsdb` series layout over the state machine's
+//! sled transaction (writes) and tree (reads), plus the stored-bytes counters per tenant.
+//!
+//! Each agent's series live under `f/ts/<tenant>/<agent>/` (see `monsys_tsdb::series` for what
+//! is below). `f/tsz/<tenant>` holds the bytes stored per resolution, kept exact by every write
+//! and removal (so `/metrics` never scans the data).
+
+use std::collections::BTreeMap;
+
+use monsys_tsdb::series::{self, Reader, Res, Source, Store, Writer};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use super::keys;
+use super::types::Resolution;
+use crate::txn::{R, abort, get, put};
+use crate::{Error, codec};
+
+/// Samples collected further than this ahead of their reception are refused.
+pub const MAX_FUTURE_MS: u64 = 10 * 60_000;
+
+/// Key prefix of an agent's series.
+pub(crate) fn prefix(tenant: &str, agent: &str) -> Vec<u8> {
+    format!("f/ts/{tenant}/{agent}/").into_bytes()
+}
+
+/// `f/tsz/<tenant>` → bytes per resolution.
+fn bytes_key(tenant: &str) -> Vec<u8> {
+    format!("f/tsz/{tenant}").into_bytes()
+}
+
+/// Prefix of every tenant's byte counters.
+const ALL_BYTES: &[u8] = b"f/tsz/";
+
+/// The layout's resolution for an API resolution.
+pub fn res(r: Resolution) -> Res {
+    match r {
+        Resolution::Raw => Res::Raw,
+        Resolution::M1 => Res::M1,
+        Resolution::M5 => Res::M5,
+        Resolution::H1 => Res::H1,
+    }
+}
+
+/// Byte changes per tenant and resolution, summed over one entry and written once.
+#[derive(Debug, Default)]
+pub(crate) struct ByteDeltas(BTreeMap<String, [i64; 4]>);
+
+impl ByteDeltas {
+    pub(crate) fn add(&mut self, tenant: &str, delta: [i64; 4]) {
+        if delta.iter().all(|d| *d == 0) {
+            return;
+        }
+        let e = self.0.entry(tenant.to_string()).or_default();
+        for (t, d) in e.iter_mut().zip(delta) {
+            *t += d;
+        }
+    }
+
+    /// Adds the counters' changes to the stored counters.
+    pub(crate) fn write(self, tx: &TransactionalTree) -> R<()> {
+        for (tenant, delta) in self.0 {
+            let key = bytes_key(&tenant);
+            let mut total: [i64; 4] = get(tx, "telemetry bytes", &key)?.unwrap_or_default();
+            for (t, d) in total.iter_mut().zip(delta) {
+                *t = (*t + d).max(0);
+            }
+            put(tx, "telemetry bytes", key, &total)?;
+        }
+        Ok(())
+    }
+}
+
+/// The layout's store over the apply transaction.
+struct TxStore<'a>(&'a TransactionalTree);
+
+impl Store for TxStore<'_> {
+    type Error = ConflictableTransactionError<Error>;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Self::Error> {
+        Ok(self.0.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<usize, Self::Error> {
+        if value.len() as u64 > codec::MAX_VALUE_BYTES {
+            return Err(abort(Error::TooLarge { what: "telemetry block", max: codec::MAX_VALUE_BYTES }));
+        }
+        Ok(self.0.insert(key, value)?.map_or(0, |v| v.len()))
+    }
+}
+
+fn layout_err(e: series::Error<ConflictableTransactionError<Error>>) -> ConflictableTransactionError<Error> {
+    match e {
+        series::Error::Store(e) => e,
+        series::Error::Corrupt(c) => abort(Error::Corrupt(format!("telemetry block: {c}"))),
+    }
+}
+
+/// Appends one stored batch's samples. Returns the samples refused.
+pub(crate) fn append(
+    tx: &TransactionalTree,
+    tenant: &str,
+    agent: &str,
+    collected_at_ms: u64,
+    received_at_ms: u64,
+    samples: &[(String, f64)],
+    deltas: &mut ByteDeltas,
+) -> R<u32> {
+    let p = prefix(tenant, agent);
+    let mut store = TxStore(tx);
+    let w = Writer::new(&mut store, &p);
+    let out = if collected_at_ms > received_at_ms.saturating_add(MAX_FUTURE_MS) {
+        w.refuse(samples.len() as u32)
+    } else {
+        w.append(collected_at_ms, samples)
+    }
+    .map_err(layout_err)?;
+    deltas.add(tenant, out.bytes);
+    Ok(out.refused)
+}
+
+/// Seals an idle agent's head window (its rollups become stored, not computed on read).
+pub(crate) fn seal_idle(
+    tx: &TransactionalTree,
+    tenant: &str,
+    agent: &str,
+    before_ms: u64,
+    deltas: &mut ByteDeltas,
+) -> R<()> {
+    let p = prefix(tenant, agent);
+    let mut store = TxStore(tx);
+    let out = Writer::new(&mut store, &p).seal_idle(before_ms).map_err(layout_err)?;
+    deltas.add(tenant, out.bytes);
+    Ok(())
+}
+
+/// A key a range-deleting command removes, and the counter it counts against.
+#[derive(Debug)]
+pub(crate) struct Removal {
+    pub(crate) key: sled::IVec,
+    pub(crate) counted: Option<(String, Res)>,
+}
+
+/// Removes prescanned keys, keeping the byte counters exact.
+pub(crate) fn remove(tx: &TransactionalTree, removals: &[Removal], deltas: &mut ByteDeltas) -> R<()> {
+    for r in removals {
+        let old = tx.remove(&r.key)?;
+        if let (Some(old), Some((tenant, res))) = (old, &r.counted) {
+            let mut d = [0i64; 4];
+            d[res.index()] = -((r.key.len() + old.len()) as i64);
+            deltas.add(tenant, d);
+        }
+    }
+    Ok(())
+}
+
+/// Every key of an agent's series (for deletion).
+pub(crate) fn scan_agent(
+    data: &sled::Tree,
+    tenant: &str,
+    agent: &str,
+    out: &mut Vec<Removal>,
+) -> Result<(), Error> {
+    let p = prefix(tenant, agent);
+    for kv in data.scan_prefix(&p) {
+        let key = kv?.0;
+        let counted = series::parse_block_key(&p, &key).map(|(r, ..)| (tenant.to_string(), r));
+        out.push(Removal { key, counted });
+    }
+    Ok(())
+}
+
+/// Blocks of an agent entirely older than each resolution's cutoff (`cutoffs[res.index()]`),
+/// at most `limit` in all.
+pub(crate) fn scan_expired(
+    data: &sled::Tree,
+    tenant: &str,
+    agent: &str,
+    cutoffs: [u64; 4],
+    limit: usize,
+    out: &mut Vec<Removal>,
+) -> Result<(), Error> {
+    let p = prefix(tenant, agent);
+    for r in Res::ALL {
+        let end = (cutoffs[r.index()] + 1).saturating_sub(r.span_ms());
+        let (start, end) = series::block_range(&p, r, 0, end);
+        for kv in data.range(start..end) {
+            if out.len() >= limit {
+                return Ok(());
+            }
+            out.push(Removal { key: kv?.0, counted: Some((tenant.to_string(), r)) });
+        }
+    }
+    Ok(())
+}
+
+/// Whether the agent's head window ended before `before_ms` (sealing it would change it).
+pub(crate) fn head_idle(data: &sled::Tree, tenant: &str, agent: &str, before_ms: u64) -> Result<bool, Error> {
+    let p = prefix(tenant, agent);
+    let head = Reader::new(&TreeSource(data), &p).head().map_err(read_err)?;
+    Ok(head.window.is_some_and(|h| h + series::WINDOW_MS <= before_ms))
+}
+
+/// The layout's read source over the data tree.
+pub(crate) struct TreeSource<'a>(pub(crate) &'a sled::Tree);
+
+impl Source for TreeSource<'_> {
+    type Error = Error;
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.0.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn range(&self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        self.0
+            .range(start..end)
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from))
+            .collect()
+    }
+}
+
+pub(crate) fn read_err(e: series::Error<Error>) -> Error {
+    match e {
+        series::Error::Store(e) => e,
+        series::Error::Corrupt(c) => Error::Corrupt(format!("telemetry block: {c}")),
+    }
+}
+
+/// Stored telemetry bytes per tenant and resolution (`[raw, 1m, 5m, 1h]`).
+pub(crate) fn bytes_by_tenant(data: &sled::Tree) -> Result<BTreeMap<String, [i64; 4]>, Error> {
+    let mut out = BTreeMap::new();
+    for kv in data.scan_prefix(ALL_BYTES) {
+        let (k, v) = kv?;
+        let tenant = String::from_utf8_lossy(&k[ALL_BYTES.len()..]).into_owned();
+        out.insert(tenant, codec::decode_value("telemetry bytes", &v)?);
+    }
+    Ok(out)
+}
+
+/// Keys of the layout this replaces (one value per batch and per rollup bucket), still removed
+/// by agent deletion and by retention until they age out.
+pub(crate) fn legacy_prefixes(tenant: &str, agent: &str) -> Vec<Vec<u8>> {
+    let mut p = vec![keys::raw_prefix(tenant, agent)];
+    p.extend(Resolution::ROLLUPS.iter().map(|r| keys::rollup_prefix(r.tag(), tenant, agent)));
+    p
+}

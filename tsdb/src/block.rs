@@ -1,0 +1,221 @@
+//! Blocks: the stored values of the series layout. A block holds the series of one shard of an
+//! agent (series ids `shard * SHARD_WIDTH ..`) over one time span:
+//!
+//! - a raw block holds one Gorilla [`Chunk`] per series for one window; while its window is the
+//!   agent's newest (the head) the chunks carry their encoder state, once sealed they do not;
+//! - a rollup block holds one series of `(bucket, Agg)` per series for one span ([`aggs`]).
+//!
+//! Layout: `kind: u8 | varint n | n × (varint series id | varint len | bytes)`, series in id
+//! order, so a reader finds one series by skipping lengths without decoding the others.
+
+use crate::bits::{get_bytes, get_varint, put_varint};
+use crate::rollup::Agg;
+use crate::{Chunk, ChunkError, aggs};
+
+const KIND_HEAD: u8 = 0;
+const KIND_SEALED: u8 = 1;
+const KIND_ROLLUP: u8 = 2;
+
+/// Series ids per shard (one block per shard and span).
+pub const SHARD_WIDTH: u32 = 32;
+
+/// The shard holding a series id.
+pub fn shard_of(series: u32) -> u32 {
+    series / SHARD_WIDTH
+}
+
+/// A raw block: one chunk per series of a shard, in id order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawBlock {
+    /// `(series id, chunk)`, by id.
+    pub series: Vec<(u32, Chunk)>,
+}
+
+impl RawBlock {
+    /// Decodes a head or sealed block.
+    pub fn decode(bytes: &[u8]) -> Result<RawBlock, ChunkError> {
+        let (kind, entries) = entries(bytes)?;
+        let mut series = Vec::with_capacity(entries.len());
+        for (id, body) in entries {
+            let chunk = match kind {
+                KIND_HEAD => Chunk::read_state(body, &mut 0)?,
+                KIND_SEALED => Chunk::from_samples(&collect(Chunk::iter(body)?)?)?,
+                _ => return Err(ChunkError::Corrupt("not a raw block")),
+            };
+            series.push((id, chunk));
+        }
+        Ok(RawBlock { series })
+    }
+
+    /// Encodes the block as a head (chunks resumable) or sealed.
+    pub fn encode(&self, sealed: bool) -> Vec<u8> {
+        let mut out = vec![if sealed { KIND_SEALED } else { KIND_HEAD }];
+        put_varint(&mut out, self.series.len() as u64);
+        let mut body = Vec::new();
+        for (id, chunk) in &self.series {
+            body.clear();
+            if sealed {
+                chunk.write_bytes(&mut body);
+            } else {
+                chunk.write_state(&mut body);
+            }
+            put_varint(&mut out, u64::from(*id));
+            put_varint(&mut out, body.len() as u64);
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+
+    /// The chunk of `id`, created empty (keeping id order) if absent.
+    pub fn chunk_mut(&mut self, id: u32) -> &mut Chunk {
+        let i = match self.series.binary_search_by_key(&id, |(s, _)| *s) {
+            Ok(i) => i,
+            Err(i) => {
+                self.series.insert(i, (id, Chunk::new()));
+                i
+            }
+        };
+        &mut self.series[i].1
+    }
+
+    /// Inserts a sample in time order (after samples with the same timestamp), re-encoding the
+    /// series' chunk when the sample is older than its last one.
+    pub fn insert(&mut self, id: u32, ts: u64, v: f64) -> Result<(), ChunkError> {
+        let chunk = self.chunk_mut(id);
+        if chunk.is_empty() || ts >= chunk.last_ts() {
+            return chunk.push(ts, v);
+        }
+        let mut samples = chunk.samples();
+        let at = samples.partition_point(|(t, _)| *t <= ts);
+        samples.insert(at, (ts, v));
+        *chunk = Chunk::from_samples(&samples)?;
+        Ok(())
+    }
+}
+
+/// The samples of one series in a raw block (head or sealed) without decoding the others.
+pub fn raw_series(bytes: &[u8], id: u32) -> Result<Option<Vec<(u64, f64)>>, ChunkError> {
+    let (kind, entries) = entries(bytes)?;
+    let Some((_, body)) = entries.into_iter().find(|(s, _)| *s == id) else { return Ok(None) };
+    match kind {
+        KIND_HEAD => Ok(Some(Chunk::read_state(body, &mut 0)?.samples())),
+        KIND_SEALED => Ok(Some(collect(Chunk::iter(body)?)?)),
+        _ => Err(ChunkError::Corrupt("not a raw block")),
+    }
+}
+
+/// A rollup block: per series of a shard, its buckets in the block's span.
+pub type RollupBlock = Vec<(u32, Vec<(u64, Agg)>)>;
+
+/// Decodes a rollup block.
+pub fn decode_rollup(bytes: &[u8]) -> Result<RollupBlock, ChunkError> {
+    let (kind, entries) = entries(bytes)?;
+    if kind != KIND_ROLLUP {
+        return Err(ChunkError::Corrupt("not a rollup block"));
+    }
+    entries.into_iter().map(|(id, body)| Ok((id, aggs::read(body)?))).collect()
+}
+
+/// Encodes a rollup block (series in id order).
+pub fn encode_rollup(block: &RollupBlock) -> Result<Vec<u8>, ChunkError> {
+    let mut out = vec![KIND_ROLLUP];
+    put_varint(&mut out, block.len() as u64);
+    let mut body = Vec::new();
+    for (id, buckets) in block {
+        body.clear();
+        aggs::write(buckets, &mut body)?;
+        put_varint(&mut out, u64::from(*id));
+        put_varint(&mut out, body.len() as u64);
+        out.extend_from_slice(&body);
+    }
+    Ok(out)
+}
+
+/// The buckets of one series in a rollup block without decoding the others.
+pub fn rollup_series(bytes: &[u8], id: u32) -> Result<Option<Vec<(u64, Agg)>>, ChunkError> {
+    let (kind, entries) = entries(bytes)?;
+    if kind != KIND_ROLLUP {
+        return Err(ChunkError::Corrupt("not a rollup block"));
+    }
+    entries.into_iter().find(|(s, _)| *s == id).map(|(_, body)| aggs::read(body)).transpose()
+}
+
+/// Merges buckets of series `id` into a rollup block, keeping id order.
+pub fn merge_rollup(block: &mut RollupBlock, id: u32, add: &[(u64, Agg)]) {
+    match block.binary_search_by_key(&id, |(s, _)| *s) {
+        Ok(i) => aggs::merge_into(&mut block[i].1, add),
+        Err(i) => block.insert(i, (id, add.to_vec())),
+    }
+}
+
+/// A block's series entries: `(series id, encoded body)`.
+type Entries<'a> = Vec<(u32, &'a [u8])>;
+
+fn entries(bytes: &[u8]) -> Result<(u8, Entries<'_>), ChunkError> {
+    let (&kind, _) = bytes.split_first().ok_or(ChunkError::Corrupt("empty block"))?;
+    let mut pos = 1;
+    let n = get_varint(bytes, &mut pos)? as usize;
+    let mut out = Vec::with_capacity(n.min(SHARD_WIDTH as usize));
+    for _ in 0..n {
+        let id = u32::try_from(get_varint(bytes, &mut pos)?).map_err(|_| ChunkError::Corrupt("series id"))?;
+        let len = get_varint(bytes, &mut pos)? as usize;
+        out.push((id, get_bytes(bytes, &mut pos, len)?));
+    }
+    Ok((kind, out))
+}
+
+fn collect(it: crate::ChunkIter<'_>) -> Result<Vec<(u64, f64)>, ChunkError> {
+    it.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_and_sealed_blocks_hold_the_same_samples() {
+        let mut b = RawBlock::default();
+        for i in 0..40u64 {
+            b.insert(3, 1000 + i * 15_000, i as f64).unwrap();
+            b.insert(1, 1000 + i * 15_000, -(i as f64)).unwrap();
+        }
+        b.insert(3, 1000 + 7_000, 0.5).unwrap(); // late, within the window
+        let head = b.encode(false);
+        let sealed = b.encode(true);
+        assert!(sealed.len() < head.len());
+        assert_eq!(RawBlock::decode(&head).unwrap(), b);
+        assert_eq!(RawBlock::decode(&sealed).unwrap().series, b.series);
+        let s3 = raw_series(&sealed, 3).unwrap().unwrap();
+        assert_eq!(s3.len(), 41);
+        assert_eq!(s3[1], (8000, 0.5));
+        assert!(s3.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(raw_series(&head, 1).unwrap().unwrap().len(), 40);
+        assert_eq!(raw_series(&head, 2).unwrap(), None);
+    }
+
+    #[test]
+    fn resumed_head_chunks_append_like_the_original() {
+        let mut b = RawBlock::default();
+        b.insert(0, 10, 1.25).unwrap();
+        b.insert(0, 25, 1.5).unwrap();
+        let mut resumed = RawBlock::decode(&b.encode(false)).unwrap();
+        for blk in [&mut b, &mut resumed] {
+            blk.insert(0, 40, 1.75).unwrap();
+            blk.insert(0, 55, f64::NAN).unwrap();
+        }
+        assert_eq!(b.encode(true), resumed.encode(true));
+    }
+
+    #[test]
+    fn damaged_blocks_are_errors_not_panics() {
+        let good = {
+            let mut b = RawBlock::default();
+            b.insert(0, 10, 1.0).unwrap();
+            b.encode(false)
+        };
+        for cut in 0..good.len() {
+            assert!(RawBlock::decode(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode_rollup(&good).is_err());
+    }
+}
