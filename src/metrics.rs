@@ -65,10 +65,18 @@ impl NodeMetrics {
         self.record(|| counter!("monsys_ingest_batches_total", "outcome" => outcome).increment(1));
     }
 
-    /// Samples the local actor count and the stored telemetry bytes per tenant and resolution.
-    pub fn fleet_gauges(&self, actors: usize, telemetry: &std::collections::BTreeMap<String, [i64; 4]>) {
+    /// Samples the local actor count, the stored telemetry bytes per tenant and resolution,
+    /// and the open telemetry windows held in memory (`heads`: agents, bytes).
+    pub fn fleet_gauges(
+        &self,
+        actors: usize,
+        telemetry: &std::collections::BTreeMap<String, [i64; 4]>,
+        heads: (usize, usize),
+    ) {
         self.record(|| {
             gauge!("monsys_agent_actors").set(actors as f64);
+            gauge!("monsys_telemetry_heads").set(heads.0 as f64);
+            gauge!("monsys_telemetry_head_bytes").set(heads.1 as f64);
             for (tenant, bytes) in telemetry {
                 for (res, b) in ["raw", "1m", "5m", "1h"].into_iter().zip(bytes) {
                     gauge!("monsys_telemetry_bytes", "tenant" => tenant.clone(), "resolution" => res)
@@ -129,6 +137,14 @@ fn describe_all() {
     describe_gauge!(
         "monsys_telemetry_bytes",
         "Bytes of stored telemetry blocks (keys and values) in this replica, by tenant and resolution."
+    );
+    describe_gauge!(
+        "monsys_telemetry_heads",
+        "Agents with an open telemetry window held in memory on this node."
+    );
+    describe_gauge!(
+        "monsys_telemetry_head_bytes",
+        "Bytes of open telemetry windows (head blocks) held in memory on this node."
     );
     describe_gauge!("monsys_raft_term", "Current Raft term.");
     describe_gauge!("monsys_raft_last_log_index", "Index of the last entry in this node's Raft log.");

@@ -140,8 +140,9 @@ async fn fleet_top_ranks_agents_from_rollups_and_storage_is_reported() {
         let mut a = TestAgent::register(&c.http, &url, &enrollment, &format!("top{i}"), false).await;
         a.base_ms = base;
         for seq in 1..=60u64 {
-            let (s, body) =
-                a.deliver(std::slice::from_ref(&url), seq, level + (seq % 3) as f64, Duration::from_secs(20)).await;
+            let (s, body) = a
+                .deliver(std::slice::from_ref(&url), seq, level + (seq % 3) as f64, Duration::from_secs(20))
+                .await;
             assert_eq!(s, 200, "{body}");
         }
         ids.push(a.id);

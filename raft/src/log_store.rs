@@ -113,11 +113,11 @@ impl LogStore {
     }
 }
 
-fn key(index: u64) -> [u8; 8] {
+pub(crate) fn key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, Error> {
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, Error> {
     codec::decode_value("log entry", bytes)
 }
 

@@ -47,6 +47,7 @@ use crate::codec;
 use crate::durable::{AtomicFile, Durable};
 use crate::error::StorageResultExt;
 use crate::fleet;
+use crate::fleet::telemetry::{HeadMap, HeadsTx, SharedHeads};
 use crate::snapshot::{Meta, SnapshotDir, SnapshotReader, SnapshotWriter};
 use crate::{Command, CommandResult, Error, Node, NodeId, Rejection, TypeConfig};
 
@@ -54,8 +55,13 @@ const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_INSTALLING: &[u8] = b"installing";
 const KEY_ADMIN_TOKEN: &[u8] = b"admin/token_sha256";
+/// `sm_meta` prefix of the per-entry record of which group items were stored (for rebuilding
+/// telemetry heads after a restart; entries covered by a snapshot are removed when it is built).
+const STORED_PREFIX: &[u8] = b"stored/";
 /// Tree id of `sm_data` in snapshot records.
 const TREE_DATA: u8 = 0;
+/// Tree id of telemetry heads in snapshot records (key: series prefix, value: the head).
+const TREE_HEADS: u8 = 1;
 /// Records per sled batch when loading a snapshot.
 const LOAD_BATCH: usize = 1024;
 
@@ -90,6 +96,7 @@ fn decode_last_applied(raw: Option<impl AsRef<[u8]>>) -> Result<Option<LogId<Nod
 pub struct StateReader {
     meta: sled::Tree,
     data: sled::Tree,
+    heads: SharedHeads,
 }
 
 impl StateReader {
@@ -110,7 +117,7 @@ impl StateReader {
 
     /// Reader of the fleet domain.
     pub fn fleet(&self) -> crate::fleet::FleetReader {
-        crate::fleet::FleetReader { data: self.data.clone() }
+        crate::fleet::FleetReader { data: self.data.clone(), heads: self.heads.clone() }
     }
 
     /// Id of the last entry applied to this replica.
@@ -131,9 +138,10 @@ fn apply_command(
     data: &TransactionalTree,
     cmd: &Command,
     pre: &Prescans,
+    heads: &HeadsTx<'_>,
 ) -> ConflictableTransactionResult<CommandResult, Error> {
     match cmd {
-        Command::Fleet(f) => fleet::apply(data, f, &pre.fleet),
+        Command::Fleet(f) => fleet::apply(data, f, &pre.fleet, heads),
         Command::Identity(i) => crate::identity::apply(data, i, &pre.identity),
         Command::Noop => Ok(CommandResult::Ok),
         Command::PutSettings { tenant, expected_revision, settings, at_ms } => {
@@ -177,16 +185,27 @@ pub struct StateMachineStore {
     data: sled::Tree,
     durable: Durable,
     snapshots: Arc<SnapshotDir>,
+    /// Telemetry heads (memory; in snapshots; rebuilt from `log` by `recover`).
+    heads: SharedHeads,
+    /// The Raft log tree (read by `recover` to rebuild heads).
+    log: sled::Tree,
 }
 
 impl StateMachineStore {
-    pub(crate) fn new(meta: sled::Tree, data: sled::Tree, durable: Durable, snapshots: SnapshotDir) -> Self {
-        StateMachineStore { meta, data, durable, snapshots: Arc::new(snapshots) }
+    pub(crate) fn new(
+        meta: sled::Tree,
+        data: sled::Tree,
+        durable: Durable,
+        snapshots: SnapshotDir,
+        log: sled::Tree,
+    ) -> Self {
+        let heads = SharedHeads::default();
+        StateMachineStore { meta, data, durable, snapshots: Arc::new(snapshots), heads, log }
     }
 
     /// A reader over the same trees.
     pub fn reader(&self) -> StateReader {
-        StateReader { meta: self.meta.clone(), data: self.data.clone() }
+        StateReader { meta: self.meta.clone(), data: self.data.clone(), heads: self.heads.clone() }
     }
 
     /// Loads the newest snapshot if it is ahead of the applied state or an install was cut short.
@@ -196,13 +215,44 @@ impl StateMachineStore {
         let applied = self.reader().last_applied()?;
         match latest {
             None if installing => Err(Error::Corrupt("snapshot install marker without a snapshot".into())),
-            None => Ok(()),
+            None => self.replay_heads(HeadMap::new(), 0),
             Some((path, meta)) if installing || meta.last_log_id > applied => {
                 tracing::warn!(snapshot = %meta, ?applied, installing, "state machine behind snapshot; reloading");
                 self.load_snapshot(path, &meta).await
             }
-            Some(_) => Ok(()),
+            Some((path, meta)) => {
+                let heads = blocking(move || load_heads(&path)).await?;
+                self.replay_heads(heads, meta.last_log_id.map_or(0, |l| l.index))
+            }
         }
+    }
+
+    /// Rebuilds the telemetry heads: `heads` as of log index `from`, then the telemetry of every
+    /// applied entry after it, replayed from the log without writing (the trees hold its
+    /// writes already).
+    fn replay_heads(&self, mut heads: HeadMap, from: u64) -> Result<(), Error> {
+        let applied = self.reader().last_applied()?.map_or(0, |l| l.index);
+        let mut replayed = 0u64;
+        for kv in self.log.range(crate::log_store::key(from + 1)..=crate::log_store::key(applied)) {
+            let entry = crate::log_store::decode_entry(&kv?.1)?;
+            let EntryPayload::Normal(Command::Fleet(cmd)) = &entry.payload else { continue };
+            let stored = self.meta.get(stored_key(entry.log_id.index))?;
+            let tx = HeadsTx::new(&heads);
+            fleet::replay(&self.data, cmd, stored.as_deref(), &tx)?;
+            tx.finish().publish(&mut heads);
+            replayed += 1;
+        }
+        if replayed > 0 {
+            tracing::info!(
+                from,
+                applied,
+                replayed,
+                heads = heads.len(),
+                "telemetry heads rebuilt from the log"
+            );
+        }
+        *self.heads.write().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))? = heads;
+        Ok(())
     }
 
     fn membership(&self) -> Result<Membership, Error> {
@@ -211,6 +261,11 @@ impl StateMachineStore {
     }
 
     fn apply_entry(&self, entry: &Entry<TypeConfig>) -> Result<CommandResult, Error> {
+        // readers take the read lock for a whole query, so they never see a sealed block and
+        // the head it came from (or neither)
+        let mut heads =
+            self.heads.write().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
+        let staged = HeadsTx::new(&heads);
         let applied = codec::encode_value("last applied", &Some(entry.log_id))?;
         let membership = match &entry.payload {
             EntryPayload::Membership(m) => {
@@ -227,15 +282,22 @@ impl StateMachineStore {
             _ => {}
         }
         let result = (&self.meta, &self.data).transaction(|(meta, data)| {
+            staged.reset();
             meta.insert(KEY_LAST_APPLIED, applied.as_slice())?;
             if let Some(m) = &membership {
                 meta.insert(KEY_MEMBERSHIP, m.as_slice())?;
             }
-            match &entry.payload {
-                EntryPayload::Normal(cmd) => apply_command(data, cmd, &pre),
-                EntryPayload::Blank | EntryPayload::Membership(_) => Ok(CommandResult::Ok),
+            let result = match &entry.payload {
+                EntryPayload::Normal(cmd) => apply_command(data, cmd, &pre, &staged)?,
+                EntryPayload::Blank | EntryPayload::Membership(_) => CommandResult::Ok,
+            };
+            if let CommandResult::Fleet(fleet::FleetResult::Group(outcomes)) = &result {
+                let stored = fleet::stored_bitmap(outcomes);
+                meta.insert(stored_key(entry.log_id.index).as_slice(), stored)?;
             }
+            Ok(result)
         })?;
+        staged.finish().publish(&mut heads);
         Ok(result)
     }
 
@@ -249,6 +311,11 @@ impl StateMachineStore {
             snapshot_id: snapshot_id(last_log_id, generation),
         };
         let data = self.data.clone();
+        let heads: Vec<(Vec<u8>, Vec<u8>)> = {
+            let heads =
+                self.heads.read().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
+            heads.iter().map(|(k, h)| (k.clone(), h.encode())).collect()
+        };
         let (file, meta) = blocking(move || {
             let mut file = AtomicFile::create(&path)?;
             let mut w = SnapshotWriter::new(file.writer(), &meta)?;
@@ -256,10 +323,18 @@ impl StateMachineStore {
                 let (k, v) = kv?;
                 w.record(TREE_DATA, &k, &v)?;
             }
+            for (k, v) in &heads {
+                w.record(TREE_HEADS, k, v)?;
+            }
             w.finish()?;
             Ok((file, meta))
         })
         .await?;
+        // heads at this index are in the snapshot: older stored-item records are not needed
+        let upto = last_log_id.map_or(0, |l| l.index);
+        for kv in self.meta.range(stored_key(0)..=stored_key(upto)) {
+            self.meta.remove(kv?.0)?;
+        }
         Ok(Prepared { file, meta })
     }
 
@@ -268,7 +343,8 @@ impl StateMachineStore {
         self.meta.insert(KEY_INSTALLING, codec::encode_value("install marker", &meta.snapshot_id)?)?;
         self.durable.durable_flush().await?;
         let data = self.data.clone();
-        blocking(move || load_records(&path, &data)).await?;
+        let heads = blocking(move || load_records(&path, &data)).await?;
+        *self.heads.write().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))? = heads;
         let mut batch = sled::Batch::default();
         batch.insert(KEY_LAST_APPLIED, codec::encode_value("last applied", &meta.last_log_id)?);
         batch.insert(KEY_MEMBERSHIP, codec::encode_value("membership", &meta.last_membership)?);
@@ -300,24 +376,50 @@ impl StateMachineStore {
     }
 }
 
-/// Clears `data` and loads every record of the snapshot at `path` into it.
-fn load_records(path: &Path, data: &sled::Tree) -> Result<(), Error> {
+/// Clears `data` and loads every record of the snapshot at `path` into it; returns its heads.
+fn load_records(path: &Path, data: &sled::Tree) -> Result<HeadMap, Error> {
     let (mut reader, _) = SnapshotReader::open(BufReader::new(std::fs::File::open(path)?))?;
     data.clear()?;
     let mut batch = sled::Batch::default();
+    let mut heads = HeadMap::new();
     let mut n = 0;
     while let Some(r) = reader.next_record()? {
-        if r.tree != TREE_DATA {
-            return Err(Error::Corrupt(format!("snapshot record for unknown tree {}", r.tree)));
+        match r.tree {
+            TREE_DATA => batch.insert(r.key, r.value),
+            TREE_HEADS => {
+                heads.insert(r.key, decode_head(&r.value)?);
+                continue;
+            }
+            other => return Err(Error::Corrupt(format!("snapshot record for unknown tree {other}"))),
         }
-        batch.insert(r.key, r.value);
         n += 1;
         if n % LOAD_BATCH == 0 {
             data.apply_batch(std::mem::take(&mut batch))?;
         }
     }
     data.apply_batch(batch)?;
-    Ok(())
+    Ok(heads)
+}
+
+/// The heads of the snapshot at `path` (the rest of the file is skipped).
+fn load_heads(path: &Path) -> Result<HeadMap, Error> {
+    let (mut reader, _) = SnapshotReader::open(BufReader::new(std::fs::File::open(path)?))?;
+    let mut heads = HeadMap::new();
+    while let Some(r) = reader.next_record()? {
+        if r.tree == TREE_HEADS {
+            heads.insert(r.key, decode_head(&r.value)?);
+        }
+    }
+    Ok(heads)
+}
+
+fn decode_head(bytes: &[u8]) -> Result<monsys_tsdb::series::AgentHead, Error> {
+    monsys_tsdb::series::AgentHead::decode(bytes).map_err(|e| Error::Corrupt(format!("telemetry head: {e}")))
+}
+
+/// `sm_meta` key of the stored-items record of the entry at `index`.
+fn stored_key(index: u64) -> Vec<u8> {
+    [STORED_PREFIX, &index.to_be_bytes()].concat()
 }
 
 fn snapshot_id(last: Option<LogId<NodeId>>, generation: u64) -> String {
@@ -562,6 +664,107 @@ mod tests {
         assert!(b.install_snapshot(&snap.meta, incoming).await.is_err());
         assert_eq!(b.reader().settings("t1").unwrap().settings, refresh(99));
         assert!(b.get_current_snapshot().await.unwrap().is_none());
+    }
+
+    /// Appends `cmds` to the log tree (as Raft would) and applies them.
+    async fn log_and_apply(sm: &mut StateMachineStore, cmds: Vec<Command>) -> Vec<CommandResult> {
+        let next = sm.reader().last_applied().unwrap().map_or(1, |l| l.index + 1);
+        let entries: Vec<Entry<TypeConfig>> = cmds
+            .into_iter()
+            .zip(next..)
+            .map(|(cmd, i)| Entry { log_id: log_id(1, 1, i), payload: EntryPayload::Normal(cmd) })
+            .collect();
+        for e in &entries {
+            sm.log
+                .insert(crate::log_store::key(e.log_id.index), codec::encode_value("log entry", e).unwrap())
+                .unwrap();
+        }
+        sm.apply(entries).await.unwrap()
+    }
+
+    fn fleet_setup() -> Vec<Command> {
+        use crate::fleet::{EnrollmentToken, FleetCommand, Registration};
+        let token = EnrollmentToken {
+            id: "et".into(),
+            tenant: "t".into(),
+            name: "x".into(),
+            sha256: [1; 32],
+            created_at_ms: 1,
+            expires_at_ms: None,
+            max_uses: None,
+            uses: 0,
+            revoked: false,
+        };
+        let reg = Registration {
+            enrollment_sha256: [1; 32],
+            new_agent_id: "a1".into(),
+            machine_id: "m1".into(),
+            hostname: "h".into(),
+            pubkey: None,
+            token_sha256: [2; 32],
+            agent_version: "1".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            at_ms: 1,
+        };
+        vec![
+            Command::Fleet(FleetCommand::CreateEnrollmentToken(token)),
+            Command::Fleet(FleetCommand::Register(reg)),
+        ]
+    }
+
+    /// A group of one batch of agent `a1`: `seq`, collected at `at_ms`, a few series.
+    fn telemetry(seq: u64, at_ms: u64) -> Command {
+        use crate::fleet::{FleetCommand, GroupItem, IngestItem};
+        let samples = (0..40).map(|s| (format!("s{s}"), (seq * 31 + s) as f64 / 8.0)).collect();
+        Command::Fleet(FleetCommand::Group(vec![GroupItem::Batch(Box::new(IngestItem {
+            tenant: "t".into(),
+            agent_id: "a1".into(),
+            seq,
+            body_sha256: [seq as u8; 32],
+            collected_at_ms: at_ms,
+            received_at_ms: at_ms,
+            verified_with: None,
+            agent_version: "1".into(),
+            samples,
+            inventory_json: None,
+            processes_json: None,
+            agent_alerts: vec![],
+            fire: vec![],
+            clear: vec![],
+        }))]))
+    }
+
+    #[tokio::test]
+    async fn telemetry_heads_are_rebuilt_after_a_restart_from_snapshot_and_log() {
+        let t0 = 1_764_000_000_000u64;
+        for with_snapshot in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let before = {
+                let mut sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+                log_and_apply(&mut sm, fleet_setup()).await;
+                // 30 batches: two windows, the second open
+                let first: Vec<Command> = (1..=30).map(|s| telemetry(s, t0 + s * 15_000)).collect();
+                log_and_apply(&mut sm, first).await;
+                if with_snapshot {
+                    sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+                }
+                // after the snapshot: a late batch into the sealed window, a new window, a duplicate
+                let mut after: Vec<Command> = vec![telemetry(31, t0 + 5_000)];
+                after.extend((32..=70).map(|s| telemetry(s, t0 + s * 15_000)));
+                after.push(telemetry(70, t0 + 70 * 15_000));
+                log_and_apply(&mut sm, after).await;
+                sm.durable.durable_flush().await.unwrap();
+                let dump = sm.reader().fleet().telemetry_dump("t", "a1").unwrap();
+                assert!(dump.iter().any(|(k, _)| k.ends_with(b"~head")), "a head is open");
+                dump
+            };
+            let sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+            let after = sm.reader().fleet().telemetry_dump("t", "a1").unwrap();
+            assert!(after == before, "snapshot: {with_snapshot}: the rebuilt telemetry differs");
+            let cpu = sm.reader().fleet().raw_series("t", "a1", 0, 0, u64::MAX).unwrap();
+            assert_eq!(cpu.len(), 70, "every stored batch once (the duplicate is not)");
+        }
     }
 
     #[tokio::test]

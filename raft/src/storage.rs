@@ -49,9 +49,11 @@ fn open_blocking(dir: &Path, cache_capacity: u64) -> Result<(LogStore, StateMach
     let sled_dir = dir.join("sled");
     let db = sled::Config::new().path(&sled_dir).cache_capacity(cache_capacity).open()?;
     let durable = Durable::open(db.clone(), &sled_dir)?;
-    let log = LogStore::new(db.open_tree("raft_log")?, db.open_tree("raft_meta")?, durable.clone());
+    let log_tree = db.open_tree("raft_log")?;
+    let log = LogStore::new(log_tree.clone(), db.open_tree("raft_meta")?, durable.clone());
     let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
-    let sm = StateMachineStore::new(db.open_tree("sm_meta")?, db.open_tree("sm_data")?, durable, snapshots);
+    let trees = (db.open_tree("sm_meta")?, db.open_tree("sm_data")?);
+    let sm = StateMachineStore::new(trees.0, trees.1, durable, snapshots, log_tree);
     Ok((log, sm))
 }
 

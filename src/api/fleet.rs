@@ -103,15 +103,19 @@ pub async fn top(State(hub): State<Hub>, auth: Auth, q: Q<TopQuery>) -> Result<R
 }
 
 /// `GET /api/v1/fleet/storage`: stored telemetry bytes of the caller's tenant per resolution,
-/// as this node's replica holds them (every replica holds the same blocks).
+/// as this node's replica holds them (every replica holds the same blocks), plus the open
+/// windows this node holds in memory (all tenants).
 pub async fn storage(State(hub): State<Hub>, auth: Auth, q: Q<ReadQuery>) -> Result<Response, ApiError> {
     auth.require(Permission::AgentsRead)?;
     barrier(&hub, query(q)?.consistency).await?;
-    let bytes = hub.reader.fleet().telemetry_bytes()?.remove(&auth.tenant).unwrap_or_default();
+    let fleet = hub.reader.fleet();
+    let bytes = fleet.telemetry_bytes()?.remove(&auth.tenant).unwrap_or_default();
     let by_res: serde_json::Map<String, serde_json::Value> =
         ["raw", "1m", "5m", "1h"].into_iter().zip(bytes).map(|(r, b)| (r.to_string(), json!(b))).collect();
+    let (open_windows, head_bytes) = fleet.head_stats()?;
     Ok(Json(json!({
         "tenant": auth.tenant, "bytes": by_res, "total_bytes": bytes.iter().sum::<i64>(),
+        "node_open_windows": open_windows, "node_open_window_bytes": head_bytes,
     }))
     .into_response())
 }

@@ -49,9 +49,10 @@ pub async fn metrics(State(hub): State<Hub>) -> Response {
         Ok(p) => p.registry.agents().await.len(),
         Err(_) => 0,
     };
-    match hub.reader.fleet().telemetry_bytes() {
-        Ok(bytes) => hub.metrics.fleet_gauges(actors, &bytes),
-        Err(e) => tracing::warn!(error = %e, "cannot read telemetry byte counters"),
+    let fleet = hub.reader.fleet();
+    match (fleet.telemetry_bytes(), fleet.head_stats()) {
+        (Ok(bytes), Ok(heads)) => hub.metrics.fleet_gauges(actors, &bytes, heads),
+        (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "cannot read telemetry counters"),
     }
     let text = hub.metrics.render(&hub.raft_metrics(), hub.live.borrow().len());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()

@@ -93,6 +93,62 @@ impl RawBlock {
     }
 }
 
+/// Appends `points` (series id, value), all collected at `ts`, to an encoded head block without
+/// decoding the series they do not touch (`old` is `None` for a new block). Returns `None` when a
+/// point is older than its series' last sample: the caller then takes the re-encoding path
+/// ([`RawBlock::insert`]).
+pub fn append_to_head(
+    old: Option<&[u8]>,
+    ts: u64,
+    points: &[(u32, f64)],
+) -> Result<Option<Vec<u8>>, ChunkError> {
+    let entries = match old {
+        Some(bytes) => match entries(bytes)? {
+            (KIND_HEAD, e) => e,
+            _ => return Err(ChunkError::Corrupt("head window block is not a head block")),
+        },
+        None => Vec::new(),
+    };
+    let mut points = points.to_vec();
+    points.sort_by_key(|(id, _)| *id); // stable: a series twice in a batch keeps its order
+    let mut ids: Vec<u32> =
+        entries.iter().map(|(id, _)| *id).chain(points.iter().map(|(id, _)| *id)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = Vec::with_capacity(old.map_or(64, |b| b.len() + points.len() * 4 + 16));
+    out.push(KIND_HEAD);
+    put_varint(&mut out, ids.len() as u64);
+    let (mut e, mut p) = (entries.iter().peekable(), points.iter().peekable());
+    let mut chunk = Chunk::new();
+    let mut body = Vec::new();
+    for id in ids {
+        let existing = e.next_if(|(eid, _)| *eid == id).map(|(_, b)| *b);
+        if p.peek().is_none_or(|(pid, _)| *pid != id) {
+            let b = existing.expect("an id comes from an entry or a point");
+            put_varint(&mut out, u64::from(id));
+            put_varint(&mut out, b.len() as u64);
+            out.extend_from_slice(b);
+            continue;
+        }
+        match existing {
+            Some(b) => chunk.read_state_into(b, &mut 0)?,
+            None => chunk.clear(),
+        }
+        while let Some((_, v)) = p.next_if(|(pid, _)| *pid == id) {
+            if !chunk.is_empty() && ts < chunk.last_ts() {
+                return Ok(None);
+            }
+            chunk.push(ts, *v)?;
+        }
+        body.clear();
+        chunk.write_state(&mut body);
+        put_varint(&mut out, u64::from(id));
+        put_varint(&mut out, body.len() as u64);
+        out.extend_from_slice(&body);
+    }
+    Ok(Some(out))
+}
+
 /// The samples of one series in a raw block (head or sealed) without decoding the others.
 pub fn raw_series(bytes: &[u8], id: u32) -> Result<Option<Vec<(u64, f64)>>, ChunkError> {
     let (kind, entries) = entries(bytes)?;
@@ -204,6 +260,30 @@ mod tests {
             blk.insert(0, 55, f64::NAN).unwrap();
         }
         assert_eq!(b.encode(true), resumed.encode(true));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn appending_in_place_equals_decoding_and_inserting(
+            batches in proptest::collection::vec(proptest::collection::vec((0u32..8, proptest::num::f64::ANY), 0..6), 1..30),
+        ) {
+            let (mut bytes, mut model) = (None::<Vec<u8>>, RawBlock::default());
+            for (i, points) in batches.iter().enumerate() {
+                let ts = 1000 + i as u64 * 15_000;
+                bytes = Some(append_to_head(bytes.as_deref(), ts, points).unwrap().unwrap());
+                let mut sorted = points.clone();
+                sorted.sort_by_key(|p| p.0);
+                for (id, v) in sorted {
+                    model.insert(id, ts, v).unwrap();
+                }
+            }
+            let got = bytes.unwrap();
+            proptest::prop_assert_eq!(RawBlock::decode(&got).unwrap().encode(true), model.encode(true));
+            // an older sample is left to the re-encoding path
+            if let Some((id, _)) = model.series.iter().find(|(_, c)| !c.is_empty()) {
+                proptest::prop_assert_eq!(append_to_head(Some(&got), 0, &[(*id, 1.0)]).unwrap(), None);
+            }
+        }
     }
 
     #[test]

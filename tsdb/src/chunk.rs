@@ -146,8 +146,32 @@ impl Chunk {
         out.extend_from_slice(&self.bits.bytes);
     }
 
+    /// Empties the chunk, keeping its buffer.
+    pub fn clear(&mut self) {
+        let mut bytes = std::mem::take(&mut self.bits.bytes);
+        bytes.clear();
+        *self = Chunk::new();
+        self.bits.bytes = bytes;
+    }
+
+    /// Like [`Chunk::read_state`], reusing this chunk's buffer.
+    pub fn read_state_into(&mut self, bytes: &[u8], pos: &mut usize) -> Result<(), ChunkError> {
+        let (head, stream) = Self::parse_state(bytes, pos)?;
+        let mut buf = std::mem::take(&mut self.bits.bytes);
+        buf.clear();
+        buf.extend_from_slice(stream);
+        *self = Chunk { bits: BitWriter { bytes: buf, used: head.bits.used }, ..head };
+        Ok(())
+    }
+
     /// Reads a chunk written by [`Chunk::write_state`] at `*pos`.
     pub fn read_state(bytes: &[u8], pos: &mut usize) -> Result<Chunk, ChunkError> {
+        let (head, stream) = Self::parse_state(bytes, pos)?;
+        Ok(Chunk { bits: BitWriter { bytes: stream.to_vec(), used: head.bits.used }, ..head })
+    }
+
+    /// The fixed part of a head chunk (with an empty stream) and its stream bytes.
+    fn parse_state<'b>(bytes: &'b [u8], pos: &mut usize) -> Result<(Chunk, &'b [u8]), ChunkError> {
         let fixed = get_bytes(bytes, pos, 2 + 32 + 3)?;
         let u64_at = |i: usize| u64::from_be_bytes(fixed[2 + 8 * i..10 + 8 * i].try_into().expect("8 bytes"));
         let (leading, trailing, used) = (fixed[34], fixed[35], fixed[36]);
@@ -155,15 +179,19 @@ impl Chunk {
             return Err(ChunkError::Corrupt("bad head chunk state"));
         }
         let n = get_varint(bytes, pos)? as usize;
-        let stream = get_bytes(bytes, pos, n)?.to_vec();
-        Ok(Chunk {
+        let stream = get_bytes(bytes, pos, n)?;
+        if used != 0 && stream.is_empty() {
+            return Err(ChunkError::Corrupt("bad head chunk bit count"));
+        }
+        let head = Chunk {
             count: u16::from_be_bytes([fixed[0], fixed[1]]),
             first_ts: u64_at(0),
             last_ts: u64_at(1),
             last_delta: u64_at(2) as i64,
             xor: Xor { value: u64_at(3), leading, trailing },
-            bits: BitWriter { bytes: stream, used },
-        })
+            bits: BitWriter { bytes: Vec::new(), used },
+        };
+        Ok((head, stream))
     }
 
     /// Decodes a chunk's samples.

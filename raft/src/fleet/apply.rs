@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use monsys_proto::agent::Severity;
 use sled::transaction::TransactionalTree;
 
-use monsys_tsdb::series::WINDOW_MS;
+use monsys_tsdb::series::{Mode, WINDOW_MS};
 
 use super::keys;
-use super::telemetry::{self, ByteDeltas, Removal};
+use super::telemetry::{self, ByteDeltas, HeadsTx, Removal};
 use super::types::*;
 use crate::txn::{R, abort, get, put};
 use crate::{CommandResult, Error, codec};
@@ -59,8 +59,6 @@ fn ok(r: FleetResult) -> CommandResult {
 #[derive(Debug, Default)]
 pub(crate) struct Prescan {
     removals: Vec<Removal>,
-    /// Agents whose head window is idle (sealed by `Expire`).
-    seal: Vec<(String, String)>,
 }
 
 fn uncounted(key: sled::IVec) -> Removal {
@@ -86,11 +84,8 @@ pub(crate) fn prescan(data: &sled::Tree, cmd: &FleetCommand) -> Result<Prescan, 
         FleetCommand::Expire { at_ms } => {
             for kv in data.scan_prefix(keys::ALL_AGENTS) {
                 let rec: AgentRecord = codec::decode_value("agent", &kv?.1)?;
-                if telemetry::head_idle(data, &rec.tenant, &rec.id, at_ms.saturating_sub(WINDOW_MS))? {
-                    pre.seal.push((rec.tenant.clone(), rec.id.clone()));
-                }
                 if found.len() >= EXPIRE_BATCH {
-                    continue;
+                    break;
                 }
                 let retention = crate::state_machine::settings_in(data, &rec.tenant)?.settings.retention;
                 let hours = |h: u64| at_ms.saturating_sub(h * 3_600_000);
@@ -121,7 +116,7 @@ pub(crate) fn prescan(data: &sled::Tree, cmd: &FleetCommand) -> Result<Prescan, 
 }
 
 /// Applies one fleet command.
-pub(crate) fn apply(tx: &Tx, cmd: &FleetCommand, pre: &Prescan) -> R<CommandResult> {
+pub(crate) fn apply(tx: &Tx, cmd: &FleetCommand, pre: &Prescan, heads: &HeadsTx<'_>) -> R<CommandResult> {
     match cmd {
         FleetCommand::CreateEnrollmentToken(t) => {
             put(tx, "enrollment token", keys::enrollment(&t.tenant, &t.id), t)?;
@@ -144,7 +139,7 @@ pub(crate) fn apply(tx: &Tx, cmd: &FleetCommand, pre: &Prescan) -> R<CommandResu
             let mut deltas = ByteDeltas::default();
             for item in items {
                 outcomes.push(match item {
-                    GroupItem::Batch(b) => ingest(tx, b, &mut deltas)?,
+                    GroupItem::Batch(b) => ingest(tx, heads, b, &mut deltas)?,
                     GroupItem::Heartbeat(h) => heartbeat(tx, h)?,
                 });
             }
@@ -157,6 +152,7 @@ pub(crate) fn apply(tx: &Tx, cmd: &FleetCommand, pre: &Prescan) -> R<CommandResu
             };
             let mut deltas = ByteDeltas::default();
             telemetry::remove(tx, &pre.removals, &mut deltas)?;
+            telemetry::drop_head(heads, &a.tenant, &a.agent_id);
             deltas.write(tx)?;
             let mut open = open_alerts(tx, &a.tenant, &a.agent_id)?;
             for key in open.keys().cloned().collect::<Vec<_>>() {
@@ -288,9 +284,7 @@ pub(crate) fn apply(tx: &Tx, cmd: &FleetCommand, pre: &Prescan) -> R<CommandResu
         }
         FleetCommand::Expire { at_ms } => {
             let mut deltas = ByteDeltas::default();
-            for (tenant, agent) in &pre.seal {
-                telemetry::seal_idle(tx, tenant, agent, at_ms.saturating_sub(WINDOW_MS), &mut deltas)?;
-            }
+            telemetry::seal_idle_tx(tx, heads, at_ms.saturating_sub(WINDOW_MS), &mut deltas)?;
             telemetry::remove(tx, &pre.removals, &mut deltas)?;
             deltas.write(tx)?;
             Ok(ok(FleetResult::Count(pre.removals.len() as u64)))
@@ -334,6 +328,67 @@ pub(crate) fn apply(tx: &Tx, cmd: &FleetCommand, pre: &Prescan) -> R<CommandResu
             Ok(ok(FleetResult::Anomaly(a)))
         }
     }
+}
+
+/// Which items of a group were stored (bit `i` of byte `i / 8`), as `apply` decided.
+pub(crate) fn stored_bitmap(outcomes: &[ItemOutcome]) -> Vec<u8> {
+    let mut bits = vec![0u8; outcomes.len().div_ceil(8)];
+    for (i, o) in outcomes.iter().enumerate() {
+        if matches!(o, ItemOutcome::Stored { .. }) {
+            bits[i / 8] |= 1 << (i % 8);
+        }
+    }
+    bits
+}
+
+/// Replays the telemetry-head effects of an applied command (after a restart): the same head
+/// changes `apply` made, writing nothing. `stored` is the entry's [`stored_bitmap`].
+pub(crate) fn replay(
+    data: &sled::Tree,
+    cmd: &FleetCommand,
+    stored: Option<&[u8]>,
+    heads: &HeadsTx<'_>,
+) -> Result<(), Error> {
+    let mut store = telemetry::ReplayStore(data);
+    let mut deltas = ByteDeltas::default(); // already counted when the entry was applied
+    match cmd {
+        FleetCommand::Group(items) => {
+            let Some(bits) = stored else {
+                tracing::warn!(
+                    "applied group without a stored-items record; its samples are not in the head"
+                );
+                return Ok(());
+            };
+            for (i, item) in items.iter().enumerate() {
+                let was_stored = bits.get(i / 8).is_some_and(|b| (b >> (i % 8)) & 1 == 1);
+                if let (true, GroupItem::Batch(b)) = (was_stored, item)
+                    && !b.samples.is_empty()
+                {
+                    let (at, received) = (b.collected_at_ms, b.received_at_ms);
+                    telemetry::write(
+                        &mut store,
+                        heads,
+                        Mode::Replay,
+                        &b.tenant,
+                        &b.agent_id,
+                        at,
+                        received,
+                        &b.samples,
+                        &mut deltas,
+                    )
+                    .map_err(telemetry::read_err)?;
+                }
+            }
+        }
+        FleetCommand::DeleteAgent(a) => telemetry::drop_head(heads, &a.tenant, &a.agent_id),
+        FleetCommand::Expire { at_ms } => {
+            let before = at_ms.saturating_sub(WINDOW_MS);
+            telemetry::seal_idle(&mut store, heads, Mode::Replay, before, &mut deltas)
+                .map_err(telemetry::read_err)?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The built-in rules of a tenant that never wrote its own.
@@ -486,7 +541,7 @@ fn note_version(tx: &Tx, rec: &mut AgentRecord, version: &str, at_ms: u64) -> R<
     Ok(())
 }
 
-fn ingest(tx: &Tx, b: &IngestItem, deltas: &mut ByteDeltas) -> R<ItemOutcome> {
+fn ingest(tx: &Tx, heads: &HeadsTx<'_>, b: &IngestItem, deltas: &mut ByteDeltas) -> R<ItemOutcome> {
     let Some(mut rec) = agent(tx, &b.tenant, &b.agent_id)? else {
         return Ok(ItemOutcome::UnknownAgent);
     };
@@ -518,7 +573,7 @@ fn ingest(tx: &Tx, b: &IngestItem, deltas: &mut ByteDeltas) -> R<ItemOutcome> {
     // store
     if !b.samples.is_empty() {
         let (at, received) = (b.collected_at_ms, b.received_at_ms);
-        telemetry::append(tx, &b.tenant, &b.agent_id, at, received, &b.samples, deltas)?;
+        telemetry::append(tx, heads, &b.tenant, &b.agent_id, at, received, &b.samples, deltas)?;
     }
     put(tx, "seq window", keys::seq(&b.tenant, &b.agent_id, b.seq), &(b.body_sha256, b.received_at_ms))?;
     if b.seq > SEQ_WINDOW {

@@ -9,7 +9,7 @@ use monsys_tsdb::Agg;
 use monsys_tsdb::series::{Head, Kv, Reader};
 
 use super::keys;
-use super::telemetry::{self, TreeSource};
+use super::telemetry::{self, SharedHeads, TreeSource};
 use super::types::*;
 use crate::{Error, codec};
 
@@ -42,6 +42,7 @@ impl Stat {
 #[derive(Clone)]
 pub struct FleetReader {
     pub(crate) data: sled::Tree,
+    pub(crate) heads: SharedHeads,
 }
 
 fn decode<T: DeserializeOwned>(what: &'static str, v: &[u8]) -> Result<T, Error> {
@@ -82,10 +83,23 @@ impl FleetReader {
         self.scan("enrollment token", keys::enrollment_prefix(tenant))
     }
 
+    /// Runs `f` on the agent's series reader while holding the heads' read lock, so the
+    /// sealed blocks and the head it sees belong to the same applied entry.
+    fn series_read<T>(
+        &self,
+        tenant: &str,
+        agent: &str,
+        f: impl FnOnce(&Reader<'_, TreeSource<'_>>) -> Result<T, monsys_tsdb::series::Error<Error>>,
+    ) -> Result<T, Error> {
+        let p = telemetry::prefix(tenant, agent);
+        let heads = self.heads.read().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
+        let src = TreeSource(&self.data);
+        f(&Reader::new(&src, &p, heads.get(&p))).map_err(telemetry::read_err)
+    }
+
     /// The agent's series keys (`name{label="value",…}`); a series' id is its position.
     pub fn series(&self, tenant: &str, agent: &str) -> Result<Vec<String>, Error> {
-        let p = telemetry::prefix(tenant, agent);
-        Reader::new(&TreeSource(&self.data), &p).series().map_err(telemetry::read_err)
+        self.series_read(tenant, agent, |r| r.series())
     }
 
     /// Raw samples of series `id` collected in `[from, to)`, in time order.
@@ -97,8 +111,7 @@ impl FleetReader {
         from: u64,
         to: u64,
     ) -> Result<Vec<(u64, f64)>, Error> {
-        let p = telemetry::prefix(tenant, agent);
-        Reader::new(&TreeSource(&self.data), &p).raw(id, from, to).map_err(telemetry::read_err)
+        self.series_read(tenant, agent, |r| r.raw(id, from, to))
     }
 
     /// Rollup buckets of series `id` starting in `[from, to)` at `res` (not `Raw`).
@@ -111,10 +124,7 @@ impl FleetReader {
         from: u64,
         to: u64,
     ) -> Result<Vec<(u64, Agg)>, Error> {
-        let p = telemetry::prefix(tenant, agent);
-        Reader::new(&TreeSource(&self.data), &p)
-            .rollup(telemetry::res(res), id, from, to)
-            .map_err(telemetry::read_err)
+        self.series_read(tenant, agent, |r| r.rollup(telemetry::res(res), id, from, to))
     }
 
     /// For each agent of the tenant with samples of `metric` (any labels), its series whose
@@ -157,17 +167,29 @@ impl FleetReader {
 
     /// The agent's telemetry head: newest window and samples refused so far.
     pub fn telemetry_head(&self, tenant: &str, agent: &str) -> Result<Head, Error> {
-        let p = telemetry::prefix(tenant, agent);
-        Reader::new(&TreeSource(&self.data), &p).head().map_err(telemetry::read_err)
+        self.series_read(tenant, agent, |r| r.head())
     }
 
     /// Every stored telemetry value of an agent (keys and bytes, in key order): what replicas
     /// compare to prove they built the same blocks.
     pub fn telemetry_dump(&self, tenant: &str, agent: &str) -> Result<Vec<Kv>, Error> {
-        self.data
-            .scan_prefix(telemetry::prefix(tenant, agent))
+        let p = telemetry::prefix(tenant, agent);
+        let heads = self.heads.read().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
+        let mut out: Vec<Kv> = self
+            .data
+            .scan_prefix(&p)
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        if let Some(h) = heads.get(&p) {
+            out.push(([p.as_slice(), b"~head"].concat(), h.encode()));
+        }
+        Ok(out)
+    }
+
+    /// Agents with an open telemetry window and the bytes their head blocks hold in memory.
+    pub fn head_stats(&self) -> Result<(usize, usize), Error> {
+        let heads = self.heads.read().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
+        Ok((heads.len(), heads.values().map(|h| h.bytes()).sum()))
     }
 
     /// Stored inventory JSON and its collection time.

@@ -2,12 +2,15 @@
 //! sled transaction (writes) and tree (reads), plus the stored-bytes counters per tenant.
 //!
 //! Each agent's series live under `f/ts/<tenant>/<agent>/` (see `monsys_tsdb::series` for what
-//! is below). `f/tsz/<tenant>` holds the bytes stored per resolution, kept exact by every write
+//! is below); its open window (the head) lives in memory ([`HeadMap`]), staged per entry
+//! ([`HeadsTx`]) and published after the entry's transaction commits. `f/tsz/<tenant>` holds the bytes stored per resolution, kept exact by every write
 //! and removal (so `/metrics` never scans the data).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
-use monsys_tsdb::series::{self, Reader, Res, Source, Store, Writer};
+use monsys_tsdb::series::{self, AgentHead, Mode, Res, Source, Store, Writer};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::keys;
@@ -75,9 +78,10 @@ struct TxStore<'a>(&'a TransactionalTree);
 
 impl Store for TxStore<'_> {
     type Error = ConflictableTransactionError<Error>;
+    type Value = sled::IVec;
 
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Self::Error> {
-        Ok(self.0.get(key)?.map(|v| v.to_vec()))
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, Self::Error> {
+        Ok(self.0.get(key)?)
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<usize, Self::Error> {
@@ -95,9 +99,108 @@ fn layout_err(e: series::Error<ConflictableTransactionError<Error>>) -> Conflict
     }
 }
 
-/// Appends one stored batch's samples. Returns the samples refused.
+/// Every agent's head (open window), by key prefix: memory only, carried by snapshots and
+/// rebuilt from the log after a restart (`StateMachineStore::recover`).
+pub type HeadMap = BTreeMap<Vec<u8>, AgentHead>;
+
+/// The heads shared by the state machine (writer) and its readers.
+pub type SharedHeads = Arc<RwLock<HeadMap>>;
+
+/// Head changes staged while one entry applies, published once its transaction committed (a
+/// failed apply changes no head; a retried transaction starts from a clean stage).
+pub(crate) struct HeadsTx<'a> {
+    base: &'a HeadMap,
+    staged: RefCell<BTreeMap<Vec<u8>, Option<AgentHead>>>,
+}
+
+impl<'a> HeadsTx<'a> {
+    pub(crate) fn new(base: &'a HeadMap) -> Self {
+        HeadsTx { base, staged: RefCell::new(BTreeMap::new()) }
+    }
+
+    /// Drops what a previous run of the same transaction staged.
+    pub(crate) fn reset(&self) {
+        self.staged.borrow_mut().clear();
+    }
+
+    fn get(&self, prefix: &[u8]) -> Option<AgentHead> {
+        match self.staged.borrow().get(prefix) {
+            Some(staged) => staged.clone(),
+            None => self.base.get(prefix).cloned(),
+        }
+    }
+
+    fn set(&self, prefix: Vec<u8>, head: Option<AgentHead>) {
+        self.staged.borrow_mut().insert(prefix, head);
+    }
+
+    /// Prefixes of heads whose window ended by `before_ms`, in key order.
+    fn idle(&self, before_ms: u64) -> Vec<Vec<u8>> {
+        let staged = self.staged.borrow();
+        let mut all: BTreeMap<&Vec<u8>, Option<&AgentHead>> =
+            self.base.iter().map(|(k, h)| (k, Some(h))).collect();
+        for (k, h) in staged.iter() {
+            all.insert(k, h.as_ref());
+        }
+        all.into_iter()
+            .filter(|(_, h)| {
+                h.is_some_and(|h| !h.blocks.is_empty() && h.window + series::WINDOW_MS <= before_ms)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The staged changes, to publish with [`Staged::publish`] once the base is free.
+    pub(crate) fn finish(self) -> Staged {
+        Staged(self.staged.into_inner())
+    }
+}
+
+/// Head changes of one applied entry.
+pub(crate) struct Staged(BTreeMap<Vec<u8>, Option<AgentHead>>);
+
+impl Staged {
+    /// Applies the changes to `heads`.
+    pub(crate) fn publish(self, heads: &mut HeadMap) {
+        for (prefix, head) in self.0 {
+            match head {
+                Some(h) => heads.insert(prefix, h),
+                None => heads.remove(&prefix),
+            };
+        }
+    }
+}
+
+/// Appends one stored batch's samples to the agent's head. Returns the samples refused.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write<S: Store>(
+    store: &mut S,
+    heads: &HeadsTx<'_>,
+    mode: Mode,
+    tenant: &str,
+    agent: &str,
+    collected_at_ms: u64,
+    received_at_ms: u64,
+    samples: &[(String, f64)],
+    deltas: &mut ByteDeltas,
+) -> Result<u32, series::Error<S::Error>> {
+    let p = prefix(tenant, agent);
+    let w = Writer::new(store, &p, heads.get(&p), mode);
+    let (out, head) = if collected_at_ms > received_at_ms.saturating_add(MAX_FUTURE_MS) {
+        w.refuse(samples.len() as u32)?
+    } else {
+        w.append(collected_at_ms, samples)?
+    };
+    heads.set(p, head);
+    deltas.add(tenant, out.bytes);
+    Ok(out.refused)
+}
+
+/// [`write`] inside the apply transaction.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn append(
     tx: &TransactionalTree,
+    heads: &HeadsTx<'_>,
     tenant: &str,
     agent: &str,
     collected_at_ms: u64,
@@ -105,32 +208,64 @@ pub(crate) fn append(
     samples: &[(String, f64)],
     deltas: &mut ByteDeltas,
 ) -> R<u32> {
-    let p = prefix(tenant, agent);
     let mut store = TxStore(tx);
-    let w = Writer::new(&mut store, &p);
-    let out = if collected_at_ms > received_at_ms.saturating_add(MAX_FUTURE_MS) {
-        w.refuse(samples.len() as u32)
-    } else {
-        w.append(collected_at_ms, samples)
-    }
-    .map_err(layout_err)?;
-    deltas.add(tenant, out.bytes);
-    Ok(out.refused)
+    write(&mut store, heads, Mode::Apply, tenant, agent, collected_at_ms, received_at_ms, samples, deltas)
+        .map_err(layout_err)
 }
 
-/// Seals an idle agent's head window (its rollups become stored, not computed on read).
-pub(crate) fn seal_idle(
+/// Seals the heads whose window ended by `before_ms` (idle agents): their rollups become
+/// stored instead of computed on read.
+pub(crate) fn seal_idle<S: Store>(
+    store: &mut S,
+    heads: &HeadsTx<'_>,
+    mode: Mode,
+    before_ms: u64,
+    deltas: &mut ByteDeltas,
+) -> Result<(), series::Error<S::Error>> {
+    for p in heads.idle(before_ms) {
+        let (out, head) = Writer::new(store, &p, heads.get(&p), mode).seal_idle(before_ms)?;
+        heads.set(p.clone(), head);
+        if let Some(tenant) = tenant_of(&p) {
+            deltas.add(tenant, out.bytes);
+        }
+    }
+    Ok(())
+}
+
+/// [`seal_idle`] inside the apply transaction.
+pub(crate) fn seal_idle_tx(
     tx: &TransactionalTree,
-    tenant: &str,
-    agent: &str,
+    heads: &HeadsTx<'_>,
     before_ms: u64,
     deltas: &mut ByteDeltas,
 ) -> R<()> {
-    let p = prefix(tenant, agent);
-    let mut store = TxStore(tx);
-    let out = Writer::new(&mut store, &p).seal_idle(before_ms).map_err(layout_err)?;
-    deltas.add(tenant, out.bytes);
-    Ok(())
+    seal_idle(&mut TxStore(tx), heads, Mode::Apply, before_ms, deltas).map_err(layout_err)
+}
+
+/// Drops an agent's head (agent deletion).
+pub(crate) fn drop_head(heads: &HeadsTx<'_>, tenant: &str, agent: &str) {
+    heads.set(prefix(tenant, agent), None);
+}
+
+/// The tenant of a series prefix `f/ts/<tenant>/<agent>/`.
+fn tenant_of(prefix: &[u8]) -> Option<&str> {
+    std::str::from_utf8(prefix.strip_prefix(b"f/ts/")?).ok()?.split('/').next()
+}
+
+/// The store of a replay: reads the tree, never writes (a replay writes nothing).
+pub(crate) struct ReplayStore<'a>(pub(crate) &'a sled::Tree);
+
+impl Store for ReplayStore<'_> {
+    type Error = Error;
+    type Value = sled::IVec;
+
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, Error> {
+        Ok(self.0.get(key)?)
+    }
+
+    fn put(&mut self, _key: Vec<u8>, _value: Vec<u8>) -> Result<usize, Error> {
+        Err(Error::Corrupt("a telemetry replay tried to write".into()))
+    }
 }
 
 /// A key a range-deleting command removes, and the counter it counts against.
@@ -193,13 +328,6 @@ pub(crate) fn scan_expired(
     Ok(())
 }
 
-/// Whether the agent's head window ended before `before_ms` (sealing it would change it).
-pub(crate) fn head_idle(data: &sled::Tree, tenant: &str, agent: &str, before_ms: u64) -> Result<bool, Error> {
-    let p = prefix(tenant, agent);
-    let head = Reader::new(&TreeSource(data), &p).head().map_err(read_err)?;
-    Ok(head.window.is_some_and(|h| h + series::WINDOW_MS <= before_ms))
-}
-
 /// The layout's read source over the data tree.
 pub(crate) struct TreeSource<'a>(pub(crate) &'a sled::Tree);
 
@@ -218,6 +346,7 @@ impl Source for TreeSource<'_> {
     }
 }
 
+/// Maps a layout error of a read.
 pub(crate) fn read_err(e: series::Error<Error>) -> Error {
     match e {
         series::Error::Store(e) => e,

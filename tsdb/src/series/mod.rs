@@ -5,13 +5,14 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `P d` | series dictionary: the series keys, id = position |
-//! | `P h` | head: start of the newest window, samples refused so far |
-//! | `P r <window be64> <shard be32>` | raw block (head form for the head window, else sealed) |
+//! | `P m` | meta: samples refused so far and the series dictionary (id = position) |
+//! | `P r <window be64> <shard be32>` | sealed raw block of a window |
 //! | `P a\|b\|c <span be64> <shard be32>` | rollup block at 1m / 5m / 1h |
 //!
-//! Samples go to the raw block of their [`WINDOW_MS`] window. A sample in a window after the
-//! head's seals the head first: its raw blocks are rewritten without encoder state and their
+//! Samples go to the raw block of their [`WINDOW_MS`] window. The newest window's blocks (the
+//! head, [`AgentHead`]) live in memory with their encoder state, so an append writes nothing to
+//! the store; the caller keeps heads durable (the Raft log and snapshots). A sample in a window
+//! after the head's seals the head first: its blocks are stored without encoder state and their
 //! 1m/5m/1h aggregates are merged into the rollup blocks. A sample in an older window (a late
 //! one) is inserted into that window's sealed block and merged into the rollups directly, so
 //! every sample is stored in time order whatever order it arrives in; samples older than the
@@ -25,7 +26,7 @@ use std::collections::BTreeMap;
 
 use crate::ChunkError;
 use crate::bits::{get_bytes, get_varint, put_varint};
-use crate::block::{self, RawBlock, RollupBlock, SHARD_WIDTH, shard_of};
+use crate::block::{self, RawBlock, RollupBlock, shard_of};
 use crate::rollup::{self, Agg};
 
 /// Width of a raw window (one raw block per shard), ms.
@@ -88,14 +89,9 @@ impl Res {
     }
 }
 
-/// Key of the series dictionary.
-pub fn dict_key(prefix: &[u8]) -> Vec<u8> {
-    [prefix, b"d"].concat()
-}
-
-/// Key of the head record.
-pub fn head_key(prefix: &[u8]) -> Vec<u8> {
-    [prefix, b"h"].concat()
+/// Key of the agent's meta record: head window, refused samples, series dictionary.
+pub fn meta_key(prefix: &[u8]) -> Vec<u8> {
+    [prefix, b"m"].concat()
 }
 
 /// Key of a block of `res` starting at `start` for `shard`.
@@ -134,8 +130,10 @@ fn align(ts: u64, w: u64) -> u64 {
 pub trait Store {
     /// The store's error.
     type Error;
+    /// A value read (owned, so a read never copies more than the store does).
+    type Value: AsRef<[u8]>;
     /// Reads a value.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Self::Error>;
+    fn get(&self, key: &[u8]) -> Result<Option<Self::Value>, Self::Error>;
     /// Writes a value; returns the length of the value it replaced (0 if none).
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<usize, Self::Error>;
 }
@@ -173,64 +171,145 @@ pub struct Head {
     pub refused: u64,
 }
 
-impl Head {
-    fn decode(bytes: &[u8]) -> Result<Head, ChunkError> {
-        let mut pos = 0;
-        let flag = get_bytes(bytes, &mut pos, 1)?[0];
-        let window = get_varint(bytes, &mut pos)?;
-        let refused = get_varint(bytes, &mut pos)?;
-        Ok(Head { window: (flag == 1).then_some(window), refused })
+/// The open (head) window of one agent, kept in memory by the caller: its start and the head
+/// block of each shard that has samples in it. Rebuilt after a restart from the latest
+/// snapshot (which carries heads) and the log entries after it ([`Mode::Replay`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentHead {
+    /// Start of the head window.
+    pub window: u64,
+    /// Head blocks by shard ([`block::append_to_head`] form).
+    pub blocks: BTreeMap<u32, Vec<u8>>,
+}
+
+impl AgentHead {
+    /// Encodes the head (snapshot form).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes() + 16);
+        put_varint(&mut out, self.window);
+        put_varint(&mut out, self.blocks.len() as u64);
+        for (shard, b) in &self.blocks {
+            put_varint(&mut out, u64::from(*shard));
+            put_varint(&mut out, b.len() as u64);
+            out.extend_from_slice(b);
+        }
+        out
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut out = vec![u8::from(self.window.is_some())];
-        put_varint(&mut out, self.window.unwrap_or(0));
-        put_varint(&mut out, self.refused);
-        out
+    /// Decodes a head written by [`AgentHead::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<AgentHead, ChunkError> {
+        let mut pos = 0;
+        let window = get_varint(bytes, &mut pos)?;
+        let n = get_varint(bytes, &mut pos)? as usize;
+        let mut blocks = BTreeMap::new();
+        for _ in 0..n {
+            let shard =
+                u32::try_from(get_varint(bytes, &mut pos)?).map_err(|_| ChunkError::Corrupt("shard"))?;
+            let len = get_varint(bytes, &mut pos)? as usize;
+            let b = get_bytes(bytes, &mut pos, len)?;
+            RawBlock::decode(b)?; // validate
+            blocks.insert(shard, b.to_vec());
+        }
+        if pos != bytes.len() {
+            return Err(ChunkError::Corrupt("trailing bytes after head"));
+        }
+        Ok(AgentHead { window, blocks })
+    }
+
+    /// Bytes held by the head blocks.
+    pub fn bytes(&self) -> usize {
+        self.blocks.values().map(Vec::len).sum()
     }
 }
 
-/// Decodes a series dictionary.
-pub fn decode_dict(bytes: &[u8]) -> Result<Vec<String>, ChunkError> {
+/// Whether a writer applies a batch for the first time or replays it after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// First application: heads change and the store is written.
+    Apply,
+    /// Rebuilding heads from the log after a restart: the store already holds every write of
+    /// the replayed entries, so only the head changes (nothing is written).
+    Replay,
+}
+
+/// Parses a meta record: the refused count and the series keys (borrowed from `bytes`).
+pub fn parse_meta(bytes: &[u8]) -> Result<(u64, Vec<&str>), ChunkError> {
     let mut pos = 0;
+    let refused = get_varint(bytes, &mut pos)?;
     let n = get_varint(bytes, &mut pos)? as usize;
-    let mut out = Vec::with_capacity(n.min(MAX_SERIES));
+    let mut names = Vec::with_capacity(n.min(MAX_SERIES));
     for _ in 0..n {
         let len = get_varint(bytes, &mut pos)? as usize;
         let s = get_bytes(bytes, &mut pos, len)?;
-        out.push(String::from_utf8(s.to_vec()).map_err(|_| ChunkError::Corrupt("series key is not UTF-8"))?);
+        names.push(std::str::from_utf8(s).map_err(|_| ChunkError::Corrupt("series key is not UTF-8"))?);
     }
-    Ok(out)
+    Ok((refused, names))
 }
 
-fn encode_dict(keys: &[String]) -> Vec<u8> {
+fn encode_meta(refused: u64, names: &[&str], added: &[String]) -> Vec<u8> {
     let mut out = Vec::new();
-    put_varint(&mut out, keys.len() as u64);
-    for k in keys {
+    put_varint(&mut out, refused);
+    put_varint(&mut out, (names.len() + added.len()) as u64);
+    for k in names.iter().copied().chain(added.iter().map(String::as_str)) {
         put_varint(&mut out, k.len() as u64);
         out.extend_from_slice(k.as_bytes());
     }
     out
 }
 
-/// One agent's series over a store: the write path.
+/// Ids of the samples' series: the position in `names`, else in `added` (registered here,
+/// `None` past [`MAX_SERIES`]). Agents send their series in the same order every time, so the
+/// next name is tried first and the index is built only on a miss.
+fn assign_ids<'n>(names: &[&'n str], added: &mut Vec<String>, samples: &[(String, f64)]) -> Vec<Option<u32>> {
+    let mut index: Option<BTreeMap<&'n str, usize>> = None;
+    let mut guess = 0usize;
+    let mut ids = Vec::with_capacity(samples.len());
+    for (name, _) in samples {
+        let id = if names.get(guess) == Some(&name.as_str()) {
+            Some(guess)
+        } else {
+            let idx = index.get_or_insert_with(|| names.iter().enumerate().map(|(i, n)| (*n, i)).collect());
+            idx.get(name.as_str()).copied().or_else(|| match added.iter().position(|a| a == name) {
+                Some(p) => Some(names.len() + p),
+                None if names.len() + added.len() < MAX_SERIES => {
+                    added.push(name.clone());
+                    Some(names.len() + added.len() - 1)
+                }
+                None => None,
+            })
+        };
+        if let Some(i) = id {
+            guess = i + 1;
+        }
+        ids.push(id.map(|i| i as u32));
+    }
+    ids
+}
+
+/// One agent's series: the write path, over the store (sealed and rollup blocks, meta) and the
+/// agent's in-memory head.
 pub struct Writer<'a, S: Store> {
     store: &'a mut S,
     prefix: &'a [u8],
+    head: Option<AgentHead>,
+    mode: Mode,
     out: Appended,
 }
 
 impl<'a, S: Store> Writer<'a, S> {
-    /// A writer for the agent whose keys start with `prefix`.
-    pub fn new(store: &'a mut S, prefix: &'a [u8]) -> Self {
-        Writer { store, prefix, out: Appended::default() }
+    /// A writer for the agent whose keys start with `prefix` and whose head is `head`.
+    pub fn new(store: &'a mut S, prefix: &'a [u8], head: Option<AgentHead>, mode: Mode) -> Self {
+        Writer { store, prefix, head, mode, out: Appended::default() }
     }
 
-    fn get(&self, key: &[u8]) -> R<Option<Vec<u8>>, S::Error> {
+    fn get(&self, key: &[u8]) -> R<Option<S::Value>, S::Error> {
         self.store.get(key).map_err(Error::Store)
     }
 
     fn put(&mut self, res: Option<Res>, key: Vec<u8>, value: Vec<u8>) -> R<(), S::Error> {
+        if self.mode == Mode::Replay {
+            return Ok(());
+        }
         let new = (key.len() + value.len()) as i64;
         let klen = key.len() as i64;
         let old = self.store.put(key, value).map_err(Error::Store)? as i64;
@@ -240,14 +319,23 @@ impl<'a, S: Store> Writer<'a, S> {
         Ok(())
     }
 
-    /// Appends the samples of one batch collected at `ts`.
-    pub fn append(mut self, ts: u64, samples: &[(String, f64)]) -> R<Appended, S::Error> {
+    /// Appends the samples of one batch collected at `ts`. Returns what it did and the head.
+    pub fn append(
+        mut self,
+        ts: u64,
+        samples: &[(String, f64)],
+    ) -> R<(Appended, Option<AgentHead>), S::Error> {
         if samples.is_empty() {
-            return Ok(self.out);
+            return Ok((self.out, self.head));
         }
-        let ids = self.series_ids(samples)?;
-        let mut head = self.head()?;
-        let window = align(ts, WINDOW_MS);
+        let key = meta_key(self.prefix);
+        let raw = self.get(&key)?;
+        let (refused, names) = match &raw {
+            Some(b) => parse_meta(b.as_ref())?,
+            None => (0, Vec::new()),
+        };
+        let mut added = Vec::new();
+        let ids = assign_ids(&names, &mut added, samples);
         let mut by_shard: BTreeMap<u32, Vec<(u32, f64)>> = BTreeMap::new();
         for (id, (_, v)) in ids.iter().zip(samples) {
             match id {
@@ -255,108 +343,91 @@ impl<'a, S: Store> Writer<'a, S> {
                 None => self.out.refused += 1,
             }
         }
-        match head.window {
+        let window = align(ts, WINDOW_MS);
+        match self.head.as_ref().map(|h| h.window) {
             Some(h) if window < h => {
                 for (shard, points) in by_shard {
                     self.insert_late(window, shard, ts, &points)?;
                 }
             }
             current => {
-                if let Some(h) = current.filter(|h| *h < window) {
-                    self.seal(h)?;
+                if current.is_some_and(|h| h < window) {
+                    self.seal()?;
                 }
-                head.window = Some(window);
+                let head = self.head.get_or_insert_with(|| AgentHead { window, blocks: BTreeMap::new() });
+                head.window = window;
                 for (shard, points) in by_shard {
-                    self.append_head(window, shard, ts, &points)?;
+                    self.append_head(shard, ts, &points)?;
                 }
             }
         }
-        head.refused += u64::from(self.out.refused);
-        self.put(None, head_key(self.prefix), head.encode())?;
-        Ok(self.out)
+        if self.out.refused > 0 || !added.is_empty() {
+            let meta = encode_meta(refused + u64::from(self.out.refused), &names, &added);
+            self.put(None, key, meta)?;
+        }
+        Ok((self.out, self.head))
     }
 
-    /// Seals the head window if it started before `before` (an idle agent's last window).
-    pub fn seal_idle(mut self, before: u64) -> R<Appended, S::Error> {
-        let mut head = self.head()?;
-        if let Some(h) = head.window.filter(|h| h + WINDOW_MS <= before) {
-            self.seal(h)?;
-            // the next sample opens a new head; a late one for `h` goes to the sealed block
-            head.window = Some(h + WINDOW_MS);
-            self.put(None, head_key(self.prefix), head.encode())?;
+    /// Seals the head window if it ended by `before` (an idle agent's last window); the head
+    /// then only marks the next window, so a late sample for the sealed one goes to its block.
+    pub fn seal_idle(mut self, before: u64) -> R<(Appended, Option<AgentHead>), S::Error> {
+        if let Some(h) = self.head.as_ref().map(|h| h.window).filter(|h| h + WINDOW_MS <= before) {
+            self.seal()?;
+            self.head = Some(AgentHead { window: h + WINDOW_MS, blocks: BTreeMap::new() });
         }
-        Ok(self.out)
+        Ok((self.out, self.head))
     }
 
     /// Counts `n` samples refused by the caller (e.g. collected too far in the future).
-    pub fn refuse(mut self, n: u32) -> R<Appended, S::Error> {
-        let mut head = self.head()?;
-        head.refused += u64::from(n);
+    pub fn refuse(mut self, n: u32) -> R<(Appended, Option<AgentHead>), S::Error> {
+        let key = meta_key(self.prefix);
+        let raw = self.get(&key)?;
+        let (refused, names) = match &raw {
+            Some(b) => parse_meta(b.as_ref())?,
+            None => (0, Vec::new()),
+        };
+        let meta = encode_meta(refused + u64::from(n), &names, &[]);
+        self.put(None, key, meta)?;
         self.out.refused = n;
-        self.put(None, head_key(self.prefix), head.encode())?;
-        Ok(self.out)
+        Ok((self.out, self.head))
     }
 
-    fn head(&self) -> R<Head, S::Error> {
-        Ok(self.get(&head_key(self.prefix))?.map(|b| Head::decode(&b)).transpose()?.unwrap_or_default())
-    }
-
-    /// Ids of the samples' series, registering new ones (`None` past [`MAX_SERIES`]).
-    fn series_ids(&mut self, samples: &[(String, f64)]) -> R<Vec<Option<u32>>, S::Error> {
-        let key = dict_key(self.prefix);
-        let mut dict = self.get(&key)?.map(|b| decode_dict(&b)).transpose()?.unwrap_or_default();
-        let mut index: BTreeMap<&str, u32> = BTreeMap::new();
-        for (i, k) in dict.iter().enumerate() {
-            index.insert(k, i as u32);
-        }
-        let mut added: Vec<String> = Vec::new();
-        let mut ids = Vec::with_capacity(samples.len());
-        for (name, _) in samples {
-            let id = match index.get(name.as_str()) {
-                Some(id) => Some(*id),
-                None => match added.iter().position(|a| a == name) {
-                    Some(p) => Some((dict.len() + p) as u32),
-                    None if dict.len() + added.len() < MAX_SERIES => {
-                        added.push(name.clone());
-                        Some((dict.len() + added.len() - 1) as u32)
-                    }
-                    None => None,
-                },
-            };
-            ids.push(id);
-        }
-        if !added.is_empty() {
-            drop(index);
-            dict.extend(added);
-            self.put(None, key, encode_dict(&dict))?;
-        }
-        Ok(ids)
-    }
-
-    /// A raw block and the length of its stored value.
+    /// A sealed raw block and the length of its stored value.
     fn raw_block(&self, key: &[u8]) -> R<(RawBlock, usize), S::Error> {
         match self.get(key)? {
-            Some(b) => Ok((RawBlock::decode(&b)?, b.len())),
+            Some(b) => Ok((RawBlock::decode(b.as_ref())?, b.as_ref().len())),
             None => Ok((RawBlock::default(), 0)),
         }
     }
 
-    fn append_head(&mut self, window: u64, shard: u32, ts: u64, points: &[(u32, f64)]) -> R<(), S::Error> {
-        let key = block_key(self.prefix, Res::Raw, window, shard);
-        let (mut blk, len) = self.raw_block(&key)?;
-        let budget_ok = len < BLOCK_BUDGET_BYTES;
-        for (id, v) in points {
-            if !budget_ok {
-                self.out.refused += 1;
-                continue;
-            }
-            blk.insert(*id, ts, *v)?;
-            self.out.stored += 1;
+    fn append_head(&mut self, shard: u32, ts: u64, points: &[(u32, f64)]) -> R<(), S::Error> {
+        let head = self.head.as_mut().expect("append_head runs with a head");
+        let old = head.blocks.get(&shard);
+        if old.is_some_and(|b| b.len() >= BLOCK_BUDGET_BYTES) {
+            self.out.refused += points.len() as u32;
+            return Ok(());
         }
-        self.put(Some(Res::Raw), key, blk.encode(false))
+        let bytes = match block::append_to_head(old.map(Vec::as_slice), ts, points)? {
+            Some(bytes) => bytes,
+            None => {
+                // a sample older than its series' last one: re-encode in time order
+                let mut blk = old.map(|b| RawBlock::decode(b)).transpose()?.unwrap_or_default();
+                for (id, v) in points {
+                    blk.insert(*id, ts, *v)?;
+                }
+                blk.encode(false)
+            }
+        };
+        head.blocks.insert(shard, bytes);
+        self.out.stored += points.len() as u32;
+        Ok(())
     }
 
     fn insert_late(&mut self, window: u64, shard: u32, ts: u64, points: &[(u32, f64)]) -> R<(), S::Error> {
+        if self.mode == Mode::Replay {
+            self.out.stored += points.len() as u32;
+            return Ok(()); // the sealed and rollup blocks already hold it
+        }
         let key = block_key(self.prefix, Res::Raw, window, shard);
         let (mut blk, len) = self.raw_block(&key)?;
         if len >= BLOCK_BUDGET_BYTES {
@@ -377,23 +448,26 @@ impl<'a, S: Store> Writer<'a, S> {
         Ok(())
     }
 
-    /// Seals the head window `window`: raw blocks lose their encoder state, rollups get its
-    /// aggregates.
-    fn seal(&mut self, window: u64) -> R<(), S::Error> {
-        let series =
-            self.get(&dict_key(self.prefix))?.map(|b| decode_dict(&b)).transpose()?.unwrap_or_default();
-        let shards = (series.len() as u32).div_ceil(SHARD_WIDTH);
-        for shard in 0..shards {
-            let key = block_key(self.prefix, Res::Raw, window, shard);
-            let Some(bytes) = self.get(&key)? else { continue };
-            let blk = RawBlock::decode(&bytes)?;
+    /// Seals the head: its blocks are stored without encoder state and its aggregates merged
+    /// into the rollup blocks; the head is left empty.
+    fn seal(&mut self) -> R<(), S::Error> {
+        let Some(head) = self.head.take() else { return Ok(()) };
+        if self.mode == Mode::Replay {
+            return Ok(());
+        }
+        for (shard, bytes) in &head.blocks {
+            let blk = RawBlock::decode(bytes)?;
             let samples: Vec<(u32, Vec<(u64, f64)>)> =
                 blk.series.iter().map(|(id, c)| (*id, c.samples())).collect();
-            self.put(Some(Res::Raw), key, blk.encode(true))?;
+            self.put(
+                Some(Res::Raw),
+                block_key(self.prefix, Res::Raw, head.window, *shard),
+                blk.encode(true),
+            )?;
             for res in Res::ROLLUPS {
                 let add: Vec<(u32, Vec<(u64, Agg)>)> =
                     samples.iter().map(|(id, s)| (*id, rollup::downsample(s, res.width_ms()))).collect();
-                self.merge_rollups(res, align(window, res.span_ms()), shard, &add)?;
+                self.merge_rollups(res, align(head.window, res.span_ms()), *shard, &add)?;
             }
         }
         Ok(())
@@ -408,7 +482,7 @@ impl<'a, S: Store> Writer<'a, S> {
     ) -> R<(), S::Error> {
         let key = block_key(self.prefix, res, span, shard);
         let mut blk: RollupBlock =
-            self.get(&key)?.map(|b| block::decode_rollup(&b)).transpose()?.unwrap_or_default();
+            self.get(&key)?.map(|b| block::decode_rollup(b.as_ref())).transpose()?.unwrap_or_default();
         for (id, buckets) in add {
             block::merge_rollup(&mut blk, *id, buckets);
         }
@@ -421,6 +495,9 @@ impl<'a, S: Store> Writer<'a, S> {
         self.put(Some(res), key, bytes)
     }
 }
+
+/// Samples in time order.
+pub type Samples = Vec<(u64, f64)>;
 
 /// A stored key and its value.
 pub type Kv = (Vec<u8>, Vec<u8>);
@@ -435,28 +512,38 @@ pub trait Source {
     fn range(&self, start: &[u8], end: &[u8]) -> Result<Vec<Kv>, Self::Error>;
 }
 
-/// One agent's series over a store: the read path.
+/// One agent's series: the read path, over the store and the agent's head.
 pub struct Reader<'a, S: Source> {
     src: &'a S,
     prefix: &'a [u8],
+    head: Option<&'a AgentHead>,
 }
 
 impl<'a, S: Source> Reader<'a, S> {
-    /// A reader for the agent whose keys start with `prefix`.
-    pub fn new(src: &'a S, prefix: &'a [u8]) -> Self {
-        Reader { src, prefix }
+    /// A reader for the agent whose keys start with `prefix` and whose head is `head`.
+    pub fn new(src: &'a S, prefix: &'a [u8], head: Option<&'a AgentHead>) -> Self {
+        Reader { src, prefix, head }
     }
 
     /// The agent's series keys; a series' id is its position.
     pub fn series(&self) -> R<Vec<String>, S::Error> {
-        let raw = self.src.get(&dict_key(self.prefix)).map_err(Error::Store)?;
-        Ok(raw.map(|b| decode_dict(&b)).transpose()?.unwrap_or_default())
+        let raw = self.src.get(&meta_key(self.prefix)).map_err(Error::Store)?;
+        let Some(bytes) = raw else { return Ok(Vec::new()) };
+        Ok(parse_meta(&bytes)?.1.into_iter().map(str::to_string).collect())
     }
 
     /// The head record.
     pub fn head(&self) -> R<Head, S::Error> {
-        let raw = self.src.get(&head_key(self.prefix)).map_err(Error::Store)?;
-        Ok(raw.map(|b| Head::decode(&b)).transpose()?.unwrap_or_default())
+        let raw = self.src.get(&meta_key(self.prefix)).map_err(Error::Store)?;
+        let refused = raw.map(|b| parse_meta(&b).map(|m| m.0)).transpose()?.unwrap_or(0);
+        Ok(Head { window: self.head.map(|h| h.window), refused })
+    }
+
+    /// The head window's samples of series `id`, if the head has any.
+    fn head_series(&self, id: u32) -> R<Option<(u64, Samples)>, S::Error> {
+        let Some(h) = self.head else { return Ok(None) };
+        let Some(bytes) = h.blocks.get(&shard_of(id)) else { return Ok(None) };
+        Ok(block::raw_series(bytes, id)?.map(|s| (h.window, s)))
     }
 
     /// Raw samples of series `id` with `from <= ts < to`, in time order.
@@ -466,6 +553,10 @@ impl<'a, S: Source> Reader<'a, S> {
             if let Some(s) = block::raw_series(&bytes, id)? {
                 out.extend(s.into_iter().filter(|(t, _)| (from..to).contains(t)));
             }
+        }
+        if let Some((_, s)) = self.head_series(id)? {
+            // the head window is after every sealed block
+            out.extend(s.into_iter().filter(|(t, _)| (from..to).contains(t)));
         }
         Ok(out)
     }
@@ -480,17 +571,15 @@ impl<'a, S: Source> Reader<'a, S> {
                 out.extend(b.into_iter().filter(|(t, _)| (from..to).contains(t)));
             }
         }
-        if let Some(h) = self.head()?.window.filter(|h| *h + WINDOW_MS > from && *h < to) {
-            let key = block_key(self.prefix, Res::Raw, h, shard_of(id));
-            if let Some(bytes) = self.src.get(&key).map_err(Error::Store)?
-                && let Some(s) = block::raw_series(&bytes, id)?
-            {
-                let head: Vec<(u64, Agg)> = rollup::downsample(&s, res.width_ms())
-                    .into_iter()
-                    .filter(|(t, _)| (from..to).contains(t))
-                    .collect();
-                crate::aggs::merge_into(&mut out, &head);
-            }
+        if let Some((w, s)) = self.head_series(id)?
+            && w + WINDOW_MS > from
+            && w < to
+        {
+            let head: Vec<(u64, Agg)> = rollup::downsample(&s, res.width_ms())
+                .into_iter()
+                .filter(|(t, _)| (from..to).contains(t))
+                .collect();
+            crate::aggs::merge_into(&mut out, &head);
         }
         Ok(out)
     }

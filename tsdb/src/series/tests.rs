@@ -14,6 +14,7 @@ pub(crate) struct Mem(pub BTreeMap<Vec<u8>, Vec<u8>>);
 
 impl Store for Mem {
     type Error = std::convert::Infallible;
+    type Value = Vec<u8>;
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Self::Error> {
         Ok(self.0.get(key).cloned())
     }
@@ -42,14 +43,32 @@ fn series_name(i: usize) -> String {
     format!("m{}{{core=\"{i}\"}}", i % 3)
 }
 
-fn apply(store: &mut Mem, batches: &[Batch]) -> Vec<Appended> {
-    batches
-        .iter()
-        .map(|(off, vals)| {
-            let samples: Vec<(String, f64)> = vals.iter().map(|(i, v)| (series_name(*i), *v)).collect();
-            Writer::new(store, P).append(T0 + off, &samples).unwrap()
-        })
-        .collect()
+/// One agent: its store and its in-memory head.
+#[derive(Default, Clone, PartialEq, Eq, Debug)]
+struct Agent {
+    store: Mem,
+    head: Option<AgentHead>,
+}
+
+impl Agent {
+    fn write(&mut self, mode: Mode, ts: u64, samples: &[(String, f64)]) -> Appended {
+        let (out, head) =
+            Writer::new(&mut self.store, P, self.head.take(), mode).append(ts, samples).unwrap();
+        self.head = head;
+        out
+    }
+
+    fn reader(&self) -> Reader<'_, Mem> {
+        Reader::new(&self.store, P, self.head.as_ref())
+    }
+}
+
+fn samples_of(vals: &[(usize, f64)]) -> Vec<(String, f64)> {
+    vals.iter().map(|(i, v)| (series_name(*i), *v)).collect()
+}
+
+fn apply(agent: &mut Agent, batches: &[Batch]) -> Vec<Appended> {
+    batches.iter().map(|(off, vals)| agent.write(Mode::Apply, T0 + off, &samples_of(vals))).collect()
 }
 
 /// The model: each series' samples sorted by time, ties in arrival order.
@@ -96,8 +115,8 @@ fn batches(values: impl Strategy<Value = f64> + Clone) -> impl Strategy<Value = 
     })
 }
 
-fn all_raw(store: &Mem) -> BTreeMap<String, Vec<(u64, f64)>> {
-    let r = Reader::new(store, P);
+fn all_raw(agent: &Agent) -> BTreeMap<String, Vec<(u64, f64)>> {
+    let r = agent.reader();
     r.series()
         .unwrap()
         .into_iter()
@@ -111,10 +130,10 @@ proptest! {
 
     #[test]
     fn every_sample_reads_back_bit_exact_in_time_order(b in batches(any::<f64>())) {
-        let mut store = Mem::default();
-        let appended = apply(&mut store, &b);
+        let mut agent = Agent::default();
+        let appended = apply(&mut agent, &b);
         prop_assert!(appended.iter().all(|a| a.refused == 0));
-        let got = all_raw(&store);
+        let got = all_raw(&agent);
         let want = model(&b);
         prop_assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
         for (k, s) in &want {
@@ -124,9 +143,9 @@ proptest! {
 
     #[test]
     fn rollups_equal_a_naive_recomputation(b in batches(-1e6f64..1e6)) {
-        let mut store = Mem::default();
-        apply(&mut store, &b);
-        let r = Reader::new(&store, P);
+        let mut agent = Agent::default();
+        apply(&mut agent, &b);
+        let r = agent.reader();
         let ids: BTreeMap<String, u32> =
             r.series().unwrap().into_iter().enumerate().map(|(i, n)| (n, i as u32)).collect();
         for (name, samples) in model(&b) {
@@ -145,22 +164,36 @@ proptest! {
 
     #[test]
     fn replicas_write_identical_bytes_and_sealing_idle_heads_keeps_data(b in batches(-1e3f64..1e3)) {
-        let (mut x, mut y) = (Mem::default(), Mem::default());
+        let (mut x, mut y) = (Agent::default(), Agent::default());
         apply(&mut x, &b);
         apply(&mut y, &b);
         prop_assert_eq!(&x, &y);
         let before = all_raw(&x);
-        Writer::new(&mut x, P).seal_idle(u64::MAX).unwrap();
+        let (_, head) = Writer::new(&mut x.store, P, x.head.take(), Mode::Apply).seal_idle(u64::MAX).unwrap();
+        x.head = head;
         prop_assert_eq!(all_raw(&x), before);
-        let head = Reader::new(&x, P).head().unwrap();
-        let key = block_key(P, Res::Raw, head.window.unwrap() - WINDOW_MS, 0);
-        prop_assert!(x.0.get(&key).is_none_or(|v| v[0] == 1), "sealed");
+        prop_assert!(x.head.as_ref().is_some_and(|h| h.blocks.is_empty()), "the head only marks the next window");
+    }
+
+    #[test]
+    fn replaying_from_a_snapshot_rebuilds_the_head_and_writes_nothing(b in batches(-1e3f64..1e3), cut in 0usize..120) {
+        let cut = cut.min(b.len());
+        let mut live = Agent::default();
+        apply(&mut live, &b[..cut]);
+        let snapshot_head = live.head.clone();
+        apply(&mut live, &b[cut..]);
+        // restart: the store is the applied state, the head comes from the snapshot
+        let mut restarted = Agent { store: live.store.clone(), head: snapshot_head };
+        for (off, vals) in &b[cut..] {
+            restarted.write(Mode::Replay, T0 + off, &samples_of(vals));
+        }
+        prop_assert_eq!(&restarted, &live);
     }
 }
 
 #[test]
 fn regular_host_metrics_stay_under_two_bytes_per_sample() {
-    let mut store = Mem::default();
+    let mut agent = Agent::default();
     let mut n = 0u64;
     for i in 0..(24 * 240u64) {
         let ts = T0 + i * 15_000 + (i * 7919) % 7;
@@ -168,9 +201,10 @@ fn regular_host_metrics_stay_under_two_bytes_per_sample() {
             .map(|s| (format!("s{s}"), if s < 25 { 1.0e9 + ((i / 40) * 4096) as f64 } else { 12.5 }))
             .collect();
         n += samples.len() as u64;
-        Writer::new(&mut store, P).append(ts, &samples).unwrap();
+        agent.write(Mode::Apply, ts, &samples);
     }
-    let raw: usize = store
+    let raw: usize = agent
+        .store
         .0
         .iter()
         .filter(|(k, _)| parse_block_key(P, k).is_some_and(|(r, ..)| r == Res::Raw))
@@ -182,29 +216,29 @@ fn regular_host_metrics_stay_under_two_bytes_per_sample() {
 
 #[test]
 fn series_past_the_limit_are_refused_and_counted() {
-    let mut store = Mem::default();
+    let mut agent = Agent::default();
     let samples: Vec<(String, f64)> = (0..MAX_SERIES + 5).map(|i| (format!("s{i}"), 1.0)).collect();
-    let a = Writer::new(&mut store, P).append(T0, &samples).unwrap();
+    let a = agent.write(Mode::Apply, T0, &samples);
     assert_eq!((a.stored, a.refused), (MAX_SERIES as u32, 5));
-    assert_eq!(Reader::new(&store, P).head().unwrap().refused, 5);
-    assert_eq!(Reader::new(&store, P).series().unwrap().len(), MAX_SERIES);
+    assert_eq!(agent.reader().head().unwrap().refused, 5);
+    assert_eq!(agent.reader().series().unwrap().len(), MAX_SERIES);
 }
 
 #[test]
 fn byte_accounting_matches_the_store() {
-    let mut store = Mem::default();
+    let mut agent = Agent::default();
     let mut total = [0i64; 4];
     for i in 0..500u64 {
         let samples = vec![("a".to_string(), i as f64), ("b".to_string(), 2.0)];
         let at = T0 + 3_600_000 + i * 15_000;
         let at = if i % 50 == 7 { at - 3_600_000 } else { at }; // late, into sealed windows
-        let a = Writer::new(&mut store, P).append(at, &samples).unwrap();
+        let a = agent.write(Mode::Apply, at, &samples);
         for (t, d) in total.iter_mut().zip(a.bytes) {
             *t += d;
         }
     }
     let mut actual = [0i64; 4];
-    for (k, v) in &store.0 {
+    for (k, v) in &agent.store.0 {
         if let Some((res, ..)) = parse_block_key(P, k) {
             actual[res.index()] += (k.len() + v.len()) as i64;
         }
