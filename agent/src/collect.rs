@@ -72,6 +72,19 @@ pub fn busy_percent(before: CpuTimes, after: CpuTimes) -> Option<f64> {
     (total > 0).then(|| 100.0 * (total.saturating_sub(idle)) as f64 / total as f64)
 }
 
+/// Rounds a value to the precision monitoring uses: percentages to hundredths, rates to whole
+/// bytes per second; other values (bytes, counts, load, uptime) are exact already. The hub
+/// stores exact decimals as integer deltas, a fraction of the size of arbitrary floats.
+pub fn stored_precision(name: &str, v: f64) -> f64 {
+    if name.ends_with("_percent") {
+        (v * 100.0).round() / 100.0
+    } else if name.ends_with("_per_sec") {
+        v.round()
+    } else {
+        v
+    }
+}
+
 /// Parses /proc/meminfo into kB values.
 pub fn parse_meminfo(text: &str) -> BTreeMap<String, u64> {
     text.lines()
@@ -300,6 +313,9 @@ impl Collector {
         let procs = self.top_processes(cpu_delta, cores);
         self.last_ms = now_ms;
         out.retain(|s| s.value.is_finite());
+        for s in &mut out {
+            s.value = stored_precision(&s.name, s.value);
+        }
         (out, procs)
     }
 
@@ -382,6 +398,12 @@ mod tests {
         assert!((0.0..=100.0).contains(&cpu.value));
         assert!(!procs.is_empty() && procs.len() <= TOP_PROCESSES);
         assert!(second.iter().all(|s| s.value.is_finite()));
+        for s in second.iter().filter(|s| s.name.ends_with("_percent")) {
+            assert_eq!((s.value * 100.0).round() / 100.0, s.value, "{} has more than two decimals", s.name);
+        }
+        for s in second.iter().filter(|s| s.name.ends_with("_per_sec")) {
+            assert_eq!(s.value.fract(), 0.0, "{} is not whole bytes per second", s.name);
+        }
     }
 
     #[test]

@@ -256,12 +256,33 @@ pub struct MetricsQuery {
     pub consistency: Consistency,
 }
 
-/// Picks the resolution for a span: raw up to 2 h, then the finest rollup giving ≤ 500 points.
-pub fn pick_resolution(span_ms: u64) -> Resolution {
-    if span_ms <= 2 * 3_600_000 {
-        return Resolution::Raw;
-    }
-    Resolution::ROLLUPS.into_iter().find(|r| span_ms / r.width_ms() <= 500).unwrap_or(Resolution::H1)
+/// Picks the resolution for `[from, to)`: raw up to 2 h, then the finest rollup giving ≤ 500
+/// points; a resolution whose retention no longer covers `from` (at `now`) is skipped for the
+/// next coarser one, so an old range is answered from what is still kept.
+pub fn pick_resolution(
+    from: u64,
+    to: u64,
+    now: u64,
+    retention: &monsys_proto::settings::Retention,
+) -> Resolution {
+    let span_ms = to - from;
+    let kept_since = |r: Resolution| {
+        let hours = match r {
+            Resolution::Raw => u64::from(retention.raw_hours),
+            Resolution::M1 => 24 * u64::from(retention.rollup_1m_days),
+            Resolution::M5 => 24 * u64::from(retention.rollup_5m_days),
+            Resolution::H1 => 24 * u64::from(retention.rollup_1h_days),
+        };
+        now.saturating_sub(hours * 3_600_000)
+    };
+    let fits = |r: Resolution| match r {
+        Resolution::Raw => span_ms <= 2 * 3_600_000,
+        r => span_ms / r.width_ms() <= 500,
+    };
+    [Resolution::Raw, Resolution::M1, Resolution::M5]
+        .into_iter()
+        .find(|r| fits(*r) && kept_since(*r) <= from)
+        .unwrap_or(Resolution::H1)
 }
 
 /// `GET /api/v1/agents/{id}/metrics?from&to&interval&metric`.
@@ -279,7 +300,10 @@ pub async fn metrics(
         return Err(ApiError::BadRequest("from must be before to".into()));
     }
     let res = match q.interval.as_deref() {
-        None | Some("auto") => pick_resolution(to - from),
+        None | Some("auto") => {
+            let retention = hub.reader.settings(&auth.tenant)?.settings.retention;
+            pick_resolution(from, to, now_ms(), &retention)
+        }
         Some("raw") => Resolution::Raw,
         Some("1m") => Resolution::M1,
         Some("5m") => Resolution::M5,
@@ -366,4 +390,30 @@ pub async fn processes(
     auth.require(Permission::AgentsRead)?;
     let c = query(q)?.consistency;
     stored_json(&hub, &auth.tenant, &id, c, |f| f.processes(&auth.tenant, &id), "processes").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resolution_follows_the_span_and_what_retention_still_keeps() {
+        let r = monsys_proto::settings::Retention {
+            raw_hours: 48,
+            rollup_1m_days: 14,
+            rollup_5m_days: 90,
+            rollup_1h_days: 730,
+        };
+        let now = 1_000 * 86_400_000;
+        let h = 3_600_000;
+        assert_eq!(pick_resolution(now - h, now, now, &r), Resolution::Raw);
+        assert_eq!(pick_resolution(now - 6 * h, now, now, &r), Resolution::M1);
+        assert_eq!(pick_resolution(now - 7 * 24 * h, now, now, &r), Resolution::H1);
+        // an hour three days ago: raw is gone, 1m still kept
+        assert_eq!(pick_resolution(now - 72 * h, now - 71 * h, now, &r), Resolution::M1);
+        // an hour a month ago: only 5m and 1h are kept
+        assert_eq!(pick_resolution(now - 720 * h, now - 719 * h, now, &r), Resolution::M5);
+        // a year ago: only 1h
+        assert_eq!(pick_resolution(now - 8760 * h, now - 8759 * h, now, &r), Resolution::H1);
+    }
 }

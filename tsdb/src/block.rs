@@ -2,11 +2,12 @@
 //! agent (series ids `shard * SHARD_WIDTH ..`) over one time span:
 //!
 //! - a raw block holds one Gorilla [`Chunk`] per series for one window; while its window is the
-//!   agent's newest (the head) the chunks carry their encoder state, once sealed they do not;
+//!   agent's newest (the head) the chunks carry their encoder state; once sealed each series is
+//!   a tag byte and either the Gorilla chunk or, when smaller, its [`crate::decimal`] form;
 //! - a rollup block holds one series of `(bucket, Agg)` per series for one span ([`aggs`]).
 //!
-//! Layout: `kind: u8 | varint n | n × (varint series id | varint len | bytes)`, series in id
-//! order, so a reader finds one series by skipping lengths without decoding the others.
+//! Layout: `kind: u8 | [varint base ts, sealed only] | varint n | n × (varint series id |
+//! varint len | bytes)`, series in id order, so a reader finds one series by skipping lengths without decoding the others.
 
 use crate::bits::{get_bytes, get_varint, put_varint};
 use crate::rollup::Agg;
@@ -34,12 +35,12 @@ pub struct RawBlock {
 impl RawBlock {
     /// Decodes a head or sealed block.
     pub fn decode(bytes: &[u8]) -> Result<RawBlock, ChunkError> {
-        let (kind, entries) = entries(bytes)?;
+        let (kind, base, entries) = entries(bytes)?;
         let mut series = Vec::with_capacity(entries.len());
         for (id, body) in entries {
             let chunk = match kind {
                 KIND_HEAD => Chunk::read_state(body, &mut 0)?,
-                KIND_SEALED => Chunk::from_samples(&collect(Chunk::iter(body)?)?)?,
+                KIND_SEALED => Chunk::from_samples(&sealed_samples(body, base)?)?,
                 _ => return Err(ChunkError::Corrupt("not a raw block")),
             };
             series.push((id, chunk));
@@ -50,12 +51,18 @@ impl RawBlock {
     /// Encodes the block as a head (chunks resumable) or sealed.
     pub fn encode(&self, sealed: bool) -> Vec<u8> {
         let mut out = vec![if sealed { KIND_SEALED } else { KIND_HEAD }];
+        // sealed series store their first timestamp relative to the block's earliest one
+        let base =
+            self.series.iter().filter(|(_, c)| !c.is_empty()).map(|(_, c)| c.first_ts()).min().unwrap_or(0);
+        if sealed {
+            put_varint(&mut out, base);
+        }
         put_varint(&mut out, self.series.len() as u64);
         let mut body = Vec::new();
         for (id, chunk) in &self.series {
             body.clear();
             if sealed {
-                chunk.write_bytes(&mut body);
+                write_sealed(chunk, base, &mut body);
             } else {
                 chunk.write_state(&mut body);
             }
@@ -104,7 +111,7 @@ pub fn append_to_head(
 ) -> Result<Option<Vec<u8>>, ChunkError> {
     let entries = match old {
         Some(bytes) => match entries(bytes)? {
-            (KIND_HEAD, e) => e,
+            (KIND_HEAD, _, e) => e,
             _ => return Err(ChunkError::Corrupt("head window block is not a head block")),
         },
         None => Vec::new(),
@@ -151,11 +158,11 @@ pub fn append_to_head(
 
 /// The samples of one series in a raw block (head or sealed) without decoding the others.
 pub fn raw_series(bytes: &[u8], id: u32) -> Result<Option<Vec<(u64, f64)>>, ChunkError> {
-    let (kind, entries) = entries(bytes)?;
+    let (kind, base, entries) = entries(bytes)?;
     let Some((_, body)) = entries.into_iter().find(|(s, _)| *s == id) else { return Ok(None) };
     match kind {
         KIND_HEAD => Ok(Some(Chunk::read_state(body, &mut 0)?.samples())),
-        KIND_SEALED => Ok(Some(collect(Chunk::iter(body)?)?)),
+        KIND_SEALED => Ok(Some(sealed_samples(body, base)?)),
         _ => Err(ChunkError::Corrupt("not a raw block")),
     }
 }
@@ -165,7 +172,7 @@ pub type RollupBlock = Vec<(u32, Vec<(u64, Agg)>)>;
 
 /// Decodes a rollup block.
 pub fn decode_rollup(bytes: &[u8]) -> Result<RollupBlock, ChunkError> {
-    let (kind, entries) = entries(bytes)?;
+    let (kind, _, entries) = entries(bytes)?;
     if kind != KIND_ROLLUP {
         return Err(ChunkError::Corrupt("not a rollup block"));
     }
@@ -189,7 +196,7 @@ pub fn encode_rollup(block: &RollupBlock) -> Result<Vec<u8>, ChunkError> {
 
 /// The buckets of one series in a rollup block without decoding the others.
 pub fn rollup_series(bytes: &[u8], id: u32) -> Result<Option<Vec<(u64, Agg)>>, ChunkError> {
-    let (kind, entries) = entries(bytes)?;
+    let (kind, _, entries) = entries(bytes)?;
     if kind != KIND_ROLLUP {
         return Err(ChunkError::Corrupt("not a rollup block"));
     }
@@ -207,9 +214,11 @@ pub fn merge_rollup(block: &mut RollupBlock, id: u32, add: &[(u64, Agg)]) {
 /// A block's series entries: `(series id, encoded body)`.
 type Entries<'a> = Vec<(u32, &'a [u8])>;
 
-fn entries(bytes: &[u8]) -> Result<(u8, Entries<'_>), ChunkError> {
+/// A block's kind, its base timestamp (sealed blocks; 0 otherwise) and its series entries.
+fn entries(bytes: &[u8]) -> Result<(u8, u64, Entries<'_>), ChunkError> {
     let (&kind, _) = bytes.split_first().ok_or(ChunkError::Corrupt("empty block"))?;
     let mut pos = 1;
+    let base = if kind == KIND_SEALED { get_varint(bytes, &mut pos)? } else { 0 };
     let n = get_varint(bytes, &mut pos)? as usize;
     let mut out = Vec::with_capacity(n.min(SHARD_WIDTH as usize));
     for _ in 0..n {
@@ -217,11 +226,35 @@ fn entries(bytes: &[u8]) -> Result<(u8, Entries<'_>), ChunkError> {
         let len = get_varint(bytes, &mut pos)? as usize;
         out.push((id, get_bytes(bytes, &mut pos, len)?));
     }
-    Ok((kind, out))
+    Ok((kind, base, out))
 }
 
-fn collect(it: crate::ChunkIter<'_>) -> Result<Vec<(u64, f64)>, ChunkError> {
-    it.collect()
+/// Sealed series encodings (the first byte of a sealed series).
+const SEALED_GORILLA: u8 = 0;
+const SEALED_DECIMAL: u8 = 1;
+
+/// Writes a sealed series: the decimal encoding when it applies and is smaller, else Gorilla.
+fn write_sealed(chunk: &Chunk, base: u64, out: &mut Vec<u8>) {
+    let gorilla = chunk.to_bytes();
+    match crate::decimal::encode(&chunk.samples(), base) {
+        Some(dec) if dec.len() < gorilla.len() => {
+            out.push(SEALED_DECIMAL);
+            out.extend_from_slice(&dec);
+        }
+        _ => {
+            out.push(SEALED_GORILLA);
+            out.extend_from_slice(&gorilla);
+        }
+    }
+}
+
+/// The samples of a sealed series.
+fn sealed_samples(body: &[u8], base: u64) -> Result<Vec<(u64, f64)>, ChunkError> {
+    match body.split_first() {
+        Some((&SEALED_GORILLA, rest)) => Chunk::iter(rest)?.collect(),
+        Some((&SEALED_DECIMAL, rest)) => crate::decimal::decode(rest, base),
+        _ => Err(ChunkError::Corrupt("unknown sealed series encoding")),
+    }
 }
 
 #[cfg(test)]

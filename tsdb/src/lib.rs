@@ -3,6 +3,8 @@
 //!
 //! - [`chunk`]: the Gorilla encoding (delta-of-delta timestamps, XOR floats), bit-exact for
 //!   every `f64` including NaN payloads, ±∞ and −0.0; head chunks keep their encoder state.
+//! - [`decimal`]: sealed chunks of exact decimals as integer deltas (host metrics rounded to
+//!   hundredths cost a fraction of their XOR encoding);
 //! - [`rollup`]: min/max/sum/count/last aggregates, downsampling and merging of buckets;
 //!   [`aggs`] encodes a series of buckets compactly.
 //! - [`block`]: the stored values (raw and rollup blocks of a shard of series).
@@ -18,6 +20,7 @@ mod bits;
 pub mod aggs;
 pub mod block;
 pub mod chunk;
+pub mod decimal;
 pub mod rollup;
 pub mod series;
 
