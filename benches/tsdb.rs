@@ -182,6 +182,31 @@ async fn main() {
         format!("{host_bps:.2}"),
         "<= 2.00"
     );
+    // the peer: the same samples as plain Gorilla chunks (Prometheus' and the paper's encoding)
+    let mut by_series: std::collections::BTreeMap<&str, Vec<(u64, f64)>> = Default::default();
+    for (at, samples) in &host {
+        for (k, v) in samples {
+            by_series.entry(k.as_str()).or_default().push((*at, *v));
+        }
+    }
+    let gorilla: usize = by_series
+        .values()
+        .map(|s| monsys_tsdb::Chunk::from_samples(s).map_or(0, |c| c.to_bytes().len()))
+        .sum();
+    let n: usize = by_series.values().map(Vec::len).sum();
+    let gorilla_bps = gorilla as f64 / n.max(1) as f64;
+    println!(
+        "{:<58} {:>14} {:>12}",
+        "bytes/sample, same samples as bare Gorilla chunks (peer)",
+        format!("{gorilla_bps:.2}"),
+        "(peer)"
+    );
+    println!(
+        "{:<58} {:>14} {:>12}",
+        "ratio stored/Gorilla (blocks, keys and ids included)",
+        format!("{:.2}", host_bps / gorilla_bps),
+        "(report)"
+    );
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = move || {
         x ^= x << 13;
