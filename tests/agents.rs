@@ -150,6 +150,12 @@ async fn signatures_duplicates_conflicts_and_replays() {
     bad_name["metrics"][0]["name"] = json!("CPU Percent!");
     let (s, e) = a.post(&url, &serde_json::to_vec(&bad_name).unwrap(), None).await.unwrap();
     assert_eq!((s, e["code"].as_str()), (422, Some("validation_failed")), "{e}");
+    let mut repeated = serde_json::from_slice::<Value>(&a.body(4, 1.0)).unwrap();
+    let first = repeated["metrics"][0].clone();
+    repeated["metrics"].as_array_mut().unwrap().push(first);
+    let (s, e) = a.post(&url, &serde_json::to_vec(&repeated).unwrap(), None).await.unwrap();
+    assert_eq!((s, e["code"].as_str()), (422, Some("validation_failed")), "{e}");
+    assert!(e.to_string().contains("series repeated"), "{e}");
     assert_eq!(agent_doc(&c, 0, &a.id).await["batches"], 2);
 
     // an agent without a key: accepted, audited as unsigned

@@ -29,6 +29,7 @@
 //!   Only followers install snapshots, and their reads are stale anyway; linearizable reads go
 //!   through the leader.
 
+use std::collections::BTreeMap;
 use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -314,7 +315,7 @@ impl StateMachineStore {
         let heads: Vec<(Vec<u8>, Vec<u8>)> = {
             let heads =
                 self.heads.read().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
-            heads.iter().map(|(k, h)| (k.clone(), h.encode())).collect()
+            heads.iter().flat_map(|(k, h)| h.to_records().into_iter().map(|r| (k.clone(), r))).collect()
         };
         let (file, meta) = blocking(move || {
             let mut file = AtomicFile::create(&path)?;
@@ -330,8 +331,9 @@ impl StateMachineStore {
             Ok((file, meta))
         })
         .await?;
-        // heads at this index are in the snapshot: older stored-item records are not needed
-        let upto = last_log_id.map_or(0, |l| l.index);
+        // the heads as of the latest *published* snapshot are durable: the stored-item records
+        // up to it are no longer needed (this snapshot's own are, until it is published)
+        let upto = self.snapshots.latest()?.and_then(|(_, m)| m.last_log_id).map_or(0, |l| l.index);
         for kv in self.meta.range(stored_key(0)..=stored_key(upto)) {
             self.meta.remove(kv?.0)?;
         }
@@ -381,13 +383,13 @@ fn load_records(path: &Path, data: &sled::Tree) -> Result<HeadMap, Error> {
     let (mut reader, _) = SnapshotReader::open(BufReader::new(std::fs::File::open(path)?))?;
     data.clear()?;
     let mut batch = sled::Batch::default();
-    let mut heads = HeadMap::new();
+    let mut heads = BTreeMap::new();
     let mut n = 0;
     while let Some(r) = reader.next_record()? {
         match r.tree {
             TREE_DATA => batch.insert(r.key, r.value),
             TREE_HEADS => {
-                heads.insert(r.key, decode_head(&r.value)?);
+                add_head_record(&mut heads, r.key, &r.value)?;
                 continue;
             }
             other => return Err(Error::Corrupt(format!("snapshot record for unknown tree {other}"))),
@@ -398,23 +400,30 @@ fn load_records(path: &Path, data: &sled::Tree) -> Result<HeadMap, Error> {
         }
     }
     data.apply_batch(batch)?;
-    Ok(heads)
+    Ok(finish_heads(heads))
 }
 
 /// The heads of the snapshot at `path` (the rest of the file is skipped).
 fn load_heads(path: &Path) -> Result<HeadMap, Error> {
     let (mut reader, _) = SnapshotReader::open(BufReader::new(std::fs::File::open(path)?))?;
-    let mut heads = HeadMap::new();
+    let mut heads = BTreeMap::new();
     while let Some(r) = reader.next_record()? {
         if r.tree == TREE_HEADS {
-            heads.insert(r.key, decode_head(&r.value)?);
+            add_head_record(&mut heads, r.key, &r.value)?;
         }
     }
-    Ok(heads)
+    Ok(finish_heads(heads))
 }
 
-fn decode_head(bytes: &[u8]) -> Result<monsys_tsdb::series::AgentHead, Error> {
-    monsys_tsdb::series::AgentHead::decode(bytes).map_err(|e| Error::Corrupt(format!("telemetry head: {e}")))
+type PartialHeads = BTreeMap<Vec<u8>, Option<monsys_tsdb::series::AgentHead>>;
+
+fn add_head_record(heads: &mut PartialHeads, key: Vec<u8>, value: &[u8]) -> Result<(), Error> {
+    monsys_tsdb::series::AgentHead::add_record(heads.entry(key).or_default(), value)
+        .map_err(|e| Error::Corrupt(format!("telemetry head in snapshot: {e}")))
+}
+
+fn finish_heads(heads: PartialHeads) -> HeadMap {
+    heads.into_iter().filter_map(|(k, h)| h.map(|h| (k, h))).collect()
 }
 
 /// `sm_meta` key of the stored-items record of the entry at `index`.
@@ -715,8 +724,11 @@ mod tests {
 
     /// A group of one batch of agent `a1`: `seq`, collected at `at_ms`, a few series.
     fn telemetry(seq: u64, at_ms: u64) -> Command {
+        telemetry_with(seq, at_ms, (0..40).map(|s| (format!("s{s}"), (seq * 31 + s) as f64 / 8.0)).collect())
+    }
+
+    fn telemetry_with(seq: u64, at_ms: u64, samples: Vec<(String, f64)>) -> Command {
         use crate::fleet::{FleetCommand, GroupItem, IngestItem};
-        let samples = (0..40).map(|s| (format!("s{s}"), (seq * 31 + s) as f64 / 8.0)).collect();
         Command::Fleet(FleetCommand::Group(vec![GroupItem::Batch(Box::new(IngestItem {
             tenant: "t".into(),
             agent_id: "a1".into(),
@@ -754,6 +766,9 @@ mod tests {
                 after.extend((32..=70).map(|s| telemetry(s, t0 + s * 15_000)));
                 after.push(telemetry(70, t0 + 70 * 15_000));
                 log_and_apply(&mut sm, after).await;
+                // a snapshot dumped but never published (the node dies first) must not cost
+                // the records the replay needs
+                drop(sm.get_snapshot_builder().await);
                 sm.durable.durable_flush().await.unwrap();
                 let dump = sm.reader().fleet().telemetry_dump("t", "a1").unwrap();
                 assert!(dump.iter().any(|(k, _)| k.ends_with(b"~head")), "a head is open");
@@ -765,6 +780,36 @@ mod tests {
             let cpu = sm.reader().fleet().raw_series("t", "a1", 0, 0, u64::MAX).unwrap();
             assert_eq!(cpu.len(), 70, "every stored batch once (the duplicate is not)");
         }
+    }
+
+    #[tokio::test]
+    async fn a_head_larger_than_a_snapshot_frame_is_snapshotted_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = 1_764_000_000_000u64;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let before = {
+            let mut sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+            log_and_apply(&mut sm, fleet_setup()).await;
+            // 4000 series of random values for 30 batches: over 1 MB of head blocks
+            for seq in 1..=30 {
+                let samples = (0..4000)
+                    .map(|s| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (format!("r{s}"), f64::from_bits(x >> 2))
+                    })
+                    .collect();
+                log_and_apply(&mut sm, vec![telemetry_with(seq, t0 + seq * 15_000, samples)]).await;
+            }
+            let (_, bytes) = sm.reader().fleet().head_stats().unwrap();
+            assert!(bytes as u64 > crate::codec::MAX_FRAME_BYTES, "head of {bytes} bytes");
+            sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            sm.durable.durable_flush().await.unwrap();
+            sm.reader().fleet().telemetry_dump("t", "a1").unwrap()
+        };
+        let sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+        assert!(sm.reader().fleet().telemetry_dump("t", "a1").unwrap() == before);
     }
 
     #[tokio::test]

@@ -271,7 +271,9 @@ fn validate_batch(b: &IngestBatch, agent: &AgentAuth, now: u64) -> Result<(), Ap
         "too many processes",
     );
     check(b.alerts.len() <= wire::MAX_AGENT_ALERTS, "alerts".into(), "too many alerts");
+    let mut seen = std::collections::HashSet::with_capacity(b.metrics.len());
     for (i, s) in b.metrics.iter().enumerate() {
+        check(seen.insert(s.series_key()), format!("metrics[{i}]"), "series repeated in the batch");
         check(name_ok(&s.name, 64), format!("metrics[{i}].name"), "1-64 characters of [a-z0-9_]");
         check(s.value.is_finite(), format!("metrics[{i}].value"), "must be finite");
         check(s.labels.len() <= 8, format!("metrics[{i}].labels"), "at most 8 labels");

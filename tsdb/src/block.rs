@@ -86,29 +86,34 @@ impl RawBlock {
     }
 
     /// Inserts a sample in time order (after samples with the same timestamp), re-encoding the
-    /// series' chunk when the sample is older than its last one.
-    pub fn insert(&mut self, id: u32, ts: u64, v: f64) -> Result<(), ChunkError> {
+    /// series' chunk when the sample is older than its last one. Returns `false` (and changes
+    /// nothing) when the series' chunk is full.
+    pub fn insert(&mut self, id: u32, ts: u64, v: f64) -> Result<bool, ChunkError> {
         let chunk = self.chunk_mut(id);
+        if chunk.len() >= crate::chunk::MAX_SAMPLES {
+            return Ok(false);
+        }
         if chunk.is_empty() || ts >= chunk.last_ts() {
-            return chunk.push(ts, v);
+            chunk.push(ts, v)?;
+            return Ok(true);
         }
         let mut samples = chunk.samples();
         let at = samples.partition_point(|(t, _)| *t <= ts);
         samples.insert(at, (ts, v));
         *chunk = Chunk::from_samples(&samples)?;
-        Ok(())
+        Ok(true)
     }
 }
 
 /// Appends `points` (series id, value), all collected at `ts`, to an encoded head block without
-/// decoding the series they do not touch (`old` is `None` for a new block). Returns `None` when a
-/// point is older than its series' last sample: the caller then takes the re-encoding path
-/// ([`RawBlock::insert`]).
+/// decoding the series they do not touch (`old` is `None` for a new block). Returns the block
+/// and how many points a full chunk refused, or `None` when a point is older than its series'
+/// last sample: the caller then takes the re-encoding path ([`RawBlock::insert`]).
 pub fn append_to_head(
     old: Option<&[u8]>,
     ts: u64,
     points: &[(u32, f64)],
-) -> Result<Option<Vec<u8>>, ChunkError> {
+) -> Result<Option<(Vec<u8>, u32)>, ChunkError> {
     let entries = match old {
         Some(bytes) => match entries(bytes)? {
             (KIND_HEAD, _, e) => e,
@@ -128,6 +133,7 @@ pub fn append_to_head(
     let (mut e, mut p) = (entries.iter().peekable(), points.iter().peekable());
     let mut chunk = Chunk::new();
     let mut body = Vec::new();
+    let mut refused = 0;
     for id in ids {
         let existing = e.next_if(|(eid, _)| *eid == id).map(|(_, b)| *b);
         if p.peek().is_none_or(|(pid, _)| *pid != id) {
@@ -145,7 +151,10 @@ pub fn append_to_head(
             if !chunk.is_empty() && ts < chunk.last_ts() {
                 return Ok(None);
             }
-            chunk.push(ts, *v)?;
+            match chunk.push(ts, *v) {
+                Err(ChunkError::Full) => refused += 1,
+                other => other?,
+            }
         }
         body.clear();
         chunk.write_state(&mut body);
@@ -153,7 +162,7 @@ pub fn append_to_head(
         put_varint(&mut out, body.len() as u64);
         out.extend_from_slice(&body);
     }
-    Ok(Some(out))
+    Ok(Some((out, refused)))
 }
 
 /// The samples of one series in a raw block (head or sealed) without decoding the others.
@@ -223,6 +232,9 @@ fn entries(bytes: &[u8]) -> Result<(u8, u64, Entries<'_>), ChunkError> {
     let mut out = Vec::with_capacity(n.min(SHARD_WIDTH as usize));
     for _ in 0..n {
         let id = u32::try_from(get_varint(bytes, &mut pos)?).map_err(|_| ChunkError::Corrupt("series id"))?;
+        if out.last().is_some_and(|(prev, _)| *prev >= id) {
+            return Err(ChunkError::Corrupt("series ids out of order"));
+        }
         let len = get_varint(bytes, &mut pos)? as usize;
         out.push((id, get_bytes(bytes, &mut pos, len)?));
     }
@@ -303,7 +315,7 @@ mod tests {
             let (mut bytes, mut model) = (None::<Vec<u8>>, RawBlock::default());
             for (i, points) in batches.iter().enumerate() {
                 let ts = 1000 + i as u64 * 15_000;
-                bytes = Some(append_to_head(bytes.as_deref(), ts, points).unwrap().unwrap());
+                bytes = Some(append_to_head(bytes.as_deref(), ts, points).unwrap().unwrap().0);
                 let mut sorted = points.clone();
                 sorted.sort_by_key(|p| p.0);
                 for (id, v) in sorted {

@@ -655,7 +655,8 @@ fn heartbeat(tx: &Tx, h: &HeartbeatItem) -> R<ItemOutcome> {
         return Ok(ItemOutcome::UnknownAgent);
     };
     rec.last_seen_ms = rec.last_seen_ms.max(h.received_at_ms);
-    rec.clock_offset_ms = h.sent_at_ms as i64 - h.received_at_ms as i64;
+    let offset = i128::from(h.sent_at_ms) - i128::from(h.received_at_ms);
+    rec.clock_offset_ms = offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
     note_version(tx, &mut rec, &h.agent_version, h.received_at_ms)?;
     let mut open = open_alerts(tx, &h.tenant, &h.agent_id)?;
     if resolve(tx, &h.tenant, &mut open, "offline", "auto", h.received_at_ms)? {

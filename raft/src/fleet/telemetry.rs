@@ -144,7 +144,9 @@ impl<'a> HeadsTx<'a> {
         }
         all.into_iter()
             .filter(|(_, h)| {
-                h.is_some_and(|h| !h.blocks.is_empty() && h.window + series::WINDOW_MS <= before_ms)
+                h.is_some_and(|h| {
+                    !h.blocks.is_empty() && h.window.saturating_add(series::WINDOW_MS) <= before_ms
+                })
             })
             .map(|(k, _)| k.clone())
             .collect()

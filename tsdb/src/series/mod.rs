@@ -207,6 +207,9 @@ impl AgentHead {
                 u32::try_from(get_varint(bytes, &mut pos)?).map_err(|_| ChunkError::Corrupt("shard"))?;
             let len = get_varint(bytes, &mut pos)? as usize;
             let b = get_bytes(bytes, &mut pos, len)?;
+            if b.first() != Some(&0) {
+                return Err(ChunkError::Corrupt("head holds a block that is not a head block"));
+            }
             RawBlock::decode(b)?; // validate
             blocks.insert(shard, b.to_vec());
         }
@@ -214,6 +217,46 @@ impl AgentHead {
             return Err(ChunkError::Corrupt("trailing bytes after head"));
         }
         Ok(AgentHead { window, blocks })
+    }
+
+    /// The head as snapshot records of bounded size: one per shard block (or one that only
+    /// marks the window), each `varint window | varint shard + 1 (0: none) | block`.
+    pub fn to_records(&self) -> Vec<Vec<u8>> {
+        let record = |shard: Option<u32>, block: &[u8]| {
+            let mut out = Vec::with_capacity(block.len() + 16);
+            put_varint(&mut out, self.window);
+            put_varint(&mut out, shard.map_or(0, |s| u64::from(s) + 1));
+            out.extend_from_slice(block);
+            out
+        };
+        if self.blocks.is_empty() {
+            return vec![record(None, &[])];
+        }
+        self.blocks.iter().map(|(shard, b)| record(Some(*shard), b)).collect()
+    }
+
+    /// Adds a record written by [`AgentHead::to_records`] to `head`.
+    pub fn add_record(head: &mut Option<AgentHead>, bytes: &[u8]) -> Result<(), ChunkError> {
+        let mut pos = 0;
+        let window = get_varint(bytes, &mut pos)?;
+        let tag = get_varint(bytes, &mut pos)?;
+        let h = head.get_or_insert_with(|| AgentHead { window, blocks: BTreeMap::new() });
+        if h.window != window {
+            return Err(ChunkError::Corrupt("head records disagree on the window"));
+        }
+        if tag == 0 {
+            return Ok(());
+        }
+        let shard = u32::try_from(tag - 1).map_err(|_| ChunkError::Corrupt("shard"))?;
+        let block = &bytes[pos..];
+        if block.first() != Some(&0) {
+            return Err(ChunkError::Corrupt("head holds a block that is not a head block"));
+        }
+        RawBlock::decode(block)?; // validate
+        if h.blocks.insert(shard, block.to_vec()).is_some() {
+            return Err(ChunkError::Corrupt("head shard recorded twice"));
+        }
+        Ok(())
     }
 
     /// Bytes held by the head blocks.
@@ -371,9 +414,11 @@ impl<'a, S: Store> Writer<'a, S> {
     /// Seals the head window if it ended by `before` (an idle agent's last window); the head
     /// then only marks the next window, so a late sample for the sealed one goes to its block.
     pub fn seal_idle(mut self, before: u64) -> R<(Appended, Option<AgentHead>), S::Error> {
-        if let Some(h) = self.head.as_ref().map(|h| h.window).filter(|h| h + WINDOW_MS <= before) {
+        if let Some(h) =
+            self.head.as_ref().map(|h| h.window).filter(|h| h.saturating_add(WINDOW_MS) <= before)
+        {
             self.seal()?;
-            self.head = Some(AgentHead { window: h + WINDOW_MS, blocks: BTreeMap::new() });
+            self.head = Some(AgentHead { window: h.saturating_add(WINDOW_MS), blocks: BTreeMap::new() });
         }
         Ok((self.out, self.head))
     }
@@ -403,46 +448,55 @@ impl<'a, S: Store> Writer<'a, S> {
     fn append_head(&mut self, shard: u32, ts: u64, points: &[(u32, f64)]) -> R<(), S::Error> {
         let head = self.head.as_mut().expect("append_head runs with a head");
         let old = head.blocks.get(&shard);
-        if old.is_some_and(|b| b.len() >= BLOCK_BUDGET_BYTES) {
-            self.out.refused += points.len() as u32;
-            return Ok(());
-        }
-        let bytes = match block::append_to_head(old.map(Vec::as_slice), ts, points)? {
-            Some(bytes) => bytes,
+        let (bytes, full) = match block::append_to_head(old.map(Vec::as_slice), ts, points)? {
+            Some(appended) => appended,
             None => {
                 // a sample older than its series' last one: re-encode in time order
                 let mut blk = old.map(|b| RawBlock::decode(b)).transpose()?.unwrap_or_default();
+                let mut full = 0;
                 for (id, v) in points {
-                    blk.insert(*id, ts, *v)?;
+                    if !blk.insert(*id, ts, *v)? {
+                        full += 1;
+                    }
                 }
-                blk.encode(false)
+                (blk.encode(false), full)
             }
         };
+        if bytes.len() > BLOCK_BUDGET_BYTES {
+            // the block keeps its size; its sealed form (never larger) then fits a stored value
+            self.out.refused += points.len() as u32;
+            return Ok(());
+        }
         head.blocks.insert(shard, bytes);
-        self.out.stored += points.len() as u32;
+        self.out.stored += points.len() as u32 - full;
+        self.out.refused += full;
         Ok(())
     }
 
     fn insert_late(&mut self, window: u64, shard: u32, ts: u64, points: &[(u32, f64)]) -> R<(), S::Error> {
         if self.mode == Mode::Replay {
-            self.out.stored += points.len() as u32;
             return Ok(()); // the sealed and rollup blocks already hold it
         }
         let key = block_key(self.prefix, Res::Raw, window, shard);
-        let (mut blk, len) = self.raw_block(&key)?;
-        if len >= BLOCK_BUDGET_BYTES {
+        let (mut blk, _) = self.raw_block(&key)?;
+        let mut accepted = Vec::with_capacity(points.len());
+        for (id, v) in points {
+            if blk.insert(*id, ts, *v)? {
+                accepted.push((*id, *v));
+            }
+        }
+        let bytes = blk.encode(true);
+        if bytes.len() > BLOCK_BUDGET_BYTES {
             self.out.refused += points.len() as u32;
             return Ok(());
         }
-        for (id, v) in points {
-            blk.insert(*id, ts, *v)?;
-            self.out.stored += 1;
-        }
-        self.put(Some(Res::Raw), key, blk.encode(true))?;
+        self.out.stored += accepted.len() as u32;
+        self.out.refused += (points.len() - accepted.len()) as u32;
+        self.put(Some(Res::Raw), key, bytes)?;
         for res in Res::ROLLUPS {
             let bucket = align(ts, res.width_ms());
             let add: Vec<(u32, Vec<(u64, Agg)>)> =
-                points.iter().map(|(id, v)| (*id, vec![(bucket, Agg::of(ts, *v))])).collect();
+                accepted.iter().map(|(id, v)| (*id, vec![(bucket, Agg::of(ts, *v))])).collect();
             self.merge_rollups(res, align(ts, res.span_ms()), shard, &add)?;
         }
         Ok(())
@@ -572,7 +626,7 @@ impl<'a, S: Source> Reader<'a, S> {
             }
         }
         if let Some((w, s)) = self.head_series(id)?
-            && w + WINDOW_MS > from
+            && w.saturating_add(WINDOW_MS) > from
             && w < to
         {
             let head: Vec<(u64, Agg)> = rollup::downsample(&s, res.width_ms())

@@ -245,3 +245,46 @@ fn byte_accounting_matches_the_store() {
     }
     assert_eq!(total, actual);
 }
+
+#[test]
+fn a_full_chunk_refuses_samples_instead_of_failing() {
+    let mut agent = Agent::default();
+    let same: Vec<(String, f64)> = (0..2000).map(|_| ("x".to_string(), 1.0)).collect();
+    let mut refused = 0;
+    for _ in 0..34 {
+        let a = agent.write(Mode::Apply, T0, &same);
+        refused += a.refused;
+    }
+    assert_eq!(agent.reader().raw(0, 0, u64::MAX).unwrap().len(), crate::chunk::MAX_SAMPLES);
+    assert_eq!(refused as usize, 34 * 2000 - crate::chunk::MAX_SAMPLES);
+}
+
+#[test]
+fn blocks_stop_growing_at_their_budget() {
+    let mut agent = Agent::default();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut refused = 0;
+    // random values (~10 bytes each) for 32 series, far more than one window holds
+    for i in 0..600u64 {
+        let samples: Vec<(String, f64)> = (0..32)
+            .map(|s| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (format!("r{s}"), f64::from_bits(x))
+            })
+            .collect();
+        refused += agent.write(Mode::Apply, T0 + i * 100, &samples).refused;
+    }
+    assert!(refused > 0);
+    let head = agent.head.as_ref().unwrap();
+    assert!(head.blocks.values().all(|b| b.len() <= BLOCK_BUDGET_BYTES));
+    // sealing fits too, and so does a late batch into the sealed window
+    let (_, head) =
+        Writer::new(&mut agent.store, P, agent.head.take(), Mode::Apply).seal_idle(u64::MAX).unwrap();
+    agent.head = head;
+    assert!(agent.store.0.values().all(|v| v.len() <= BLOCK_BUDGET_BYTES));
+    let late: Vec<(String, f64)> = (0..32).map(|s| (format!("r{s}"), 0.123456789 * s as f64)).collect();
+    agent.write(Mode::Apply, T0 + 5, &late);
+    assert!(agent.store.0.values().all(|v| v.len() <= BLOCK_BUDGET_BYTES));
+}
