@@ -364,19 +364,8 @@ pub(crate) fn replay(
                 if let (true, GroupItem::Batch(b)) = (was_stored, item)
                     && !b.samples.is_empty()
                 {
-                    let (at, received) = (b.collected_at_ms, b.received_at_ms);
-                    telemetry::write(
-                        &mut store,
-                        heads,
-                        Mode::Replay,
-                        &b.tenant,
-                        &b.agent_id,
-                        at,
-                        received,
-                        &b.samples,
-                        &mut deltas,
-                    )
-                    .map_err(telemetry::read_err)?;
+                    telemetry::write(&mut store, heads, Mode::Replay, b, &mut deltas)
+                        .map_err(telemetry::read_err)?;
                 }
             }
         }
@@ -572,8 +561,7 @@ fn ingest(tx: &Tx, heads: &HeadsTx<'_>, b: &IngestItem, deltas: &mut ByteDeltas)
 
     // store
     if !b.samples.is_empty() {
-        let (at, received) = (b.collected_at_ms, b.received_at_ms);
-        telemetry::append(tx, heads, &b.tenant, &b.agent_id, at, received, &b.samples, deltas)?;
+        telemetry::append(tx, heads, b, deltas)?;
     }
     put(tx, "seq window", keys::seq(&b.tenant, &b.agent_id, b.seq), &(b.body_sha256, b.received_at_ms))?;
     if b.seq > SEQ_WINDOW {

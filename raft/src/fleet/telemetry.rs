@@ -14,7 +14,7 @@ use monsys_tsdb::series::{self, AgentHead, Mode, Res, Source, Store, Writer};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::keys;
-use super::types::Resolution;
+use super::types::{IngestItem, Resolution};
 use crate::txn::{R, abort, get, put};
 use crate::{Error, codec};
 
@@ -173,46 +173,34 @@ impl Staged {
     }
 }
 
-/// Appends one stored batch's samples to the agent's head. Returns the samples refused.
-#[allow(clippy::too_many_arguments)]
+/// Appends the samples of a stored batch to its agent's head. Returns the samples refused.
 pub(crate) fn write<S: Store>(
     store: &mut S,
     heads: &HeadsTx<'_>,
     mode: Mode,
-    tenant: &str,
-    agent: &str,
-    collected_at_ms: u64,
-    received_at_ms: u64,
-    samples: &[(String, f64)],
+    b: &IngestItem,
     deltas: &mut ByteDeltas,
 ) -> Result<u32, series::Error<S::Error>> {
-    let p = prefix(tenant, agent);
+    let p = prefix(&b.tenant, &b.agent_id);
     let w = Writer::new(store, &p, heads.get(&p), mode);
-    let (out, head) = if collected_at_ms > received_at_ms.saturating_add(MAX_FUTURE_MS) {
-        w.refuse(samples.len() as u32)?
+    let (out, head) = if b.collected_at_ms > b.received_at_ms.saturating_add(MAX_FUTURE_MS) {
+        w.refuse(b.samples.len() as u32)?
     } else {
-        w.append(collected_at_ms, samples)?
+        w.append(b.collected_at_ms, &b.samples)?
     };
     heads.set(p, head);
-    deltas.add(tenant, out.bytes);
+    deltas.add(&b.tenant, out.bytes);
     Ok(out.refused)
 }
 
 /// [`write`] inside the apply transaction.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn append(
     tx: &TransactionalTree,
     heads: &HeadsTx<'_>,
-    tenant: &str,
-    agent: &str,
-    collected_at_ms: u64,
-    received_at_ms: u64,
-    samples: &[(String, f64)],
+    b: &IngestItem,
     deltas: &mut ByteDeltas,
 ) -> R<u32> {
-    let mut store = TxStore(tx);
-    write(&mut store, heads, Mode::Apply, tenant, agent, collected_at_ms, received_at_ms, samples, deltas)
-        .map_err(layout_err)
+    write(&mut TxStore(tx), heads, Mode::Apply, b, deltas).map_err(layout_err)
 }
 
 /// Seals the heads whose window ended by `before_ms` (idle agents): their rollups become
