@@ -43,7 +43,8 @@ pub fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -
     q.map(|Query(v)| v).map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
-type Q<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+/// A query string, or why it did not parse (see [`query`]).
+pub(crate) type Q<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
 /// `POST /api/v1/enrollment-tokens` body.
 #[derive(Debug, Deserialize)]

@@ -7,19 +7,17 @@
 //! other operator reads: linearizable by default, `?consistency=local` from this node.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use monsys_raft::fleet::{Resolution, Stat};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::agents::{ReadQuery, barrier, query};
+use super::agents::{Q, ReadQuery, barrier, query};
 use super::settings::{Consistency, now_ms};
 use crate::auth::{Auth, Permission};
 use crate::error::ApiError;
 use crate::hub::Hub;
-
-type Q<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
 /// Most agents one top-N answer lists.
 const MAX_TOP: usize = 100;

@@ -181,7 +181,7 @@ impl FleetReader {
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Error::from))
             .collect::<Result<_, _>>()?;
         if let Some(h) = heads.get(&p) {
-            out.push(([p.as_slice(), b"~head"].concat(), h.encode()));
+            out.extend(h.to_records().into_iter().map(|r| ([p.as_slice(), b"~head"].concat(), r)));
         }
         Ok(out)
     }

@@ -183,42 +183,6 @@ pub struct AgentHead {
 }
 
 impl AgentHead {
-    /// Encodes the head (snapshot form).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.bytes() + 16);
-        put_varint(&mut out, self.window);
-        put_varint(&mut out, self.blocks.len() as u64);
-        for (shard, b) in &self.blocks {
-            put_varint(&mut out, u64::from(*shard));
-            put_varint(&mut out, b.len() as u64);
-            out.extend_from_slice(b);
-        }
-        out
-    }
-
-    /// Decodes a head written by [`AgentHead::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<AgentHead, ChunkError> {
-        let mut pos = 0;
-        let window = get_varint(bytes, &mut pos)?;
-        let n = get_varint(bytes, &mut pos)? as usize;
-        let mut blocks = BTreeMap::new();
-        for _ in 0..n {
-            let shard =
-                u32::try_from(get_varint(bytes, &mut pos)?).map_err(|_| ChunkError::Corrupt("shard"))?;
-            let len = get_varint(bytes, &mut pos)? as usize;
-            let b = get_bytes(bytes, &mut pos, len)?;
-            if b.first() != Some(&0) {
-                return Err(ChunkError::Corrupt("head holds a block that is not a head block"));
-            }
-            RawBlock::decode(b)?; // validate
-            blocks.insert(shard, b.to_vec());
-        }
-        if pos != bytes.len() {
-            return Err(ChunkError::Corrupt("trailing bytes after head"));
-        }
-        Ok(AgentHead { window, blocks })
-    }
-
     /// The head as snapshot records of bounded size: one per shard block (or one that only
     /// marks the window), each `varint window | varint shard + 1 (0: none) | block`.
     pub fn to_records(&self) -> Vec<Vec<u8>> {
