@@ -9,7 +9,9 @@
 //! value of the same size, reads `/v3/kv/range` (linearizable by default). Clients spread over
 //! all three nodes in both systems. Knobs: `CLUSTER_SECS` per phase (default 8);
 //! `CLUSTER_STEADY_SECS` (default 0: skipped) runs a steady 16-client write load on monsys for
-//! that long and prints the leader changes seen during it (should be none).
+//! that long and prints the leader changes seen during it (should be none). Diagnostics:
+//! `CLUSTER_LEADER_ONLY=1` sends the load phases to the leader only (no forwarding hop);
+//! `CLUSTER_SINGLE_NODE=1` runs monsys as one node (no replication).
 
 mod common;
 
@@ -96,9 +98,13 @@ async fn load(
     secs: u64,
 ) -> (f64, Vec<f64>) {
     let deadline = Instant::now() + Duration::from_secs(secs);
+    let urls = match leader(http, c).await {
+        Some(l) if env("CLUSTER_LEADER_ONLY", 0) == 1 => vec![c.urls[l].clone()],
+        _ => c.urls.clone(),
+    };
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
-            let (http, urls, system) = (http.clone(), c.urls.clone(), c.system);
+            let (http, urls, system) = (http.clone(), urls.clone(), c.system);
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut k = i;
@@ -229,7 +235,13 @@ async fn main() {
     for system in [System::Monsys, System::Etcd] {
         let mut c = match system {
             System::Monsys => {
-                let hubs = monsys_cluster(&dir.path().join("m"), &http).await;
+                let hubs = if env("CLUSTER_SINGLE_NODE", 0) == 1 {
+                    let hub = common::start_hub(&dir.path().join("m"), 1, None);
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    vec![hub]
+                } else {
+                    monsys_cluster(&dir.path().join("m"), &http).await
+                };
                 let urls = hubs.iter().map(|h| h.url.clone()).collect();
                 Cluster { system, procs: hubs.into_iter().map(Some).collect(), urls }
             }
@@ -258,7 +270,7 @@ async fn main() {
         }
         // short client timeouts so a request stuck on the dead leader does not stretch the gap
         let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
-        let gap = unavailability(&impatient, &mut c).await;
+        let gap = if c.urls.len() > 1 { unavailability(&impatient, &mut c).await } else { f64::NAN };
         results.push((w16, pct(&l16, 0.5), pct(&l16, 0.99), w64, pct(&l64, 0.5), pct(&l64, 0.99), r16, gap));
     }
     let (m, e) = (results[0], results[1]);

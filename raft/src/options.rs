@@ -5,6 +5,12 @@
 //! `install_snapshot_timeout_ms`; `rpc_timeout_ms` only caps append/vote further. A follower
 //! whose fsync takes longer than `heartbeat_ms` therefore times out appends: raise
 //! `heartbeat_ms` (and the election timeouts with it) for slow disks or links.
+//!
+//! Failover time: once a follower has seen a leader, openraft 0.9 waits the leader lease
+//! (`election_timeout_max_ms`) *plus* its own election timeout (drawn once per process from
+//! `[min, max)`) without a heartbeat before it campaigns, and a voter refuses votes while its
+//! own lease runs. With the defaults (100 / 200–300 ms) a killed leader is replaced 500–600 ms
+//! after its last heartbeat, while a follower still tolerates four lost heartbeats in a row.
 
 use serde::{Deserialize, Serialize};
 
@@ -43,8 +49,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             heartbeat_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 300,
             snapshot_every_entries: 5000,
             keep_logs_behind_snapshot: 1000,
             install_snapshot_timeout_ms: 10_000,
@@ -101,7 +107,7 @@ mod tests {
         let c = Options::default().to_config("monsys").unwrap();
         assert_eq!(c.cluster_name, "monsys");
         assert_eq!(c.heartbeat_interval, 100);
-        assert_eq!((c.election_timeout_min, c.election_timeout_max), (400, 800));
+        assert_eq!((c.election_timeout_min, c.election_timeout_max), (200, 300));
         assert_eq!(c.install_snapshot_timeout, 10_000);
         assert_eq!(c.snapshot_policy, openraft::SnapshotPolicy::LogsSinceLast(5000));
         assert_eq!(c.snapshot_max_chunk_size, 4 * 1024 * 1024);

@@ -127,6 +127,20 @@ impl StateReader {
     }
 }
 
+/// Most entries applied in one sled transaction. A sled transaction costs a few KiB of log
+/// writes whatever its size, so one per entry made the state machine the write bottleneck;
+/// the bound keeps a transaction's write set (held in memory) small.
+const MAX_RUN: usize = 64;
+
+/// Whether applying `entry` needs a prescan of the state before it (so it starts a run).
+fn needs_prescan(entry: &Entry<TypeConfig>) -> bool {
+    match &entry.payload {
+        EntryPayload::Normal(Command::Fleet(f)) => fleet::needs_prescan(f),
+        EntryPayload::Normal(Command::Identity(i)) => crate::identity::needs_prescan(i),
+        _ => false,
+    }
+}
+
 /// What the domains found by scanning before an entry's transaction.
 #[derive(Default)]
 struct Prescans {
@@ -188,8 +202,9 @@ pub struct StateMachineStore {
     snapshots: Arc<SnapshotDir>,
     /// Telemetry heads (memory; in snapshots; rebuilt from `log` by `recover`).
     heads: SharedHeads,
-    /// The Raft log tree (read by `recover` to rebuild heads).
-    log: sled::Tree,
+    /// The Raft log (read by `recover` to rebuild heads; `apply` waits until an entry is
+    /// durable in it, so an applied entry is always there to replay).
+    log: crate::LogStore,
 }
 
 impl StateMachineStore {
@@ -198,7 +213,7 @@ impl StateMachineStore {
         data: sled::Tree,
         durable: Durable,
         snapshots: SnapshotDir,
-        log: sled::Tree,
+        log: crate::LogStore,
     ) -> Self {
         let heads = SharedHeads::default();
         StateMachineStore { meta, data, durable, snapshots: Arc::new(snapshots), heads, log }
@@ -234,8 +249,7 @@ impl StateMachineStore {
     fn replay_heads(&self, mut heads: HeadMap, from: u64) -> Result<(), Error> {
         let applied = self.reader().last_applied()?.map_or(0, |l| l.index);
         let mut replayed = 0u64;
-        for kv in self.log.range(crate::log_store::key(from + 1)..=crate::log_store::key(applied)) {
-            let entry = crate::log_store::decode_entry(&kv?.1)?;
+        for entry in self.log.read_range(from + 1, Some(applied + 1))? {
             let EntryPayload::Normal(Command::Fleet(cmd)) = &entry.payload else { continue };
             let stored = self.meta.get(stored_key(entry.log_id.index))?;
             let tx = HeadsTx::new(&heads);
@@ -261,45 +275,55 @@ impl StateMachineStore {
         Ok(raw.map(|v| codec::decode_value("membership", &v)).transpose()?.unwrap_or_default())
     }
 
-    fn apply_entry(&self, entry: &Entry<TypeConfig>) -> Result<CommandResult, Error> {
+    /// Applies a run of entries in one sled transaction (see [`MAX_RUN`]); only the first may
+    /// need a prescan, which reads the state every earlier run left.
+    fn apply_run(&self, run: &[Entry<TypeConfig>]) -> Result<Vec<CommandResult>, Error> {
+        let Some(last) = run.last() else { return Ok(Vec::new()) };
         // readers take the read lock for a whole query, so they never see a sealed block and
         // the head it came from (or neither)
         let mut heads =
             self.heads.write().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
         let staged = HeadsTx::new(&heads);
-        let applied = codec::encode_value("last applied", &Some(entry.log_id))?;
-        let membership = match &entry.payload {
-            EntryPayload::Membership(m) => {
-                Some(codec::encode_value("membership", &Membership::new(Some(entry.log_id), m.clone()))?)
+        let applied = codec::encode_value("last applied", &Some(last.log_id))?;
+        let mut memberships = Vec::new();
+        for e in run {
+            if let EntryPayload::Membership(m) = &e.payload {
+                memberships
+                    .push(codec::encode_value("membership", &Membership::new(Some(e.log_id), m.clone()))?);
             }
-            _ => None,
-        };
-        let mut pre = Prescans::default();
-        match &entry.payload {
-            EntryPayload::Normal(Command::Fleet(f)) => pre.fleet = fleet::prescan(&self.data, f)?,
+        }
+        let mut first_pre = Prescans::default();
+        match &run[0].payload {
+            EntryPayload::Normal(Command::Fleet(f)) => first_pre.fleet = fleet::prescan(&self.data, f)?,
             EntryPayload::Normal(Command::Identity(i)) => {
-                pre.identity = crate::identity::prescan(&self.data, i)?
+                first_pre.identity = crate::identity::prescan(&self.data, i)?
             }
             _ => {}
         }
-        let result = (&self.meta, &self.data).transaction(|(meta, data)| {
+        let no_pre = Prescans::default();
+        let results = (&self.meta, &self.data).transaction(|(meta, data)| {
             staged.reset();
             meta.insert(KEY_LAST_APPLIED, applied.as_slice())?;
-            if let Some(m) = &membership {
+            if let Some(m) = memberships.last() {
                 meta.insert(KEY_MEMBERSHIP, m.as_slice())?;
             }
-            let result = match &entry.payload {
-                EntryPayload::Normal(cmd) => apply_command(data, cmd, &pre, &staged)?,
-                EntryPayload::Blank | EntryPayload::Membership(_) => CommandResult::Ok,
-            };
-            if let CommandResult::Fleet(fleet::FleetResult::Group(outcomes)) = &result {
-                let stored = fleet::stored_bitmap(outcomes);
-                meta.insert(stored_key(entry.log_id.index).as_slice(), stored)?;
+            let mut results = Vec::with_capacity(run.len());
+            for (i, entry) in run.iter().enumerate() {
+                let pre = if i == 0 { &first_pre } else { &no_pre };
+                let result = match &entry.payload {
+                    EntryPayload::Normal(cmd) => apply_command(data, cmd, pre, &staged)?,
+                    EntryPayload::Blank | EntryPayload::Membership(_) => CommandResult::Ok,
+                };
+                if let CommandResult::Fleet(fleet::FleetResult::Group(outcomes)) = &result {
+                    let stored = fleet::stored_bitmap(outcomes);
+                    meta.insert(stored_key(entry.log_id.index).as_slice(), stored)?;
+                }
+                results.push(result);
             }
-            Ok(result)
+            Ok(results)
         })?;
         staged.finish().publish(&mut heads);
-        Ok(result)
+        Ok(results)
     }
 
     /// Writes the dump of the current state to a new temp snapshot file (not yet synced).
@@ -488,10 +512,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut results = Vec::new();
-        for entry in entries {
-            let result = self.apply_entry(&entry).sto(ErrorSubject::Apply(entry.log_id), ErrorVerb::Write)?;
-            results.push(result);
+        let entries: Vec<_> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            self.log
+                .wait_durable(last.log_id.index)
+                .await
+                .sto(ErrorSubject::Apply(last.log_id), ErrorVerb::Write)?;
+        }
+        let mut results = Vec::with_capacity(entries.len());
+        let mut rest = entries.as_slice();
+        while !rest.is_empty() {
+            let len = 1 + rest[1..].iter().take(MAX_RUN - 1).take_while(|e| !needs_prescan(e)).count();
+            let (run, tail) = rest.split_at(len);
+            let last = run[len - 1].log_id;
+            results.extend(self.apply_run(run).sto(ErrorSubject::Apply(last), ErrorVerb::Write)?);
+            rest = tail;
         }
         Ok(results)
     }
@@ -683,11 +718,7 @@ mod tests {
             .zip(next..)
             .map(|(cmd, i)| Entry { log_id: log_id(1, 1, i), payload: EntryPayload::Normal(cmd) })
             .collect();
-        for e in &entries {
-            sm.log
-                .insert(crate::log_store::key(e.log_id.index), codec::encode_value("log entry", e).unwrap())
-                .unwrap();
-        }
+        sm.log.append_durably(entries.clone()).await.unwrap();
         sm.apply(entries).await.unwrap()
     }
 

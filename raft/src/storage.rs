@@ -2,7 +2,9 @@
 //!
 //! Directory layout under the node's data dir:
 //! ```text
-//! <dir>/sled/         sled database (trees raft_log, raft_meta, sm_meta, sm_data)
+//! <dir>/raftlog/     the Raft log: chunk files of a write-ahead log (see `log_store`)
+//! <dir>/sled/         sled database (trees sm_meta, sm_data; raft_log and raft_meta only
+//!                     until a log kept there by an earlier version is imported)
 //! <dir>/snapshots/    snapshot files (see `snapshot`)
 //! ```
 //! One `sled::Db` with few trees: sled flushes one log for all trees, so more databases or
@@ -49,11 +51,10 @@ fn open_blocking(dir: &Path, cache_capacity: u64) -> Result<(LogStore, StateMach
     let sled_dir = dir.join("sled");
     let db = sled::Config::new().path(&sled_dir).cache_capacity(cache_capacity).open()?;
     let durable = Durable::open(db.clone(), &sled_dir)?;
-    let log_tree = db.open_tree("raft_log")?;
-    let log = LogStore::new(log_tree.clone(), db.open_tree("raft_meta")?, durable.clone());
+    let log = LogStore::open(dir, &db.open_tree("raft_log")?, &db.open_tree("raft_meta")?)?;
     let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
     let trees = (db.open_tree("sm_meta")?, db.open_tree("sm_data")?);
-    let sm = StateMachineStore::new(trees.0, trees.1, durable, snapshots, log_tree);
+    let sm = StateMachineStore::new(trees.0, trees.1, durable, snapshots, log.clone());
     Ok((log, sm))
 }
 

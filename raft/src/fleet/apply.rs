@@ -65,9 +65,18 @@ fn uncounted(key: sled::IVec) -> Removal {
     Removal { key, counted: None }
 }
 
+/// Whether [`prescan`] reads anything for `cmd`. Such a command must be prescanned against
+/// the state every earlier entry left, so it starts a new apply transaction.
+pub(crate) fn needs_prescan(cmd: &FleetCommand) -> bool {
+    matches!(cmd, FleetCommand::DeleteAgent(_) | FleetCommand::Expire { .. })
+}
+
 /// Collects what `cmd` deletes by range (nothing for other commands).
 pub(crate) fn prescan(data: &sled::Tree, cmd: &FleetCommand) -> Result<Prescan, Error> {
     let mut pre = Prescan::default();
+    if !needs_prescan(cmd) {
+        return Ok(pre);
+    }
     let found = &mut pre.removals;
     match cmd {
         FleetCommand::DeleteAgent(a) => {

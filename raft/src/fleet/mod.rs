@@ -19,7 +19,7 @@ pub mod telemetry;
 pub mod types;
 
 pub use apply::{DUPLICATE_WINDOW_MS, EXPIRE_BATCH, SEQ_WINDOW, default_rules, validate_rules};
-pub(crate) use apply::{Prescan, apply, audit, prescan, replay, stored_bitmap};
+pub(crate) use apply::{Prescan, apply, audit, needs_prescan, prescan, replay, stored_bitmap};
 pub use read::{FleetReader, Stat};
 pub use types::*;
 

@@ -376,6 +376,35 @@ async fn delete_agent_removes_its_data_and_the_audit_chain_verifies() {
     assert!(n >= 3, "{n}");
 }
 
+/// One apply call carrying data and then the deletion of its agent: the deletion starts a
+/// new transaction, so its prescan sees what the entries before it wrote.
+#[tokio::test]
+async fn a_delete_applied_with_earlier_writes_in_one_call_sees_them() {
+    let (_d, mut sm, id) = setup().await;
+    let fleet = sm.reader().fleet();
+    let group = |seq: u64, at: u64| {
+        Command::Fleet(FleetCommand::Group(vec![GroupItem::Batch(Box::new(batch(
+            &id,
+            seq,
+            seq as u8,
+            Some(7),
+            5.0,
+            at,
+        )))]))
+    };
+    let del = AgentAction { tenant: T.into(), agent_id: id.clone(), actor: "admin".into(), at_ms: 90_000 };
+    let results = apply_commands(
+        &mut sm,
+        vec![group(1, 60_000), group(2, 75_000), Command::Fleet(FleetCommand::DeleteAgent(del))],
+    )
+    .await;
+    assert_eq!(results[2], CommandResult::Ok);
+    assert!(fleet.agent(T, &id).unwrap().is_none());
+    assert!(fleet.series(T, &id).unwrap().is_empty());
+    assert!(fleet.telemetry_dump(T, &id).unwrap().is_empty(), "nothing written by the same call survives");
+    assert_eq!(fleet.telemetry_bytes().unwrap().get(T).copied().unwrap_or_default(), [0; 4]);
+}
+
 #[tokio::test]
 async fn rules_are_a_compare_and_set_and_validated() {
     let (_d, mut sm) = sm().await;

@@ -28,9 +28,17 @@ pub(crate) struct Prescan {
     role_in_use: bool,
 }
 
+/// Whether [`prescan`] reads anything for `cmd` (see `fleet::needs_prescan`).
+pub(crate) fn needs_prescan(cmd: &IdentityCommand) -> bool {
+    matches!(cmd, IdentityCommand::UpdateUser { .. } | IdentityCommand::DeleteRole { .. })
+}
+
 /// Scans what `cmd` needs to know.
 pub(crate) fn prescan(data: &sled::Tree, cmd: &IdentityCommand) -> Result<Prescan, Error> {
     let mut p = Prescan::default();
+    if !needs_prescan(cmd) {
+        return Ok(p);
+    }
     match cmd {
         IdentityCommand::UpdateUser { tenant, .. } => {
             for kv in data.scan_prefix(keys::user_prefix(tenant)) {

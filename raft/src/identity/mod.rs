@@ -8,7 +8,7 @@ pub mod read;
 pub mod types;
 
 pub use apply::OWNER;
-pub(crate) use apply::{Prescan, apply, prescan};
+pub(crate) use apply::{Prescan, apply, needs_prescan, prescan};
 pub use read::IdentityReader;
 pub use types::*;
 
