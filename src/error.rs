@@ -96,6 +96,19 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The same failure for each of several requests that shared one outcome (a group or
+    /// batch commit).
+    pub fn duplicate(&self) -> ApiError {
+        match self {
+            ApiError::Unavailable { reason, retry_after } => {
+                ApiError::Unavailable { reason: reason.clone(), retry_after: *retry_after }
+            }
+            ApiError::Indeterminate(m) => ApiError::Indeterminate(m.clone()),
+            ApiError::BadRequest(m) => ApiError::BadRequest(m.clone()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+
     /// A retryable 503 with a one-second `Retry-After`.
     pub fn unavailable(reason: impl Into<String>) -> Self {
         ApiError::Unavailable { reason: reason.into(), retry_after: Duration::from_secs(1) }

@@ -66,6 +66,8 @@ pub struct HubInner {
     pub touches: crate::auth::touch::Touches,
     /// The agent plane (actors, group commit), set once at start.
     plane: std::sync::OnceLock<Arc<crate::ingest::AgentPlane>>,
+    /// Batches concurrent batchable writes into one entry, set once at start.
+    batcher: std::sync::OnceLock<crate::write_batch::WriteBatcher>,
     started: Instant,
 }
 
@@ -111,11 +113,17 @@ impl Hub {
             forwarder,
             membership_lock: Mutex::new(()),
             plane: std::sync::OnceLock::new(),
+            batcher: std::sync::OnceLock::new(),
             touches: Default::default(),
             limits: monsys_actors::limits::LimitTable::new(100_000),
             mailer: p.mailer,
             started: Instant::now(),
         }))
+    }
+
+    /// Installs the write batcher (once, at start).
+    pub fn set_batcher(&self, batcher: crate::write_batch::WriteBatcher) {
+        let _ = self.batcher.set(batcher);
     }
 
     /// Installs the agent plane (once, at start).
@@ -153,6 +161,26 @@ impl Hub {
 
     /// Proposes `cmd` and waits until it is committed and applied here.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, ApiError> {
+        match self.batcher.get() {
+            Some(batcher) if cmd.batchable() && self.voters_support(monsys_raft::LOG_FEATURE_BATCH) => {
+                monsys_raft::check_command_size(&cmd).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                batcher.submit(cmd).await
+            }
+            _ => self.commit_now(cmd).await,
+        }
+    }
+
+    /// Whether every voter is live in gossip and announces the log feature `feature` (a voter
+    /// that is down might come back running an older binary).
+    fn voters_support(&self, feature: &str) -> bool {
+        let live = self.live.borrow().clone();
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        all_announce(m.membership_config.membership().voter_ids(), &live, feature)
+    }
+
+    /// Proposes `cmd` as an entry of its own (see [`Hub::write`]).
+    pub(crate) async fn commit_now(&self, cmd: Command) -> Result<CommandResult, ApiError> {
         Ok(self.commit(cmd).await?.data)
     }
 
@@ -403,6 +431,15 @@ impl Hub {
     }
 }
 
+/// Whether every one of `voters` is in `live` and announces `feature`.
+fn all_announce(
+    mut voters: impl Iterator<Item = NodeId>,
+    live: &crate::cluster::gossip::LiveView,
+    feature: &str,
+) -> bool {
+    voters.all(|id| live.get(&id).is_some_and(|m| m.log_features.split(',').any(|f| f == feature)))
+}
+
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> ApiError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ApiError::Indeterminate(
@@ -436,5 +473,35 @@ fn membership_result(res: MembershipResult) -> Result<(), ApiError> {
             other => ApiError::Conflict(other.to_string()),
         }),
         Ok(Err(RaftError::Fatal(e))) => Err(ApiError::unavailable(format!("raft stopped: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cluster::gossip::LiveMember;
+
+    fn member(id: u64, features: &str) -> (u64, LiveMember) {
+        let m = LiveMember {
+            raft_id: id,
+            api_addr: String::new(),
+            version: String::new(),
+            log_features: features.into(),
+            generation: 1,
+            gossip_addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        (id, m)
+    }
+
+    #[test]
+    fn a_log_feature_is_used_only_when_every_voter_announces_it() {
+        let live = Arc::new(BTreeMap::from([member(1, "batch"), member(2, "x,batch"), member(3, "")]));
+        assert!(all_announce([1, 2].into_iter(), &live, "batch"));
+        assert!(!all_announce([1, 2, 3].into_iter(), &live, "batch"), "an older voter");
+        assert!(!all_announce([1, 4].into_iter(), &live, "batch"), "a voter not seen alive");
+        assert!(!all_announce([1].into_iter(), &live, "bat"));
     }
 }

@@ -29,3 +29,4 @@ pub mod node;
 pub mod ratelimit;
 pub mod routing;
 pub mod secrets;
+pub mod write_batch;

@@ -85,6 +85,8 @@ async fn start_node(config: Config, listener: TcpListener, id: u64) -> anyhow::R
         mailer: crate::mail::from_config(&config).map_err(|e| anyhow::anyhow!("mail configuration: {e}"))?,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (batcher, batch_task) = crate::write_batch::WriteBatcher::spawn(hub.clone());
+    hub.set_batcher(batcher);
     let (group, group_task) = crate::ingest::group::GroupCommitter::spawn(hub.clone());
     let plane = crate::ingest::AgentPlane::new(group);
     hub.set_plane(plane.clone());
@@ -93,6 +95,7 @@ async fn start_node(config: Config, listener: TcpListener, id: u64) -> anyhow::R
         seeds::spawn(raft.clone(), gossip.clone(), id, shutdown_rx.clone()),
         spawn_leader_watch(hub.clone(), shutdown_rx.clone()),
         group_task,
+        batch_task,
         crate::auth::touch::spawn_flush(hub.clone(), shutdown_rx.clone()),
     ];
     tasks.extend(crate::ingest::jobs::spawn(hub.clone(), plane, shutdown_rx));

@@ -179,3 +179,46 @@ async fn adding_and_removing_nodes_online_loses_no_acknowledged_write() {
     assert_eq!(voters.len(), 3);
     assert!(!voters.contains(&removed_id));
 }
+
+/// Concurrent writes are batched into shared entries by the leader; each keeps its own
+/// compare-and-set outcome and its own revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_keep_their_own_outcomes() {
+    let c = std::sync::Arc::new(TestCluster::start(3).await);
+    c.wait_leader().await;
+    let cas: Vec<_> = (0..40u32)
+        .map(|k| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.put_settings(k as usize % 3, &common::settings_with_refresh(100 + k), Some(0)).await.0
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in cas {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "exactly one CAS on revision 0 wins: {statuses:?}"
+    );
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 412), "{statuses:?}");
+
+    let puts: Vec<_> = (0..40u32)
+        .map(|k| {
+            let c = c.clone();
+            tokio::spawn(async move { c.put_refresh(k as usize % 3, 200 + k).await })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    for t in puts {
+        let (status, doc) = t.await.unwrap();
+        assert_eq!(status, 200, "{doc}");
+        revisions.push(doc["revision"].as_u64().unwrap());
+    }
+    revisions.sort();
+    assert_eq!(revisions, (2..=41).collect::<Vec<_>>(), "every write got its own revision");
+    let (_, doc) = c.get(1, "/api/v1/settings").await;
+    assert_eq!(doc["revision"], 41);
+}

@@ -46,6 +46,31 @@ pub enum Command {
     Fleet(FleetCommand),
     /// A change of the identity domain (tenants, users, sessions, keys); see [`crate::identity`].
     Identity(IdentityCommand),
+    /// Independent writes proposed together as one entry (one append, one sync, one
+    /// replication round), applied in order; each has its own result. Only
+    /// [`Command::batchable`] commands may be inside: any other is refused on apply.
+    Batch(Vec<Command>),
+}
+
+/// Log features this binary can apply, announced over gossip. A proposer uses a feature only
+/// once every voter announces it, so a rolling upgrade never hands a node an entry it cannot
+/// decode. `batch`: [`Command::Batch`].
+pub const LOG_FEATURES: &[&str] = &[LOG_FEATURE_BATCH];
+/// See [`LOG_FEATURES`].
+pub const LOG_FEATURE_BATCH: &str = "batch";
+
+impl Command {
+    /// Whether the command may travel inside a [`Command::Batch`]: it reads nothing outside
+    /// its transaction (no prescan) and the state machine keeps nothing per entry for it
+    /// (fleet commands are excluded: group outcomes are recorded per entry index for the
+    /// telemetry replay).
+    pub fn batchable(&self) -> bool {
+        match self {
+            Command::PutSettings { .. } => true,
+            Command::Identity(i) => !crate::identity::needs_prescan(i),
+            Command::Noop | Command::InitAdminToken { .. } | Command::Fleet(_) | Command::Batch(_) => false,
+        }
+    }
 }
 
 /// What applying a [`Command`] produced. Deterministic: every replica computes the same one.
@@ -65,6 +90,8 @@ pub enum CommandResult {
     Identity(IdentityResult),
     /// An identity command refused by the state machine; nothing changed.
     IdentityRejected(IdentityRejection),
+    /// Results of a [`Command::Batch`], in its order.
+    Batch(Vec<CommandResult>),
 }
 
 /// Why the state machine refused a command. Nothing was changed.
@@ -156,6 +183,7 @@ mod tests {
                 Command::InitAdminToken { sha256: [0xab; 32] },
                 "02000000abababababababababababababababababababababababababababababababab",
             ),
+            (Command::Batch(vec![Command::Noop]), "05000000010000000000000000000000"),
         ];
         let doc = SettingsDoc { tenant: "acme".into(), revision: 4, updated_at_ms: 5, settings: settings() };
         let results = [
@@ -173,6 +201,7 @@ mod tests {
                 "02000000010000000300000000000000626164",
             ),
             (CommandResult::Rejected(Rejection::AlreadyInitialized), "0200000002000000"),
+            (CommandResult::Batch(vec![CommandResult::Ok]), "07000000010000000000000000000000"),
         ];
         for (cmd, hex) in &commands {
             assert_eq!(hex_of(cmd), *hex, "{cmd:?}");

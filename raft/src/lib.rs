@@ -1,7 +1,8 @@
-//! monsys replicated state: openraft 0.9 over sled.
+//! monsys replicated state: openraft 0.9 with its log in a write-ahead log and its state
+//! machine in sled.
 //!
 //! Data flow: the hub proposes a [`Command`] with `Raft::client_write`; openraft appends it
-//! through [`LogStore`] (sled tree, fdatasync'ed before openraft hears it is durable), replicates
+//! through [`LogStore`] (`raft-log` WAL, synced before openraft hears it is durable), replicates
 //! it over a [`network::RaftTransport`] supplied by the binary, and once committed applies it to
 //! the [`StateMachineStore`], whose trees the hub reads through a [`StateReader`].
 //!
@@ -9,7 +10,7 @@
 //! - [`command`]: the versioned command enum and its results (the persisted log format).
 //! - [`fleet`]: the fleet domain (agents, telemetry, alerts, audit) applied by the state machine.
 //! - [`identity`]: tenants, users, sessions, API keys, custom roles.
-//! - [`log_store`]: `RaftLogStorage` on sled (entries, vote, committed, purge).
+//! - [`log_store`]: `RaftLogStorage` on the `raft-log` WAL (entries, vote, committed, purge).
 //! - [`state_machine`]: `RaftStateMachine` on sled trees + snapshot files; [`StateReader`].
 //! - [`network`]: `RaftNetworkFactory` over a byte-moving [`network::RaftTransport`] trait and the
 //!   server-side [`network::serve_rpc`] that decodes and dispatches incoming RPCs.
@@ -17,7 +18,7 @@
 //! - `codec` (bincode options, versioned values), `durable` (flush + fdatasync, atomic files),
 //!   `snapshot` (snapshot file format and directory), `storage` ([`open`]): internals.
 //!
-//! Only this crate knows bincode and sled; the binary moves opaque bytes.
+//! Only this crate knows bincode, sled and the WAL; the binary moves opaque bytes.
 
 use std::fmt;
 
@@ -39,7 +40,8 @@ mod txn;
 
 pub use codec::{MAX_RPC_BYTES, MAX_VALUE_BYTES, encoded_size};
 pub use command::{
-    Command, CommandResult, Rejection, decode_command, decode_result, encode_command, encode_result,
+    Command, CommandResult, LOG_FEATURE_BATCH, LOG_FEATURES, Rejection, decode_command, decode_result,
+    encode_command, encode_result,
 };
 pub use error::Error;
 pub use log_store::{LogStore, check_command_size};

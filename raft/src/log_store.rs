@@ -5,7 +5,7 @@
 //! IO threads, a flush and an `fdatasync`) once per client write, because openraft 0.9 appends
 //! each proposal on its own. `raft-log` (by openraft's author, built for this trait) appends
 //! records to chunk files and syncs them on its own flush thread, grouping every request that
-//! queued while the previous sync ran.
+//! queued while the previous sync ran. Its sync is a plain `fdatasync` of the chunk file.
 //!
 //! Layout: `<data dir>/raftlog/` holds the chunk files; each record is an append (the entry's
 //! log id and `codec::encode_value(EntryPayload)`), a vote, a commit, a truncation or a purge,
@@ -14,7 +14,11 @@
 //!
 //! Invariants:
 //! - `append` queues the entries and a sync, and returns: the entries are readable at once, and
-//!   openraft hears `log_io_completed` only from the flush thread after the sync.
+//!   openraft hears `log_io_completed` only from the flush thread after the sync. (openraft
+//!   0.9 itself waits for that before its next append, so syncs group only across callers:
+//!   votes, truncations, the state machine's durability waits.)
+//! - On open, everything replayed from the chunk files is synced before it is trusted (a
+//!   process crash can leave written but unsynced records behind).
 //! - `save_vote`, `truncate` and `purge` return only after their record is synced (a lost vote
 //!   allows voting twice in one term; a lost truncation could resurrect a conflicting suffix).
 //! - `save_committed` is not synced: it is a restart hint, and a hint that is behind is safe.
@@ -33,7 +37,6 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -68,12 +71,20 @@ pub struct LogStore {
 
 struct Inner {
     wal: Mutex<RaftLog<WalTypes>>,
+    /// Shared with flush completions (which run on the WAL's flush thread and must not own
+    /// the WAL: dropping its last handle there would join that thread from itself).
+    marks: Arc<Mutex<DurableMark>>,
+}
+
+/// How far the log is known to be durable.
+#[derive(Default)]
+struct DurableMark {
     /// Every entry with an index below this is durable (0: nothing known). Lowered by
     /// truncation; raised by flush completions of the same `generation`.
-    durable_below: AtomicU64,
+    below: u64,
     /// Bumped by every truncation, so a sync requested before it cannot vouch for entries
     /// appended after it.
-    generation: AtomicU64,
+    generation: u64,
 }
 
 impl LogStore {
@@ -100,15 +111,13 @@ impl LogStore {
             old_log.flush()?;
             tracing::info!("raft log moved from sled to the write-ahead log");
         }
-        let wal = open_wal(&wal_dir)?;
-        let durable_below = wal.log_state().last().map_or(0, |l| l.0.index + 1);
-        Ok(LogStore {
-            inner: Arc::new(Inner {
-                wal: Mutex::new(wal),
-                durable_below: AtomicU64::new(durable_below),
-                generation: AtomicU64::new(0),
-            }),
-        })
+        let mut wal = open_wal(&wal_dir)?;
+        // records written before a crash may sit in the page cache only: sync them before
+        // anything relies on them
+        blocking_sync(&mut wal)?;
+        let below = wal.log_state().last().map_or(0, |l| l.0.index + 1);
+        let marks = Arc::new(Mutex::new(DurableMark { below, generation: 0 }));
+        Ok(LogStore { inner: Arc::new(Inner { wal: Mutex::new(wal), marks }) })
     }
 
     fn wal(&self) -> Result<MutexGuard<'_, RaftLog<WalTypes>>, Error> {
@@ -150,11 +159,14 @@ impl LogStore {
         }
         wal.append(records)?;
         let upto = wal.log_state().last().map_or(0, |l| l.0.index + 1);
-        let generation = self.inner.generation.load(Ordering::Acquire);
-        let inner = self.inner.clone();
+        let marks = self.inner.marks.clone();
+        let generation = lock(&marks)?.generation;
         let track = Box::new(move |ok: bool| {
-            if ok && inner.generation.load(Ordering::Acquire) == generation {
-                inner.durable_below.fetch_max(upto, Ordering::AcqRel);
+            if let Ok(mut m) = marks.lock()
+                && ok
+                && m.generation == generation
+            {
+                m.below = m.below.max(upto);
             }
         });
         wal.flush(true, Some(Flushed { notify: done.notify, track: Some(track) }))?;
@@ -163,8 +175,11 @@ impl LogStore {
 
     /// Removes the entries from `index` on (the caller holds the WAL lock).
     fn truncate_locked(&self, wal: &mut RaftLog<WalTypes>, index: u64) -> Result<(), Error> {
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
-        self.inner.durable_below.fetch_min(index, Ordering::AcqRel);
+        {
+            let mut m = lock(&self.inner.marks)?;
+            m.generation += 1;
+            m.below = m.below.min(index);
+        }
         wal.truncate(index)?;
         Ok(())
     }
@@ -179,7 +194,7 @@ impl LogStore {
 
     /// Returns once every entry up to `index` is durable in this node's log.
     pub(crate) async fn wait_durable(&self, index: u64) -> Result<(), Error> {
-        if self.inner.durable_below.load(Ordering::Acquire) > index {
+        if lock(&self.inner.marks)?.below > index {
             return Ok(());
         }
         self.sync().await
@@ -192,6 +207,18 @@ impl LogStore {
         rx.await.map_err(|_| Error::Io(io::Error::other("raft log flush thread stopped")))??;
         Ok(())
     }
+}
+
+fn lock(marks: &Mutex<DurableMark>) -> Result<MutexGuard<'_, DurableMark>, Error> {
+    marks.lock().map_err(|_| Error::Corrupt("raft log durability mark poisoned".into()))
+}
+
+/// Syncs everything written to `wal` so far, blocking the calling thread.
+fn blocking_sync(wal: &mut RaftLog<WalTypes>) -> Result<(), Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    wal.flush(true, Some(Flushed { notify: Notify::Blocking(tx), track: None }))?;
+    rx.recv().map_err(|_| Error::Io(io::Error::other("raft log flush thread stopped")))??;
+    Ok(())
 }
 
 fn open_wal(dir: &Path) -> Result<RaftLog<WalTypes>, Error> {
@@ -233,9 +260,7 @@ fn import_from_sled(dir: &Path, log: &sled::Tree, meta: &sled::Tree) -> Result<(
     if let Some(c) = committed.filter(|c| Some(&WalLogId(*c)) <= last.as_ref() && Some(*c) >= purged) {
         wal.commit(WalLogId(c))?;
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    wal.flush(true, Some(Flushed { notify: Notify::Blocking(tx), track: None }))?;
-    rx.recv().map_err(|_| Error::Io(io::Error::other("raft log flush thread stopped")))??;
+    blocking_sync(&mut wal)?;
     drop(wal);
     crate::durable::fsync_dir(dir)?;
     tracing::info!(entries = n, ?purged, "imported the raft log from sled");
@@ -507,7 +532,7 @@ mod tests {
         s.truncate(log_id(1, 1, 3)).await.unwrap();
         assert_eq!(s.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 1, 2)));
         assert_eq!(s.try_get_log_entries(0..100).await.unwrap().len(), 2);
-        assert!(s.inner.durable_below.load(Ordering::Acquire) <= 3);
+        assert!(lock(&s.inner.marks).unwrap().below <= 3);
         s.wait_durable(2).await.unwrap();
     }
 

@@ -127,6 +127,9 @@ impl StateReader {
     }
 }
 
+/// Log entries read at a time while the heads are replayed on open.
+const REPLAY_SLICE: u64 = 64;
+
 /// Most entries applied in one sled transaction. A sled transaction costs a few KiB of log
 /// writes whatever its size, so one per entry made the state machine the write bottleneck;
 /// the bound keeps a transaction's write set (held in memory) small.
@@ -156,6 +159,18 @@ fn apply_command(
     heads: &HeadsTx<'_>,
 ) -> ConflictableTransactionResult<CommandResult, Error> {
     match cmd {
+        Command::Batch(cmds) => {
+            let none = Prescans::default();
+            let mut results = Vec::with_capacity(cmds.len());
+            for c in cmds {
+                results.push(if c.batchable() {
+                    apply_command(data, c, &none, heads)?
+                } else {
+                    CommandResult::Rejected(Rejection::Invalid("this command cannot be batched".into()))
+                });
+            }
+            Ok(CommandResult::Batch(results))
+        }
         Command::Fleet(f) => fleet::apply(data, f, &pre.fleet, heads),
         Command::Identity(i) => crate::identity::apply(data, i, &pre.identity),
         Command::Noop => Ok(CommandResult::Ok),
@@ -249,13 +264,17 @@ impl StateMachineStore {
     fn replay_heads(&self, mut heads: HeadMap, from: u64) -> Result<(), Error> {
         let applied = self.reader().last_applied()?.map_or(0, |l| l.index);
         let mut replayed = 0u64;
-        for entry in self.log.read_range(from + 1, Some(applied + 1))? {
-            let EntryPayload::Normal(Command::Fleet(cmd)) = &entry.payload else { continue };
-            let stored = self.meta.get(stored_key(entry.log_id.index))?;
-            let tx = HeadsTx::new(&heads);
-            fleet::replay(&self.data, cmd, stored.as_deref(), &tx)?;
-            tx.finish().publish(&mut heads);
-            replayed += 1;
+        // in slices, so a restart holds a few entries in memory, not the whole tail of the log
+        for start in (from + 1..=applied).step_by(REPLAY_SLICE as usize) {
+            let end = (start + REPLAY_SLICE).min(applied + 1);
+            for entry in self.log.read_range(start, Some(end))? {
+                let EntryPayload::Normal(Command::Fleet(cmd)) = &entry.payload else { continue };
+                let stored = self.meta.get(stored_key(entry.log_id.index))?;
+                let tx = HeadsTx::new(&heads);
+                fleet::replay(&self.data, cmd, stored.as_deref(), &tx)?;
+                tx.finish().publish(&mut heads);
+                replayed += 1;
+            }
         }
         if replayed > 0 {
             tracing::info!(
@@ -599,6 +618,28 @@ mod tests {
 
     fn refresh(secs: u32) -> Settings {
         Settings { refresh_interval_secs: secs, ..Settings::default() }
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_in_order_with_one_result_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+        let batch = Command::Batch(vec![
+            put("t1", Some(0), refresh(30), 1),
+            put("t1", Some(0), refresh(40), 2),
+            put("t1", Some(1), refresh(50), 3),
+            Command::Noop,
+            Command::Batch(vec![]),
+        ]);
+        let results = apply(&mut sm, vec![batch]).await;
+        let CommandResult::Batch(r) = &results[0] else { panic!("{results:?}") };
+        assert_eq!(r.len(), 5);
+        assert!(matches!(&r[0], CommandResult::Settings(d) if d.revision == 1));
+        assert_eq!(r[1], CommandResult::Rejected(Rejection::RevisionMismatch { current: 1 }));
+        assert!(matches!(&r[2], CommandResult::Settings(d) if d.revision == 2 && d.settings == refresh(50)));
+        assert!(matches!(&r[3], CommandResult::Rejected(Rejection::Invalid(_))), "not batchable");
+        assert!(matches!(&r[4], CommandResult::Rejected(Rejection::Invalid(_))), "no nesting");
+        assert_eq!(sm.reader().settings("t1").unwrap().revision, 2);
     }
 
     #[tokio::test]

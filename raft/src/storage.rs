@@ -14,8 +14,9 @@
 //! `StateMachineStore::recover`), so openraft always starts from a state at or after the
 //! snapshot it may purge logs behind.
 //!
-//! Deliberately missing: migrations between on-disk versions (there is only version 1) and a
-//! lock file of our own (sled already refuses a second open of the same directory).
+//! Upgrades: a log still kept in sled by an earlier version is imported into the WAL on open
+//! (see `log_store`). Deliberately missing: a lock file of our own (sled and the WAL each
+//! refuse a second open of the same directory).
 
 use std::path::Path;
 

@@ -29,6 +29,7 @@ use tracing::Instrument;
 const KEY_RAFT_ID: &str = "raft_id";
 const KEY_API_ADDR: &str = "api_addr";
 const KEY_VERSION: &str = "version";
+const KEY_LOG_FEATURES: &str = "log_features";
 
 /// A member gossip currently sees alive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,9 @@ pub struct LiveMember {
     pub api_addr: String,
     /// Binary version announced by the member.
     pub version: String,
+    /// Log features the member can apply (comma-separated; see `monsys_raft::LOG_FEATURES`).
+    /// Empty for members of versions that announce none.
+    pub log_features: String,
     /// Incarnation: start time of the member's process, unix ms.
     pub generation: u64,
     /// Gossip address.
@@ -100,6 +104,7 @@ impl Gossip {
             (KEY_RAFT_ID.to_string(), s.raft_id.to_string()),
             (KEY_API_ADDR.to_string(), s.api_addr.clone()),
             (KEY_VERSION.to_string(), monsys_proto::VERSION.to_string()),
+            (KEY_LOG_FEATURES.to_string(), monsys_raft::LOG_FEATURES.join(",")),
         ];
         let handle = spawn_chitchat(config, initial, &UdpTransport).await?;
         let mut chitchat_rx = handle.chitchat().lock().await.live_nodes_watcher();
@@ -157,6 +162,7 @@ fn to_live_view(nodes: &BTreeMap<ChitchatId, NodeState>) -> LiveView {
             raft_id,
             api_addr: state.get(KEY_API_ADDR).unwrap_or_default().to_string(),
             version: state.get(KEY_VERSION).unwrap_or_default().to_string(),
+            log_features: state.get(KEY_LOG_FEATURES).unwrap_or_default().to_string(),
             generation: id.generation_id,
             gossip_addr: id.gossip_advertise_addr,
         };

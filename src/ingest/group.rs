@@ -116,20 +116,8 @@ async fn commit(hub: &Hub, group: Vec<Pending>) {
         }
         Err(e) => {
             for reply in replies {
-                let _ = reply.send(Err(clone_error(&e)));
+                let _ = reply.send(Err(e.duplicate()));
             }
         }
-    }
-}
-
-/// The same failure for every item of a failed group.
-fn clone_error(e: &ApiError) -> ApiError {
-    match e {
-        ApiError::Unavailable { reason, retry_after } => {
-            ApiError::Unavailable { reason: reason.clone(), retry_after: *retry_after }
-        }
-        ApiError::Indeterminate(m) => ApiError::Indeterminate(m.clone()),
-        ApiError::BadRequest(m) => ApiError::BadRequest(m.clone()),
-        other => ApiError::Internal(other.to_string()),
     }
 }
