@@ -157,23 +157,6 @@ async fn leader(http: &reqwest::Client, c: &Cluster) -> Option<usize> {
     }
 }
 
-/// Sum of `monsys_raft_leader_changes_total` over the nodes.
-async fn leader_changes(http: &reqwest::Client, c: &Cluster) -> f64 {
-    let mut total = 0.0;
-    for u in &c.urls {
-        if let Ok(r) = http.get(format!("{u}/metrics")).send().await
-            && let Ok(text) = r.text().await
-        {
-            total += text
-                .lines()
-                .find(|l| l.starts_with("monsys_raft_leader_changes_total"))
-                .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        }
-    }
-    total
-}
-
 /// Kills the leader under a write load; the longest time without any acknowledged write.
 async fn unavailability(http: &reqwest::Client, c: &mut Cluster) -> f64 {
     let start = Instant::now();
@@ -260,9 +243,9 @@ async fn main() {
         let (r16, _) = load(&http, &c, 16, false, secs).await;
         let steady = env("CLUSTER_STEADY_SECS", 0) as u64;
         if system == System::Monsys && steady > 0 {
-            let before = leader_changes(&http, &c).await;
+            let before = common::leader_changes(&http, &c.urls).await;
             let (rate, _) = load(&http, &c, 16, true, steady).await;
-            let after = leader_changes(&http, &c).await;
+            let after = common::leader_changes(&http, &c.urls).await;
             println!(
                 "steady load: {steady} s of 16-client writes at {rate:.0}/s; leader changes seen by the nodes: {}",
                 after - before

@@ -131,6 +131,7 @@ async fn main() {
     let body_bytes = work[0].1[0].0.len();
 
     // timed phase: every agent sends its batches in order, as fast as acks come back
+    let changes_before = common::leader_changes(&http, &urls).await;
     let started = Instant::now();
     let tasks: Vec<_> = work
         .iter()
@@ -185,8 +186,10 @@ async fn main() {
     lat.sort_unstable();
     let acked = lat.len();
     let rss_loaded: Vec<u64> = hubs.iter().map(|h| rss_kib(h.child.id())).collect();
+    let leader_changes = common::leader_changes(&http, &urls).await - changes_before;
 
-    // idle WebSockets on node 1
+    // idle WebSockets on node 1, once the followers have applied the tail of the load
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let before = rss_kib(hubs[0].child.id());
     let mut open = Vec::new();
     for (id, token, _) in registered.iter().cycle().take(sockets) {
@@ -216,6 +219,7 @@ async fn main() {
     println!("{:<44} {:>14.2} {:>14}", "ack latency p50, ms", pct(&lat, 0.50) / 1000.0, "-");
     println!("{:<44} {:>14.2} {:>14}", "ack latency p99, ms", pct(&lat, 0.99) / 1000.0, "-");
     println!("{:<44} {:>14} {:>14}", "client retries (503/504/conn)", retries, "-");
+    println!("{:<44} {:>14} {:>14}", "leader changes during the load", leader_changes, "0");
     println!("{:<44} {:>14.0} {:>14}", "hub RSS per idle WebSocket, bytes", per_socket, "≤ 16384");
     println!("{:<44} {:>14.0} {:>14}", "hub RSS per agent after load (3 hubs), bytes", per_actor, "-");
     println!("{:<44} {:>14} {:>14}", "ratio batches/s ÷ target", format!("{:.2}", rate / 10_000.0), "≥ 1.00");

@@ -107,3 +107,21 @@ pub fn pct<T: Copy + Into<f64>>(sorted: &[T], p: f64) -> f64 {
     }
     sorted[((sorted.len() - 1) as f64 * p) as usize].into()
 }
+
+/// Sum of `monsys_raft_leader_changes_total` over the nodes at `urls`.
+#[allow(dead_code)] // not every bench uses it
+pub async fn leader_changes(http: &reqwest::Client, urls: &[String]) -> f64 {
+    let mut total = 0.0;
+    for u in urls {
+        if let Ok(r) = http.get(format!("{u}/metrics")).send().await
+            && let Ok(text) = r.text().await
+        {
+            total += text
+                .lines()
+                .find(|l| l.starts_with("monsys_raft_leader_changes_total"))
+                .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    total
+}

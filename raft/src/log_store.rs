@@ -50,9 +50,12 @@ use crate::error::StorageResultExt;
 use crate::{Command, Error, NodeId, TypeConfig};
 
 /// Payload bytes the WAL keeps in memory for reads (replication reads what was just appended).
-pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Entries of the open chunk stay cached until it closes, so [`CHUNK_BYTES`] bounds it too.
+pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// A chunk file is closed at this size; purges delete whole closed chunks.
-const CHUNK_BYTES: usize = 64 * 1024 * 1024;
+const CHUNK_BYTES: usize = 16 * 1024 * 1024;
+/// Read buffer used to replay a chunk on open (raft-log's default is 64 MiB, all resident).
+const REPLAY_BUFFER_BYTES: usize = 1024 * 1024;
 /// Directory of the WAL under the store's dir, and of an import in progress.
 const WAL_DIR: &str = "raftlog";
 const IMPORT_DIR: &str = "raftlog.import";
@@ -225,6 +228,7 @@ fn open_wal(dir: &Path) -> Result<RaftLog<WalTypes>, Error> {
     let mut config = raft_log::Config::new(dir.to_string_lossy());
     config.log_cache_capacity = Some(CACHE_BYTES);
     config.wal.chunk_max_size = Some(CHUNK_BYTES);
+    config.wal.read_buffer_size = Some(REPLAY_BUFFER_BYTES);
     // group commit comes from syncs queueing behind the one in flight; no extra wait
     config.wal.flush_batch_wait = Some(std::time::Duration::ZERO);
     Ok(RaftLog::open(Arc::new(config))?)
