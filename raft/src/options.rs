@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::codec::MAX_RPC_BYTES;
 
+/// Most entries in one append-entries RPC (an entry is at most `MAX_VALUE_BYTES`, ~120 KiB).
+pub const MAX_ENTRIES_PER_APPEND: u64 = 16;
+
 /// Largest snapshot chunk accepted by [`Options::to_config`]: a chunk must fit in one RPC.
 pub const MAX_SNAPSHOT_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
 const _: () = assert!(MAX_SNAPSHOT_CHUNK_BYTES < MAX_RPC_BYTES);
@@ -74,6 +77,10 @@ impl Options {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             max_in_snapshot_log_to_keep: self.keep_logs_behind_snapshot,
+            // openraft's default (300) lets one append-entries RPC carry ~35 MB of ingest groups;
+            // under load such an RPC outlives its heartbeat-long deadline, is retried, and the
+            // follower hears nothing long enough to start an election
+            max_payload_entries: MAX_ENTRIES_PER_APPEND,
             ..Default::default()
         };
         config.validate().map_err(|e| Error::Config(e.to_string()))
