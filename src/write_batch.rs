@@ -25,6 +25,8 @@ pub const MAX_IN_FLIGHT: usize = 4;
 /// Most commands in one batch (batchable commands are small; this keeps an entry far below
 /// the entry size limit).
 pub const MAX_BATCH: usize = 256;
+/// Largest encoded batch (below the Raft entry limit, with room for the envelope).
+const BATCH_BUDGET_BYTES: u64 = monsys_raft::MAX_VALUE_BYTES - 4 * 1024;
 /// Commands waiting for a batch before submissions are refused.
 const QUEUE_CAPACITY: usize = 4096;
 
@@ -59,12 +61,26 @@ impl WriteBatcher {
 
 async fn run(hub: Hub, mut rx: mpsc::Receiver<(Command, Reply)>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    let mut carry = None;
+    loop {
+        let Some(first) = (match carry.take() {
+            Some(c) => Some(c),
+            None => rx.recv().await,
+        }) else {
+            return;
+        };
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let mut bytes = monsys_raft::encoded_size(&first.0);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH
             && let Ok(next) = rx.try_recv()
         {
+            let size = monsys_raft::encoded_size(&next.0);
+            if bytes + size > BATCH_BUDGET_BYTES {
+                carry = Some(next);
+                break;
+            }
+            bytes += size;
             batch.push(next);
         }
         let hub = hub.clone();
