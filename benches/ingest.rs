@@ -4,7 +4,10 @@
 //!
 //! Knobs (environment): `INGEST_AGENTS` (default 1000), `INGEST_BATCHES` per agent (default 30,
 //! at most 60: the per-agent rate limit's burst), `INGEST_SAMPLES` per batch (default 50),
-//! `INGEST_SOCKETS` idle WebSockets for the memory figure (default 1000). Every phase is
+//! `INGEST_SOCKETS` idle WebSockets for the memory figure (default 1000), `INGEST_FOLLOW_OWNER`
+//! (default 1: like the real agent, each simulated agent sends to the node named by the
+//! `x-monsys-owner` hint once it has one; 0: every batch goes to the next node in turn, so about
+//! two in three are forwarded, the worst case of "any node"). Every phase is
 //! bounded in count and time; the cluster runs on 127.0.0.1 in a temp dir and is killed at the
 //! end.
 //!
@@ -70,6 +73,7 @@ async fn main() {
         env("INGEST_SAMPLES", 50),
         env("INGEST_SOCKETS", 1000),
     );
+    let follow_owner = env("INGEST_FOLLOW_OWNER", 1) == 1;
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
@@ -141,10 +145,11 @@ async fn main() {
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(w.1.len());
                 let mut retries = 0u32;
+                let mut owner: Option<String> = None;
                 for (n, (body, sig)) in w.1.iter().enumerate() {
                     let mut attempt = 0;
                     loop {
-                        let url = &urls[(i + n + attempt) % 3];
+                        let url = owner.as_ref().unwrap_or(&urls[(i + n + attempt) % 3]);
                         let t = Instant::now();
                         let r = http
                             .post(format!("{url}/api/v1/ingest"))
@@ -157,9 +162,17 @@ async fn main() {
                         match r {
                             Ok(r) if r.status().is_success() => {
                                 lat.push(t.elapsed().as_micros() as u32);
+                                if follow_owner {
+                                    owner = r
+                                        .headers()
+                                        .get(wire::OWNER_HEADER)
+                                        .and_then(|v| v.to_str().ok())
+                                        .map(str::to_string);
+                                }
                                 break;
                             }
                             _ if attempt < 20 => {
+                                owner = None;
                                 attempt += 1;
                                 retries += 1;
                                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -210,7 +223,8 @@ async fn main() {
 
     let rate = acked as f64 / secs;
     println!(
-        "\ningest bench: 3 hubs (release) on 127.0.0.1, {agents} agents × {batches} signed batches, {samples} samples ({body_bytes} B body)"
+        "\ningest bench: 3 hubs (release) on 127.0.0.1, {agents} agents × {batches} signed batches, {samples} samples ({body_bytes} B body), {}",
+        if follow_owner { "agents follow the owner hint" } else { "every batch to the next node in turn" }
     );
     println!("{:<44} {:>14} {:>14}", "figure", "measured", "target");
     println!("{:<44} {:>14.1} {:>14}", "registration, agents/s", agents as f64 / register_secs, "-");

@@ -23,6 +23,11 @@ pub struct Config {
     pub gossip_addr: SocketAddr,
     /// `host:port` other nodes use to gossip with this node (default: `gossip_addr`).
     pub advertise_gossip_addr: Option<String>,
+    /// Base URL at which agents reach this node directly, sent to them in `x-monsys-owner` on
+    /// the ingest and heartbeat answers of the agents this node owns, so they skip the forwarding
+    /// hop (default: `http://<advertise_api_addr>`; `""` sends no hint, e.g. when agents reach
+    /// the cluster only through a load balancer).
+    pub agent_url: Option<String>,
     /// Extra gossip seeds (`host:port`). Members of the Raft configuration are always seeds.
     pub gossip_seeds: Vec<String>,
     /// Gossip round interval, milliseconds.
@@ -65,6 +70,7 @@ impl Default for Config {
             advertise_api_addr: None,
             gossip_addr: "127.0.0.1:7946".parse().expect("static addr"),
             advertise_gossip_addr: None,
+            agent_url: None,
             gossip_seeds: Vec::new(),
             gossip_interval_ms: 300,
             data_dir: PathBuf::from("./monsys-data"),
@@ -129,6 +135,12 @@ impl Config {
         if let Some(url) = &self.join {
             anyhow::ensure!(url.starts_with("http://"), "join must be an http:// URL, got {url}");
         }
+        if let Some(url) = self.agent_url.as_deref().filter(|u| !u.is_empty()) {
+            anyhow::ensure!(
+                (url.starts_with("http://") || url.starts_with("https://")) && !url.ends_with('/'),
+                "agent_url must be an http:// or https:// base URL without a trailing slash, got {url}"
+            );
+        }
         let r = &self.raft;
         anyhow::ensure!(
             r.heartbeat_ms < r.election_timeout_min_ms
@@ -141,6 +153,15 @@ impl Config {
     /// The address peers use for this node's HTTP port.
     pub fn advertised_api_addr(&self) -> String {
         self.advertise_api_addr.clone().unwrap_or_else(|| self.api_addr.to_string())
+    }
+
+    /// The base URL sent to this node's agents as the owner hint (`None`: hints are off).
+    pub fn agent_url(&self) -> Option<String> {
+        match self.agent_url.as_deref() {
+            Some("") => None,
+            Some(url) => Some(url.to_string()),
+            None => Some(format!("http://{}", self.advertised_api_addr())),
+        }
     }
 
     /// The address peers use for this node's gossip port.
@@ -179,6 +200,22 @@ mod tests {
         assert_eq!(c.api_addr.port(), 9000);
         assert_eq!(c.raft.heartbeat_ms, 50);
         assert_eq!(c.raft.election_timeout_min_ms, monsys_raft::Options::default().election_timeout_min_ms);
+    }
+
+    #[test]
+    fn the_owner_hint_defaults_to_the_advertised_address_and_can_be_turned_off() {
+        let mut c = Config { advertise_api_addr: Some("hub1.internal:8080".into()), ..Config::default() };
+        assert_eq!(c.agent_url().as_deref(), Some("http://hub1.internal:8080"));
+        c.agent_url = Some(String::new());
+        assert_eq!(c.agent_url(), None);
+        c.validate().unwrap();
+        c.agent_url = Some("https://hub1.example.com".into());
+        assert_eq!(c.agent_url().as_deref(), Some("https://hub1.example.com"));
+        c.validate().unwrap();
+        for bad in ["hub1:8080", "https://hub1.example.com/"] {
+            c.agent_url = Some(bad.into());
+            assert!(c.validate().is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

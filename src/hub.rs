@@ -68,6 +68,8 @@ pub struct HubInner {
     plane: std::sync::OnceLock<Arc<crate::ingest::AgentPlane>>,
     /// Batches concurrent batchable writes into one entry, set once at start.
     batcher: std::sync::OnceLock<crate::write_batch::WriteBatcher>,
+    /// `x-monsys-owner` value of this node's agents (`config.agent_url()`, checked at start).
+    owner_hint: Option<axum::http::HeaderValue>,
     started: Instant,
 }
 
@@ -102,6 +104,13 @@ impl Hub {
     /// Assembles a hub.
     pub fn new(p: HubParts) -> Hub {
         let forwarder = Forwarder::new(Duration::from_millis(p.config.forward_timeout_ms), p.secret.clone());
+        let owner_hint = p.config.agent_url().and_then(|url| match axum::http::HeaderValue::from_str(&url) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                tracing::warn!(%url, "agent_url is not a valid header value; agents get no owner hint");
+                None
+            }
+        });
         Hub(Arc::new(HubInner {
             id: p.id,
             config: p.config,
@@ -117,6 +126,7 @@ impl Hub {
             touches: Default::default(),
             limits: monsys_actors::limits::LimitTable::new(100_000),
             mailer: p.mailer,
+            owner_hint,
             started: Instant::now(),
         }))
     }
@@ -129,6 +139,11 @@ impl Hub {
     /// Installs the agent plane (once, at start).
     pub fn set_plane(&self, plane: Arc<crate::ingest::AgentPlane>) {
         let _ = self.plane.set(plane);
+    }
+
+    /// The owner hint this node sends to the agents it owns (`None`: hints are off).
+    pub fn owner_hint(&self) -> Option<&axum::http::HeaderValue> {
+        self.owner_hint.as_ref()
     }
 
     /// The agent plane; 503 while the node is still starting.

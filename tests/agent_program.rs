@@ -79,6 +79,54 @@ async fn the_agent_fails_over_when_its_owner_dies_and_nothing_is_lost_or_doubled
     assert!(inv["inventory"]["cpu_cores"].as_u64().unwrap() >= 1);
 }
 
+/// `monsys_forwarded_requests_total{target="owner",outcome="ok"}` of node `i`.
+async fn owner_forwards(c: &TestCluster, i: usize) -> u64 {
+    let text =
+        c.http.get(format!("{}/metrics", c.nodes[i].url())).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("monsys_forwarded_requests_total")
+                && l.contains("target=\"owner\"")
+                && l.contains("outcome=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_agent_follows_the_owner_hint_and_stops_needing_a_forward() {
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    c.wait_for("gossip", Duration::from_secs(20), |c| async move {
+        c.running().all(|(_, n)| n.hub().live_voters().len() == 3)
+    })
+    .await;
+    let enrollment = enrollment_token(&c.http, &c.nodes[0].url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(&c, &enrollment, dir.path());
+    // register anywhere, then configure only a node that does not own the agent
+    let mut agent = Agent::open(a.clone()).unwrap();
+    agent.register().await.unwrap();
+    let id = agent.agent_id().unwrap().to_string();
+    drop(agent);
+    let (_, placed) = c.get(0, &format!("/api/v1/cluster/placement/agent/{id}")).await;
+    let owner = c.nodes.iter().position(|n| Some(n.id()) == placed["owner"].as_u64()).unwrap();
+    let listed = (0..3).find(|i| *i != owner).unwrap();
+    a.hubs = vec![c.nodes[listed].url()];
+    let mut agent = Agent::open(a).unwrap();
+
+    let before = owner_forwards(&c, listed).await;
+    const N: u64 = 5;
+    for i in 1..=N {
+        agent.collect_and_enqueue().await.unwrap();
+        let d = agent.drain().await.unwrap();
+        assert_eq!(d.waiting, 0, "batch {i} not delivered");
+    }
+    assert_eq!(owner_forwards(&c, listed).await - before, 1, "only the first batch was forwarded");
+    let doc = agent_doc(&c, owner, &id).await;
+    assert_eq!(doc["batches"].as_u64(), Some(N), "{doc}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_wait_on_disk_while_no_hub_answers_and_replay_in_order() {
     let mut c = TestCluster::start(1).await;

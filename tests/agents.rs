@@ -458,8 +458,25 @@ async fn ingest_is_forwarded_once_to_the_owner_and_never_twice() {
         c.http.get(format!("{}/metrics", all[owner])).send().await.unwrap().text().await.unwrap();
     assert!(owner_metrics.contains("monsys_ingest_batches_total{outcome=\"stored\"} 1"), "{owner_metrics}");
 
+    // the answer names the owner; a batch sent there is stored without another forward
+    let hinted = a.post_raw(&all[other], &a.body(2, 1.0), None).await.unwrap();
+    let hint = hinted.headers()[monsys_proto::agent::OWNER_HEADER].to_str().unwrap().to_string();
+    assert_eq!(hint, all[owner], "x-monsys-owner names the owner's URL");
+    assert_eq!(split(hinted).await.0, 200);
+    let (s, v) = a.post(&hint, &a.body(3, 1.0), None).await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    let owner_metrics =
+        c.http.get(format!("{}/metrics", all[owner])).send().await.unwrap().text().await.unwrap();
+    assert!(owner_metrics.contains("monsys_ingest_batches_total{outcome=\"stored\"} 3"), "{owner_metrics}");
+    assert!(
+        !owner_metrics
+            .lines()
+            .any(|l| l.starts_with("monsys_forwarded_requests_total") && l.contains("owner")),
+        "the owner forwarded nothing: {owner_metrics}"
+    );
+
     // a request that already made its hop and lands on a non-owner is refused, retryable
-    let body = a.body(2, 1.0);
+    let body = a.body(4, 1.0);
     let r = c
         .http
         .post(format!("{}/api/v1/ingest", all[other]))
@@ -477,5 +494,5 @@ async fn ingest_is_forwarded_once_to_the_owner_and_never_twice() {
     assert_eq!(r.headers()["retry-after"], "1");
     let (s, v) = split(r).await;
     assert_eq!((s, v["code"].as_str()), (503, Some("unavailable")), "{v}");
-    assert_eq!(agent_doc(&c, owner, &a.id).await["last_seq"], 1, "nothing applied");
+    assert_eq!(agent_doc(&c, owner, &a.id).await["last_seq"], 3, "nothing applied");
 }

@@ -1,9 +1,18 @@
 //! Delivery to the hubs: one signed body at a time, failing over between hub URLs, classifying
 //! every answer (see the agent README's error table).
+//!
+//! Owner hint: the node that owns this agent names its own URL in `x-monsys-owner`. The sender
+//! then sends there first, which saves the hub a forwarding hop; if that URL stops answering it
+//! falls back to the configured list and ignores that hint for [`HINT_QUARANTINE`]. A hint never
+//! switches `https` to `http`.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use monsys_proto::agent::{RegisterRequest, RegisterResponse, SIGNATURE_HEADER};
+use monsys_proto::agent::{OWNER_HEADER, RegisterRequest, RegisterResponse, SIGNATURE_HEADER};
+
+/// How long a hinted owner URL that failed is not followed again.
+pub const HINT_QUARANTINE: Duration = Duration::from_secs(600);
 
 /// What to do with a batch after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +31,10 @@ pub enum Verdict {
 pub struct Sender {
     hubs: Vec<String>,
     current: usize,
+    /// The owner node named by the last hint, tried before the list while it answers.
+    owner: Option<String>,
+    /// Hinted URLs that failed, and when.
+    failed_hints: HashMap<String, Instant>,
     http: reqwest::Client,
 }
 
@@ -37,42 +50,84 @@ impl Sender {
         Ok(Sender {
             hubs: hubs.into_iter().map(|h| h.trim_end_matches('/').to_string()).collect(),
             current: 0,
+            owner: None,
+            failed_hints: HashMap::new(),
             http,
         })
     }
 
     /// The hub tried first.
     pub fn current(&self) -> &str {
-        &self.hubs[self.current]
+        self.owner.as_deref().unwrap_or(&self.hubs[self.current])
     }
 
-    /// One batch: tries each hub once, starting with the current one.
+    /// One batch: tries the hinted owner, then each listed hub once, starting with the current one.
     pub async fn send(&mut self, token: &str, body: &[u8], signature: &str) -> Verdict {
+        if let Some(owner) = self.owner.clone() {
+            let (verdict, hint) = self.attempt(&owner, token, body, signature).await;
+            if !fails_over(&verdict) {
+                self.follow(&owner, hint);
+                return verdict;
+            }
+            tracing::debug!(%owner, "hinted owner did not take the batch; back to the hub list");
+            self.owner = None;
+            self.failed_hints.insert(owner, Instant::now());
+        }
         let mut last = Verdict::Retry { after: Duration::from_secs(5), reason: "no hub".into() };
         for _ in 0..self.hubs.len() {
-            let url = format!("{}/api/v1/ingest", self.hubs[self.current]);
-            let resp = self
-                .http
-                .post(&url)
-                .bearer_auth(token)
-                .header("content-type", "application/json")
-                .header(SIGNATURE_HEADER, signature)
-                .body(body.to_vec())
-                .send()
-                .await;
-            last = match resp {
-                Err(e) => Verdict::Retry { after: Duration::from_secs(1), reason: format!("{url}: {e}") },
-                Ok(r) => classify(r).await,
-            };
-            match &last {
-                Verdict::Retry { reason, .. } if !reason.starts_with("rate") => {
-                    tracing::debug!(%reason, "hub did not take the batch; failing over");
-                    self.current = (self.current + 1) % self.hubs.len();
-                }
-                _ => return last,
+            let base = self.hubs[self.current].clone();
+            let (verdict, hint) = self.attempt(&base, token, body, signature).await;
+            if !fails_over(&verdict) {
+                self.follow(&base, hint);
+                return verdict;
             }
+            if let Verdict::Retry { reason, .. } = &verdict {
+                tracing::debug!(%reason, "hub did not take the batch; failing over");
+            }
+            self.current = (self.current + 1) % self.hubs.len();
+            last = verdict;
         }
         last
+    }
+
+    /// One delivery attempt to `base`: the verdict and the owner hint of the answer.
+    async fn attempt(
+        &self,
+        base: &str,
+        token: &str,
+        body: &[u8],
+        signature: &str,
+    ) -> (Verdict, Option<String>) {
+        let url = format!("{base}/api/v1/ingest");
+        let resp = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header(SIGNATURE_HEADER, signature)
+            .body(body.to_vec())
+            .send()
+            .await;
+        match resp {
+            Err(e) => (Verdict::Retry { after: Duration::from_secs(1), reason: format!("{url}: {e}") }, None),
+            Ok(r) => {
+                let hint = r.headers().get(OWNER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+                (classify(r).await, hint)
+            }
+        }
+    }
+
+    /// Takes the hint of an answer from `base` when it is acceptable.
+    fn follow(&mut self, base: &str, hint: Option<String>) {
+        let Some(hint) = hint else { return };
+        self.failed_hints.retain(|_, at| at.elapsed() < HINT_QUARANTINE);
+        if !acceptable_hint(base, &hint) || self.failed_hints.contains_key(&hint) {
+            return;
+        }
+        if self.owner.as_deref() != Some(hint.as_str()) {
+            tracing::debug!(owner = %hint, "following the owner hint");
+        }
+        self.owner = (hint != self.hubs[self.current]).then_some(hint);
     }
 
     /// Registers (or re-registers) with the first hub that answers.
@@ -96,6 +151,25 @@ impl Sender {
         }
         Err(last_err)
     }
+}
+
+/// Whether a verdict moves delivery on to the next hub (a rate limit is the agent's own, so
+/// another hub would say the same).
+fn fails_over(v: &Verdict) -> bool {
+    matches!(v, Verdict::Retry { reason, .. } if !reason.starts_with("rate"))
+}
+
+/// Whether an owner hint received from `base` may be followed: an http(s) base URL without
+/// path, and never a downgrade from https to http.
+fn acceptable_hint(base: &str, hint: &str) -> bool {
+    let Some((scheme, rest)) = hint.split_once("://") else { return false };
+    let host_ok = !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', '@']);
+    let scheme_ok = match scheme {
+        "https" => true,
+        "http" => !base.starts_with("https://"),
+        _ => false,
+    };
+    host_ok && scheme_ok
 }
 
 async fn classify(r: reqwest::Response) -> Verdict {
@@ -125,5 +199,38 @@ async fn classify(r: reqwest::Response) -> Verdict {
             after: retry_after.unwrap_or(Duration::from_secs(1)),
             reason: format!("{status} {code}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_are_base_urls_and_never_downgrade_tls() {
+        assert!(acceptable_hint("http://10.0.0.1:8080", "http://10.0.0.2:8080"));
+        assert!(acceptable_hint("http://10.0.0.1:8080", "https://hub2.example.com"));
+        assert!(acceptable_hint("https://hub1.example.com", "https://hub2.example.com"));
+        assert!(!acceptable_hint("https://hub1.example.com", "http://hub2.example.com"));
+        for bad in ["hub2:8080", "ftp://hub2", "http://", "http://hub2/api", "http://user@hub2", "http://a b"]
+        {
+            assert!(!acceptable_hint("http://hub1:8080", bad), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn a_hint_is_followed_unless_it_failed_recently_or_names_the_current_hub() {
+        let mut s =
+            Sender::new(vec!["http://a:1".into(), "http://b:1".into()], Duration::from_secs(1)).unwrap();
+        s.follow("http://a:1", Some("http://c:1".into()));
+        assert_eq!(s.current(), "http://c:1");
+        s.follow("http://c:1", Some("http://a:1".into()));
+        assert_eq!((s.owner.as_deref(), s.current()), (None, "http://a:1"), "the listed hub is the owner");
+        s.failed_hints.insert("http://c:1".into(), Instant::now());
+        s.follow("http://a:1", Some("http://c:1".into()));
+        assert_eq!(s.current(), "http://a:1", "a hint that failed is quarantined");
+        s.failed_hints.insert("http://c:1".into(), Instant::now() - HINT_QUARANTINE);
+        s.follow("http://a:1", Some("http://c:1".into()));
+        assert_eq!(s.current(), "http://c:1", "the quarantine ends");
     }
 }

@@ -23,6 +23,10 @@ use sha2::{Digest, Sha256};
 
 /// Header carrying the batch signature.
 pub const SIGNATURE_HEADER: &str = "x-monsys-signature";
+/// Header of ingest and heartbeat answers naming the base URL of the node that owns the agent
+/// (its actor runs there). An agent may send to that URL directly, saving the forwarding hop;
+/// it is a hint, never required: any node still takes any agent's batches.
+pub const OWNER_HEADER: &str = "x-monsys-owner";
 /// Prefix of agent tokens.
 pub const AGENT_TOKEN_PREFIX: &str = "ms_";
 /// Prefix of enrollment tokens.

@@ -141,7 +141,16 @@ pub async fn ingest(State(hub): State<Hub>, req: Request) -> Result<Response, Ap
         Ok(_) => "duplicate",
         Err(e) => e.status_and_code().1,
     });
-    result.map(|r| Json(r).into_response())
+    result.map(|r| with_owner_hint(&hub, Json(r).into_response()))
+}
+
+/// Adds this node's agent URL as the owner hint (see `wire::OWNER_HEADER`) to an answer of
+/// the agent's owner.
+fn with_owner_hint(hub: &Hub, mut response: Response) -> Response {
+    if let Some(value) = hub.owner_hint() {
+        response.headers_mut().insert(wire::OWNER_HEADER, value.clone());
+    }
+    response
 }
 
 async fn ingest_local(
@@ -328,7 +337,7 @@ pub async fn heartbeat(
         agent_version: hb.agent_version,
     };
     match hub.plane()?.group.submit(GroupItem::Heartbeat(item)).await? {
-        ItemOutcome::Seen => Ok(StatusCode::NO_CONTENT.into_response()),
+        ItemOutcome::Seen => Ok(with_owner_hint(&hub, StatusCode::NO_CONTENT.into_response())),
         ItemOutcome::UnknownAgent => Err(ApiError::Unauthorized("agent no longer exists".into())),
         other => Err(ApiError::Internal(format!("unexpected heartbeat outcome {other:?}"))),
     }

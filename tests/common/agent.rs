@@ -101,6 +101,16 @@ impl TestAgent {
         body: &[u8],
         signature: Option<String>,
     ) -> Result<(u16, Value), reqwest::Error> {
+        Ok(split(self.post_raw(url, body, signature).await?).await)
+    }
+
+    /// [`TestAgent::post`], answering the response itself (headers included).
+    pub async fn post_raw(
+        &self,
+        url: &str,
+        body: &[u8],
+        signature: Option<String>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
         let mut req = self
             .http
             .post(format!("{url}/api/v1/ingest"))
@@ -112,8 +122,7 @@ impl TestAgent {
         if let Some(s) = sig {
             req = req.header(wire::SIGNATURE_HEADER, s);
         }
-        let r = req.send().await?;
-        Ok(split(r).await)
+        req.send().await
     }
 
     /// Sends batch `seq` until a final answer, failing over across `urls` on 5xx, 429 and
