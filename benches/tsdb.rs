@@ -138,7 +138,9 @@ async fn bytes_per_sample(batches: &[(u64, Vec<(String, f64)>)]) -> f64 {
     let mut cmds = Vec::new();
     for (seq, (at, s)) in batches.iter().enumerate() {
         n += s.len();
-        cmds.push(Command::Fleet(FleetCommand::Group(vec![item(&id, seq as u64 + 1, *at, s.clone())])));
+        cmds.push(Command::Fleet(FleetCommand::Group(
+            vec![item(&id, seq as u64 + 1, *at, s.clone())].into(),
+        )));
     }
     sm.apply(cmds).await;
     // seal the open window (the leader's retention job does this for idle agents)
@@ -245,7 +247,7 @@ async fn main() {
                 item(&agents[a], i + 1, T0 + i * 15_000, s)
             })
             .collect();
-        cmds.push(Command::Fleet(FleetCommand::Group(items)));
+        cmds.push(Command::Fleet(FleetCommand::Group(items.into())));
     }
     let mut chunks: Vec<Vec<Command>> = Vec::new();
     let mut cmds = cmds.into_iter().peekable();
@@ -323,7 +325,7 @@ async fn main() {
             .enumerate()
             .map(|(a, id)| item(id, i + 1, T0 + i * 300_000, synthetic(a, i)))
             .collect();
-        cmds.push(Command::Fleet(FleetCommand::Group(items)));
+        cmds.push(Command::Fleet(FleetCommand::Group(items.into())));
         if cmds.len() == 16 {
             sm.apply(std::mem::take(&mut cmds)).await;
         }

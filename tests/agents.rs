@@ -43,7 +43,8 @@ async fn agents_register_anywhere_and_ingest_through_any_node() {
     let urls = urls(&c);
     let enrollment = enrollment_token(&c.http, &urls[1]).await;
     let mut agents = Vec::new();
-    for i in 0..6 {
+    // 12 random agent ids all land on one node of three with probability 3^-11
+    for i in 0..12 {
         agents.push(TestAgent::register(&c.http, &urls[i % 3], &enrollment, &format!("m{i}"), false).await);
     }
     for (i, a) in agents.iter().enumerate() {
@@ -66,7 +67,7 @@ async fn agents_register_anywhere_and_ingest_through_any_node() {
             assert_eq!(doc["status"], "online");
         }
     }
-    assert!(owners.len() >= 2, "six agents should spread over the nodes: {owners:?}");
+    assert!(owners.len() >= 2, "twelve agents should spread over the nodes: {owners:?}");
 
     // history: raw points and a rollup
     let id = &agents[0].id;
@@ -87,7 +88,7 @@ async fn agents_register_anywhere_and_ingest_through_any_node() {
     assert_eq!(count, 5, "{m}");
     let (status, list) = c.get(0, "/api/v1/agents?consistency=local").await;
     assert_eq!(status, 200);
-    assert!(list["agents"].as_array().unwrap().len() <= 6);
+    assert!(list["agents"].as_array().unwrap().len() <= 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -30,8 +30,13 @@
 //!   once on open, into a temp dir that is synced and then renamed, so a crash mid-import
 //!   leaves the sled copy authoritative; the sled trees are dropped after the rename.
 //!
-//! Deliberately missing: background compaction (purged chunks are deleted whole) and a read
-//! cache of our own (`raft-log` keeps recent payloads in memory, bounded by [`CACHE_BYTES`]).
+//! Reads: `raft-log` keeps recent payloads in memory, bounded by [`CACHE_BYTES`], and this
+//! store has it keep them *decoded* ([`WalPayload`]): the leader reads every entry once per
+//! follower to replicate it and once more to apply it, and ingest group entries are large, so
+//! a read clones an `Arc` instead of copying and decoding bytes. The bytes on disk are the
+//! same as when the cache held bytes (the length-prefixed `codec::encode_value` of the payload).
+//!
+//! Deliberately missing: background compaction (purged chunks are deleted whole).
 
 use std::fmt::Debug;
 use std::io;
@@ -49,11 +54,12 @@ use crate::codec;
 use crate::error::StorageResultExt;
 use crate::{Command, Error, NodeId, TypeConfig};
 
-/// Payload bytes the WAL keeps in memory for reads (replication reads what was just appended).
-/// Entries of the open chunk stay cached until it closes, so [`CHUNK_BYTES`] bounds it too.
+/// Memory the WAL's cache of decoded payloads may use, counted as twice the encoded size (a
+/// decoded entry is larger than its bytes). Entries of the open chunk stay cached until it
+/// closes, so [`CHUNK_BYTES`] bounds it too.
 pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// A chunk file is closed at this size; purges delete whole closed chunks.
-const CHUNK_BYTES: usize = 16 * 1024 * 1024;
+const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 /// Read buffer used to replay a chunk on open (raft-log's default is 64 MiB, all resident).
 const REPLAY_BUFFER_BYTES: usize = 1024 * 1024;
 /// Directory of the WAL under the store's dir, and of an import in progress.
@@ -127,19 +133,16 @@ impl LogStore {
         self.inner.wal.lock().map_err(|_| Error::Corrupt("raft log lock poisoned".into()))
     }
 
-    /// Entries with index in `[start, end)` (`end == None`: to the last), decoded.
+    /// Entries with index in `[start, end)` (`end == None`: to the last).
     pub(crate) fn read_range(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry<TypeConfig>>, Error> {
-        let raw: Vec<(WalLogId, Vec<u8>)> = {
-            let wal = self.wal()?;
-            let end = end.unwrap_or_else(|| wal.log_state().last().map_or(0, |l| l.0.index + 1));
-            if end <= start {
-                return Ok(Vec::new());
-            }
-            wal.read(start, end).collect::<Result<_, _>>()?
-        };
-        raw.into_iter()
-            .map(|(id, payload)| {
-                Ok(Entry { log_id: id.0, payload: codec::decode_value("log entry", &payload)? })
+        let wal = self.wal()?;
+        let end = end.unwrap_or_else(|| wal.log_state().last().map_or(0, |l| l.0.index + 1));
+        if end <= start {
+            return Ok(Vec::new());
+        }
+        wal.read(start, end)
+            .map(|r| {
+                r.map(|(id, p)| Entry { log_id: id.0, payload: (*p.entry).clone() }).map_err(Error::from)
             })
             .collect()
     }
@@ -147,8 +150,8 @@ impl LogStore {
     /// Queues `entries` and a sync; `done` runs on the flush thread once they are durable.
     fn append_then(&self, entries: Vec<Entry<TypeConfig>>, done: Flushed) -> Result<(), Error> {
         let mut records = Vec::with_capacity(entries.len());
-        for e in &entries {
-            records.push((WalLogId(e.log_id), codec::encode_value("log entry", &e.payload)?));
+        for e in entries {
+            records.push((WalLogId(e.log_id), WalPayload::new(e.payload)?));
         }
         let mut wal = self.wal()?;
         // openraft truncates before it overwrites, and never appends below a purge; the storage
@@ -254,7 +257,7 @@ fn import_from_sled(dir: &Path, log: &sled::Tree, meta: &sled::Tree) -> Result<(
         if purged.is_some_and(|p| entry.log_id.index <= p.index) {
             continue; // left behind by a crash between the purge marker and the delete
         }
-        wal.append([(WalLogId(entry.log_id), codec::encode_value("log entry", &entry.payload)?)])?;
+        wal.append([(WalLogId(entry.log_id), WalPayload::new(entry.payload)?)])?;
         n += 1;
     }
     if let Some(v) = vote {
@@ -381,7 +384,7 @@ struct WalTypes;
 
 impl Types for WalTypes {
     type LogId = WalLogId;
-    type LogPayload = Vec<u8>;
+    type LogPayload = WalPayload;
     type Vote = WalVote;
     type Callback = Flushed;
     type UserData = ();
@@ -390,8 +393,58 @@ impl Types for WalTypes {
         log_id.0.index
     }
 
-    fn payload_size(payload: &Vec<u8>) -> u64 {
-        payload.len() as u64
+    fn payload_size(payload: &WalPayload) -> u64 {
+        2 * payload.encoded_len
+    }
+}
+
+/// A log entry's payload as the WAL holds it: decoded and shared. `bytes` holds the encoding
+/// made at the append (which also checks the entry's size) until the WAL writes it.
+#[derive(Clone)]
+pub(crate) struct WalPayload {
+    entry: Arc<EntryPayload<TypeConfig>>,
+    encoded_len: u64,
+    bytes: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+impl WalPayload {
+    fn new(entry: EntryPayload<TypeConfig>) -> Result<WalPayload, Error> {
+        let bytes = codec::encode_value("log entry", &entry)?;
+        Ok(WalPayload {
+            entry: Arc::new(entry),
+            encoded_len: bytes.len() as u64,
+            bytes: Arc::new(Mutex::new(Some(bytes))),
+        })
+    }
+}
+
+impl Debug for WalPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WalPayload({} bytes)", self.encoded_len)
+    }
+}
+
+impl Encode for WalPayload {
+    fn encode<W: io::Write>(&self, w: W) -> io::Result<usize> {
+        // the WAL encodes a record once, when it is appended; if it ever encodes it again the
+        // bytes are rebuilt, and bincode gives the same bytes for the same value
+        let taken = self.bytes.lock().ok().and_then(|mut b| b.take());
+        let bytes = match taken {
+            Some(b) => b,
+            None => {
+                codec::encode_value("log entry", &*self.entry).map_err(|e| io::Error::other(e.to_string()))?
+            }
+        };
+        bytes.encode(w)
+    }
+}
+
+impl Decode for WalPayload {
+    fn decode<R: io::Read>(r: R) -> io::Result<Self> {
+        let bytes = Vec::<u8>::decode(r)?;
+        let entry = codec::decode_value("log entry", &bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(WalPayload { entry: Arc::new(entry), encoded_len: bytes.len() as u64, bytes: Default::default() })
     }
 }
 
@@ -484,6 +537,31 @@ mod tests {
     async fn append(store: &mut LogStore, entries: Vec<Entry<TypeConfig>>) {
         // LogFlushed has no public constructor outside openraft; go through the same code path.
         store.append_durably(entries).await.unwrap();
+    }
+
+    #[test]
+    fn a_payload_is_written_as_the_length_prefixed_bytes_a_byte_cache_wrote() {
+        // chunk files written before the cache held decoded payloads must stay readable, and
+        // the other way round
+        let cmd = Command::Fleet(crate::fleet::FleetCommand::RevokeEnrollmentToken {
+            tenant: "t".into(),
+            id: "tok".into(),
+        });
+        let payload = EntryPayload::<TypeConfig>::Normal(cmd);
+        let old_bytes = codec::encode_value("log entry", &payload).unwrap();
+        let mut old = Vec::new();
+        old_bytes.encode(&mut old).unwrap();
+        let p = WalPayload::new(payload.clone()).unwrap();
+        let (mut first, mut again) = (Vec::new(), Vec::new());
+        p.encode(&mut first).unwrap();
+        p.encode(&mut again).unwrap(); // the kept bytes are gone: rebuilt from the entry
+        assert_eq!((&first, &again), (&old, &old));
+        let back = WalPayload::decode(&old[..]).unwrap();
+        assert_eq!(format!("{:?}", back.entry), format!("{payload:?}"));
+        assert_eq!(WalTypes::payload_size(&back), 2 * old_bytes.len() as u64);
+        let mut torn = old.clone();
+        torn.truncate(old.len() - 1);
+        assert!(WalPayload::decode(&torn[..]).is_err());
     }
 
     #[test]

@@ -801,22 +801,25 @@ mod tests {
 
     fn telemetry_with(seq: u64, at_ms: u64, samples: Vec<(String, f64)>) -> Command {
         use crate::fleet::{FleetCommand, GroupItem, IngestItem};
-        Command::Fleet(FleetCommand::Group(vec![GroupItem::Batch(Box::new(IngestItem {
-            tenant: "t".into(),
-            agent_id: "a1".into(),
-            seq,
-            body_sha256: [seq as u8; 32],
-            collected_at_ms: at_ms,
-            received_at_ms: at_ms,
-            verified_with: None,
-            agent_version: "1".into(),
-            samples,
-            inventory_json: None,
-            processes_json: None,
-            agent_alerts: vec![],
-            fire: vec![],
-            clear: vec![],
-        }))]))
+        Command::Fleet(FleetCommand::Group(
+            vec![GroupItem::Batch(Box::new(IngestItem {
+                tenant: "t".into(),
+                agent_id: "a1".into(),
+                seq,
+                body_sha256: [seq as u8; 32],
+                collected_at_ms: at_ms,
+                received_at_ms: at_ms,
+                verified_with: None,
+                agent_version: "1".into(),
+                samples,
+                inventory_json: None,
+                processes_json: None,
+                agent_alerts: vec![],
+                fire: vec![],
+                clear: vec![],
+            }))]
+            .into(),
+        ))
     }
 
     #[tokio::test]

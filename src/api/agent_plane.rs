@@ -161,7 +161,8 @@ async fn ingest_local(
 ) -> Result<IngestResponse, ApiError> {
     let batch: IngestBatch = serde_json::from_slice(&body).map_err(json_error)?;
     let received_at_ms = now_ms();
-    validate_batch(&batch, &agent, received_at_ms)?;
+    let series: Vec<String> = batch.metrics.iter().map(|s| s.series_key()).collect();
+    validate_batch(&batch, &series, &agent, received_at_ms)?;
     let fleet = hub.reader.fleet();
     let record = fleet
         .agent(&agent.tenant, &agent.agent_id)?
@@ -183,6 +184,7 @@ async fn ingest_local(
     let req = IngestRequest {
         tenant: agent.tenant,
         batch,
+        series,
         body_sha256: wire::body_sha256(&body),
         signature,
         pinned: record.pubkey,
@@ -256,40 +258,55 @@ fn name_ok(s: &str, max: usize) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-fn validate_batch(b: &IngestBatch, agent: &AgentAuth, now: u64) -> Result<(), ApiError> {
+/// Which samples repeat the series of an earlier sample of the batch (`series[i]` is the key
+/// of sample `i`).
+fn repeated_series(series: &[String]) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..series.len()).collect();
+    order.sort_unstable_by(|a, b| series[*a].cmp(&series[*b]).then(a.cmp(b)));
+    let mut repeated = vec![false; series.len()];
+    for pair in order.windows(2) {
+        if series[pair[0]] == series[pair[1]] {
+            repeated[pair[1]] = true;
+        }
+    }
+    repeated
+}
+
+fn validate_batch(b: &IngestBatch, series: &[String], agent: &AgentAuth, now: u64) -> Result<(), ApiError> {
     let mut fields = Vec::new();
-    let mut check = |ok: bool, field: String, message: &str| {
+    // the field name is built only for a failed check: this runs for every sample of every batch
+    let mut check = |ok: bool, field: &dyn Fn() -> String, message: &str| {
         if !ok {
-            fields.push(monsys_proto::settings::FieldError { field, message: message.into() });
+            fields.push(monsys_proto::settings::FieldError { field: field(), message: message.into() });
         }
     };
     if b.agent_id != agent.agent_id {
         return Err(ApiError::Forbidden("agent_id does not match the agent token".into()));
     }
-    check(b.seq >= 1, "seq".into(), "must be at least 1");
+    check(b.seq >= 1, &|| "seq".into(), "must be at least 1");
     check(
         b.collected_at_ms <= now + MAX_FUTURE_SKEW_MS,
-        "collected_at_ms".into(),
+        &|| "collected_at_ms".into(),
         "more than 10 minutes in the future",
     );
-    check(b.agent_version.len() <= 64, "agent_version".into(), "at most 64 bytes");
-    check(b.metrics.len() <= wire::MAX_SAMPLES_PER_BATCH, "metrics".into(), "too many samples");
+    check(b.agent_version.len() <= 64, &|| "agent_version".into(), "at most 64 bytes");
+    check(b.metrics.len() <= wire::MAX_SAMPLES_PER_BATCH, &|| "metrics".into(), "too many samples");
     check(
         b.processes.as_ref().is_none_or(|p| p.len() <= wire::MAX_PROCESSES),
-        "processes".into(),
+        &|| "processes".into(),
         "too many processes",
     );
-    check(b.alerts.len() <= wire::MAX_AGENT_ALERTS, "alerts".into(), "too many alerts");
-    let mut seen = std::collections::HashSet::with_capacity(b.metrics.len());
+    check(b.alerts.len() <= wire::MAX_AGENT_ALERTS, &|| "alerts".into(), "too many alerts");
+    let repeated = repeated_series(series);
     for (i, s) in b.metrics.iter().enumerate() {
-        check(seen.insert(s.series_key()), format!("metrics[{i}]"), "series repeated in the batch");
-        check(name_ok(&s.name, 64), format!("metrics[{i}].name"), "1-64 characters of [a-z0-9_]");
-        check(s.value.is_finite(), format!("metrics[{i}].value"), "must be finite");
-        check(s.labels.len() <= 8, format!("metrics[{i}].labels"), "at most 8 labels");
+        check(!repeated[i], &|| format!("metrics[{i}]"), "series repeated in the batch");
+        check(name_ok(&s.name, 64), &|| format!("metrics[{i}].name"), "1-64 characters of [a-z0-9_]");
+        check(s.value.is_finite(), &|| format!("metrics[{i}].value"), "must be finite");
+        check(s.labels.len() <= 8, &|| format!("metrics[{i}].labels"), "at most 8 labels");
         for (k, v) in &s.labels {
             check(
                 name_ok(k, 32) && v.len() <= 128,
-                format!("metrics[{i}].labels.{k}"),
+                &|| format!("metrics[{i}].labels.{k}"),
                 "key [a-z0-9_] ≤ 32, value ≤ 128 bytes",
             );
         }
@@ -299,10 +316,10 @@ fn validate_batch(b: &IngestBatch, agent: &AgentAuth, now: u64) -> Result<(), Ap
             !a.key.is_empty()
                 && a.key.len() <= 64
                 && a.key.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.:-".contains(&c)),
-            format!("alerts[{i}].key"),
+            &|| format!("alerts[{i}].key"),
             "1-64 characters of [A-Za-z0-9_.:-]",
         );
-        check(a.message.len() <= 512, format!("alerts[{i}].message"), "at most 512 bytes");
+        check(a.message.len() <= 512, &|| format!("alerts[{i}].message"), "at most 512 bytes");
     }
     if fields.is_empty() { Ok(()) } else { Err(ApiError::Validation(fields)) }
 }
@@ -340,5 +357,17 @@ pub async fn heartbeat(
         ItemOutcome::Seen => Ok(with_owner_hint(&hub, StatusCode::NO_CONTENT.into_response())),
         ItemOutcome::UnknownAgent => Err(ApiError::Unauthorized("agent no longer exists".into())),
         other => Err(ApiError::Internal(format!("unexpected heartbeat outcome {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_later_copies_of_a_series_count_as_repeated() {
+        let keys: Vec<String> = ["b", "a", "b", "c", "a", "b"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(repeated_series(&keys), [false, false, true, false, true, true]);
+        assert!(repeated_series(&[]).is_empty());
     }
 }

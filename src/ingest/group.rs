@@ -101,7 +101,7 @@ async fn commit(hub: &Hub, group: Vec<Pending>) {
     let n = group.len();
     let (items, replies): (Vec<GroupItem>, Vec<_>) = group.into_iter().map(|p| (p.item, p.reply)).unzip();
     hub.metrics.group_committed(n);
-    let result = hub.propose(Command::Fleet(FleetCommand::Group(items))).await;
+    let result = hub.propose(Command::Fleet(FleetCommand::Group(items.into()))).await;
     match result {
         Ok(CommandResult::Fleet(FleetResult::Group(outcomes))) if outcomes.len() == n => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {

@@ -81,7 +81,7 @@ fn to_item(a: Accepted) -> Result<IngestItem, ApiError> {
         received_at_ms: req.received_at_ms,
         verified_with: a.verified_with,
         agent_version: batch.agent_version,
-        samples: batch.metrics.iter().map(|s| (s.series_key(), s.value)).collect(),
+        samples: req.series.into_iter().zip(batch.metrics.iter().map(|s| s.value)).collect(),
         inventory_json: batch.inventory.as_ref().map(to_json).transpose()?,
         processes_json: batch.processes.as_ref().map(to_json).transpose()?,
         agent_alerts: batch

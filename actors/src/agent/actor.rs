@@ -39,6 +39,8 @@ pub struct IngestRequest {
     pub tenant: String,
     /// The parsed batch.
     pub batch: IngestBatch,
+    /// Series key of each sample of `batch.metrics`, in the same order (computed once).
+    pub series: Vec<String>,
     /// SHA-256 of the exact body.
     pub body_sha256: [u8; 32],
     /// `X-Monsys-Signature`, when sent.

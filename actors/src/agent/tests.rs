@@ -48,6 +48,7 @@ fn request(seq: u64, cpu: f64, sign: Option<&SigningKey>, pinned: bool, at_ms: u
         tenant: "default".into(),
         body_sha256: body_sha256(&body),
         signature: sign.map(|k| sign_body(k, &body)),
+        series: batch.metrics.iter().map(|s| s.series_key()).collect(),
         batch,
         pinned: pinned.then(|| key().verifying_key().to_bytes()),
         last_seq: 0,

@@ -146,7 +146,7 @@ pub(crate) fn apply(tx: &Tx, cmd: &FleetCommand, pre: &Prescan, heads: &HeadsTx<
         FleetCommand::Group(items) => {
             let mut outcomes = Vec::with_capacity(items.len());
             let mut deltas = ByteDeltas::default();
-            for item in items {
+            for item in items.iter() {
                 outcomes.push(match item {
                     GroupItem::Batch(b) => ingest(tx, heads, b, &mut deltas)?,
                     GroupItem::Heartbeat(h) => heartbeat(tx, h)?,

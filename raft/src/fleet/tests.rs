@@ -93,8 +93,13 @@ fn stored_bytes(fleet: &FleetReader, id: &str) -> [i64; 4] {
 }
 
 async fn ingest(sm: &mut StateMachineStore, items: Vec<IngestItem>) -> Vec<ItemOutcome> {
-    match run(sm, FleetCommand::Group(items.into_iter().map(|i| GroupItem::Batch(Box::new(i))).collect()))
-        .await
+    match run(
+        sm,
+        FleetCommand::Group(
+            items.into_iter().map(|i| GroupItem::Batch(Box::new(i))).collect::<Vec<_>>().into(),
+        ),
+    )
+    .await
     {
         CommandResult::Fleet(FleetResult::Group(o)) => o,
         other => panic!("{other:?}"),
@@ -298,7 +303,7 @@ async fn offline_alerts_are_fenced_by_last_seen_and_resolved_by_a_heartbeat() {
         sent_at_ms: 600_250,
         agent_version: "1.0".into(),
     };
-    let out = run(&mut sm, FleetCommand::Group(vec![GroupItem::Heartbeat(hb)])).await;
+    let out = run(&mut sm, FleetCommand::Group(vec![GroupItem::Heartbeat(hb)].into())).await;
     assert_eq!(out, CommandResult::Fleet(FleetResult::Group(vec![ItemOutcome::Seen])));
     assert!(fleet.open_alerts(T, &id).unwrap().is_empty());
     let rec = fleet.agent(T, &id).unwrap().unwrap();
@@ -383,14 +388,9 @@ async fn a_delete_applied_with_earlier_writes_in_one_call_sees_them() {
     let (_d, mut sm, id) = setup().await;
     let fleet = sm.reader().fleet();
     let group = |seq: u64, at: u64| {
-        Command::Fleet(FleetCommand::Group(vec![GroupItem::Batch(Box::new(batch(
-            &id,
-            seq,
-            seq as u8,
-            Some(7),
-            5.0,
-            at,
-        )))]))
+        Command::Fleet(FleetCommand::Group(
+            vec![GroupItem::Batch(Box::new(batch(&id, seq, seq as u8, Some(7), 5.0, at)))].into(),
+        ))
     };
     let del = AgentAction { tenant: T.into(), agent_id: id.clone(), actor: "admin".into(), at_ms: 90_000 };
     let results = apply_commands(

@@ -22,8 +22,9 @@ pub enum FleetCommand {
     },
     /// Registers an agent, or re-registers a known host (same agent id, fresh token).
     Register(Registration),
-    /// A group commit of many agents' batches and heartbeats.
-    Group(Vec<GroupItem>),
+    /// A group commit of many agents' batches and heartbeats. Shared, because the log store
+    /// hands the same decoded entry to replication and apply (encoded like a `Vec`).
+    Group(std::sync::Arc<[GroupItem]>),
     /// Deletes an agent and all its data.
     DeleteAgent(AgentAction),
     /// Replaces an agent's token.
