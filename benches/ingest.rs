@@ -201,9 +201,19 @@ async fn main() {
     let rss_loaded: Vec<u64> = hubs.iter().map(|h| rss_kib(h.child.id())).collect();
     let leader_changes = common::leader_changes(&http, &urls).await - changes_before;
 
-    // idle WebSockets on node 1, once the followers have applied the tail of the load
+    // idle WebSockets on node 1, once the followers have applied the tail of the load and the
+    // allocator has returned what the load freed (RSS steady within 256 KiB for a second)
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = rss_kib(hubs[0].child.id());
+    let mut before = rss_kib(hubs[0].child.id());
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = rss_kib(hubs[0].child.id());
+        let steady = now.abs_diff(before) < 256;
+        before = now;
+        if steady {
+            break;
+        }
+    }
     let mut open = Vec::new();
     for (id, token, _) in registered.iter().cycle().take(sockets) {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
