@@ -3,15 +3,56 @@
 //! Each node owns its own recorder (not the process-global one) so that several nodes in one
 //! test process keep separate figures. Counters are recorded through [`NodeMetrics::record`];
 //! Raft and gossip gauges are sampled when the page is rendered.
+//!
+//! Upkeep: the recorder keeps every histogram sample recorded since it last folded them into
+//! their summaries, which it does on a render or an upkeep. A hub that nobody scrapes would
+//! grow with every request it answers, so each node runs [`Upkeeper::run`] every
+//! [`UPKEEP_EVERY`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use monsys_raft::RaftMetrics;
+use tokio::sync::watch;
+
+/// How often pending histogram samples are folded into their summaries.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// The metrics registry of one node.
 pub struct NodeMetrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    upkeeps: Arc<AtomicU64>,
+}
+
+/// Folds a registry's pending histogram samples periodically (see the module doc).
+pub struct Upkeeper {
+    handle: PrometheusHandle,
+    upkeeps: Arc<AtomicU64>,
+}
+
+impl Upkeeper {
+    /// Runs the upkeep every `every` until `shutdown` turns true.
+    pub async fn run(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    self.handle.run_upkeep();
+                    self.upkeeps.fetch_add(1, Ordering::Relaxed);
+                }
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
 }
 
 impl Default for NodeMetrics {
@@ -25,9 +66,19 @@ impl NodeMetrics {
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
-        let m = NodeMetrics { recorder, handle };
+        let m = NodeMetrics { recorder, handle, upkeeps: Default::default() };
         m.record(describe_all);
         m
+    }
+
+    /// The task body that keeps this registry's memory bounded (spawn it once per node).
+    pub fn upkeeper(&self) -> Upkeeper {
+        Upkeeper { handle: self.handle.clone(), upkeeps: self.upkeeps.clone() }
+    }
+
+    /// How many upkeeps ran.
+    pub fn upkeeps(&self) -> u64 {
+        self.upkeeps.load(Ordering::Relaxed)
     }
 
     /// Runs `f` with this node's recorder installed (for the `metrics` macros inside it).
@@ -153,4 +204,32 @@ fn describe_all() {
     describe_gauge!("monsys_raft_is_leader", "1 when this node is the Raft leader.");
     describe_gauge!("monsys_raft_voters", "Voters in the Raft configuration as known to this node.");
     describe_gauge!("monsys_gossip_live_members", "Members gossip currently sees alive, this node included.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upkeep_runs_until_shutdown_and_keeps_the_counts() {
+        let m = NodeMetrics::new();
+        for _ in 0..1000 {
+            m.http_request("/api/v1/ingest", "POST", 200, 0.002);
+        }
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(m.upkeeper().run(Duration::from_millis(10), shutdown));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while m.upkeeps() < 3 {
+            assert!(std::time::Instant::now() < deadline, "upkeep did not run");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("upkeep stops on shutdown").unwrap();
+        let page = m.handle.render();
+        assert!(
+            page.lines()
+                .any(|l| l.starts_with("monsys_http_request_duration_seconds_count") && l.ends_with(" 1000")),
+            "{page}"
+        );
+    }
 }

@@ -97,6 +97,7 @@ async fn start_node(config: Config, listener: TcpListener, id: u64) -> anyhow::R
         group_task,
         batch_task,
         crate::auth::touch::spawn_flush(hub.clone(), shutdown_rx.clone()),
+        tokio::spawn(hub.metrics.upkeeper().run(crate::metrics::UPKEEP_EVERY, shutdown_rx.clone())),
     ];
     tasks.extend(crate::ingest::jobs::spawn(hub.clone(), plane, shutdown_rx));
     let admin_token = bootstrap(&hub).await?;
