@@ -236,9 +236,12 @@ impl Hub {
         let mut rx = self.raft.metrics();
         let _ = tokio::time::timeout(wait, async {
             loop {
+                // read the live voters before borrowing `rx`: `live_voters` reads the same
+                // metrics watch, and a second read while openraft's writer waits for the first
+                // deadlocks (the watch's lock prefers writers)
+                let live = self.live_voters();
                 let replicated = {
                     let m = rx.borrow();
-                    let live = self.live_voters();
                     match &m.replication {
                         None => true,
                         Some(r) => live

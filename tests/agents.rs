@@ -497,3 +497,38 @@ async fn ingest_is_forwarded_once_to_the_owner_and_never_twice() {
     assert_eq!((s, v["code"].as_str()), (503, Some("unavailable")), "{v}");
     assert_eq!(agent_doc(&c, owner, &a.id).await["last_seq"], 3, "nothing applied");
 }
+
+/// Registrations wait for every live voter to have the entry while Raft keeps publishing its
+/// metrics; hundreds at once once hung a node for good (a read of the metrics nested inside
+/// another read deadlocked with openraft's writer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundreds_of_concurrent_registrations_never_hang_a_node() {
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    wait_gossip(&c).await;
+    let all = urls(&c);
+    let enrollment = enrollment_token(&c.http, &all[0]).await;
+    let registrations = (0..1500).map(|i| {
+        let (http, url, enrollment) = (c.http.clone(), all[i % 3].clone(), enrollment.clone());
+        async move {
+            let body = json!({
+                "enrollment_token": enrollment, "hostname": format!("h{i}"), "machine_id": format!("m{i}"),
+                "agent_version": "1.0.0", "os": "linux", "arch": "x86_64",
+            });
+            for _ in 0..50 {
+                match http.post(format!("{url}/api/v1/agents/register")).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => return,
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            panic!("registration {i} never succeeded");
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(120), futures::future::join_all(registrations))
+        .await
+        .expect("registrations hung");
+    for url in &all {
+        let r = c.http.get(format!("{url}/api/v1/health")).timeout(Duration::from_secs(5)).send().await;
+        assert!(r.is_ok_and(|r| r.status().is_success()), "{url} stopped answering");
+    }
+}
