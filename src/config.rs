@@ -25,8 +25,8 @@ pub struct Config {
     pub advertise_gossip_addr: Option<String>,
     /// Base URL at which agents reach this node directly, sent to them in `x-monsys-owner` on
     /// the ingest and heartbeat answers of the agents this node owns, so they skip the forwarding
-    /// hop (default: `http://<advertise_api_addr>`; `""` sends no hint, e.g. when agents reach
-    /// the cluster only through a load balancer).
+    /// hop (default: `http://<advertise_api_addr>`, none when that is a wildcard like `0.0.0.0`;
+    /// `""` sends no hint, e.g. when agents reach the cluster only through a load balancer).
     pub agent_url: Option<String>,
     /// Extra gossip seeds (`host:port`). Members of the Raft configuration are always seeds.
     pub gossip_seeds: Vec<String>,
@@ -155,12 +155,18 @@ impl Config {
         self.advertise_api_addr.clone().unwrap_or_else(|| self.api_addr.to_string())
     }
 
-    /// The base URL sent to this node's agents as the owner hint (`None`: hints are off).
+    /// The base URL sent to this node's agents as the owner hint (`None`: hints are off, also
+    /// by default when the advertised address is a wildcard like `0.0.0.0`, which no agent can
+    /// dial).
     pub fn agent_url(&self) -> Option<String> {
         match self.agent_url.as_deref() {
             Some("") => None,
             Some(url) => Some(url.to_string()),
-            None => Some(format!("http://{}", self.advertised_api_addr())),
+            None => {
+                let addr = self.advertised_api_addr();
+                let wildcard = addr.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_unspecified());
+                (!wildcard).then(|| format!("http://{addr}"))
+            }
         }
     }
 
@@ -204,6 +210,8 @@ mod tests {
 
     #[test]
     fn the_owner_hint_defaults_to_the_advertised_address_and_can_be_turned_off() {
+        let wildcard = Config { api_addr: "0.0.0.0:8080".parse().unwrap(), ..Config::default() };
+        assert_eq!(wildcard.agent_url(), None, "no agent can dial 0.0.0.0");
         let mut c = Config { advertise_api_addr: Some("hub1.internal:8080".into()), ..Config::default() };
         assert_eq!(c.agent_url().as_deref(), Some("http://hub1.internal:8080"));
         c.agent_url = Some(String::new());
