@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run a hub node (with no flags: a single-node cluster on 127.0.0.1:8080, data in ./monsys-data).
-    Hub(HubArgs),
+    Hub(Box<HubArgs>),
     /// Operate a running cluster through its API.
     Ctl(crate::ctl::CtlArgs),
     /// Run the agent on a monitored host (collect, sign, deliver to any hub).
@@ -41,6 +41,10 @@ pub struct HubArgs {
     /// HTTP address other nodes use to reach this one (host:port).
     #[arg(long, env = "MONSYS_ADVERTISE_API_ADDR")]
     pub advertise_api_addr: Option<String>,
+    /// Base URL agents use to reach this node directly, sent to them as the owner hint
+    /// (`agent_url` in the config file).
+    #[arg(long, env = "MONSYS_AGENT_URL")]
+    pub agent_url: Option<String>,
     /// UDP gossip listen address.
     #[arg(long, env = "MONSYS_GOSSIP_ADDR")]
     pub gossip_addr: Option<std::net::SocketAddr>,
@@ -92,6 +96,9 @@ impl HubArgs {
         }
         if self.advertise_gossip_addr.is_some() {
             c.advertise_gossip_addr = self.advertise_gossip_addr;
+        }
+        if self.agent_url.is_some() {
+            c.agent_url = self.agent_url;
         }
         c.gossip_seeds.extend(self.seeds.into_iter().filter(|s| !s.is_empty()));
         if let Some(d) = self.data_dir {

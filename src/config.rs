@@ -23,10 +23,10 @@ pub struct Config {
     pub gossip_addr: SocketAddr,
     /// `host:port` other nodes use to gossip with this node (default: `gossip_addr`).
     pub advertise_gossip_addr: Option<String>,
-    /// Base URL at which agents reach this node directly, sent to them in `x-monsys-owner` on
-    /// the ingest and heartbeat answers of the agents this node owns, so they skip the forwarding
-    /// hop (default: `http://<advertise_api_addr>`, none when that is a wildcard like `0.0.0.0`;
-    /// `""` sends no hint, e.g. when agents reach the cluster only through a load balancer).
+    /// Base URL (`scheme://host:port`) at which agents reach this node directly. When set, it
+    /// is sent in `x-monsys-owner` on the answers to the agents this node owns, so they skip the
+    /// forwarding hop. Unset (the default) or `""`: no hint, agents keep the URLs they were
+    /// given (e.g. a load balancer). Use `https` when agents talk https.
     pub agent_url: Option<String>,
     /// Extra gossip seeds (`host:port`). Members of the Raft configuration are always seeds.
     pub gossip_seeds: Vec<String>,
@@ -137,8 +137,8 @@ impl Config {
         }
         if let Some(url) = self.agent_url.as_deref().filter(|u| !u.is_empty()) {
             anyhow::ensure!(
-                (url.starts_with("http://") || url.starts_with("https://")) && !url.ends_with('/'),
-                "agent_url must be an http:// or https:// base URL without a trailing slash, got {url}"
+                monsys_proto::agent::base_url_scheme(url).is_some(),
+                "agent_url must be an http:// or https:// base URL (scheme://host:port, no path), got {url}"
             );
         }
         let r = &self.raft;
@@ -155,19 +155,9 @@ impl Config {
         self.advertise_api_addr.clone().unwrap_or_else(|| self.api_addr.to_string())
     }
 
-    /// The base URL sent to this node's agents as the owner hint (`None`: hints are off, also
-    /// by default when the advertised address is a wildcard like `0.0.0.0`, which no agent can
-    /// dial).
+    /// The base URL sent to this node's agents as the owner hint (`None`: hints are off).
     pub fn agent_url(&self) -> Option<String> {
-        match self.agent_url.as_deref() {
-            Some("") => None,
-            Some(url) => Some(url.to_string()),
-            None => {
-                let addr = self.advertised_api_addr();
-                let wildcard = addr.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_unspecified());
-                (!wildcard).then(|| format!("http://{addr}"))
-            }
-        }
+        self.agent_url.clone().filter(|u| !u.is_empty())
     }
 
     /// The address peers use for this node's gossip port.
@@ -209,18 +199,18 @@ mod tests {
     }
 
     #[test]
-    fn the_owner_hint_defaults_to_the_advertised_address_and_can_be_turned_off() {
-        let wildcard = Config { api_addr: "0.0.0.0:8080".parse().unwrap(), ..Config::default() };
-        assert_eq!(wildcard.agent_url(), None, "no agent can dial 0.0.0.0");
+    fn the_owner_hint_is_off_unless_a_base_url_is_set() {
         let mut c = Config { advertise_api_addr: Some("hub1.internal:8080".into()), ..Config::default() };
-        assert_eq!(c.agent_url().as_deref(), Some("http://hub1.internal:8080"));
+        assert_eq!(c.agent_url(), None, "the peer address is not assumed to be reachable by agents");
         c.agent_url = Some(String::new());
         assert_eq!(c.agent_url(), None);
         c.validate().unwrap();
-        c.agent_url = Some("https://hub1.example.com".into());
-        assert_eq!(c.agent_url().as_deref(), Some("https://hub1.example.com"));
+        c.agent_url = Some("https://hub1.example.com:8443".into());
+        assert_eq!(c.agent_url().as_deref(), Some("https://hub1.example.com:8443"));
         c.validate().unwrap();
-        for bad in ["hub1:8080", "https://hub1.example.com/"] {
+        for bad in
+            ["hub1:8080", "https://hub1.example.com/", "http://", "https://proxy/monsys", "http://u@h:1"]
+        {
             c.agent_url = Some(bad.into());
             assert!(c.validate().is_err(), "{bad} accepted");
         }

@@ -466,6 +466,10 @@ async fn ingest_is_forwarded_once_to_the_owner_and_never_twice() {
     assert_eq!(split(hinted).await.0, 200);
     let (s, v) = a.post(&hint, &a.body(3, 1.0), None).await.unwrap();
     assert_eq!(s, 200, "{v}");
+    // refusals of the owner carry the hint too (the agent trusts a hinted URL only then)
+    let refused = a.post_raw(&all[other], &a.body(3, 2.0), None).await.unwrap();
+    assert_eq!(refused.headers()[monsys_proto::agent::OWNER_HEADER], hint.as_str());
+    assert_eq!(split(refused).await.0, 409, "seq 3 with another body");
     let owner_metrics =
         c.http.get(format!("{}/metrics", all[owner])).send().await.unwrap().text().await.unwrap();
     assert!(owner_metrics.contains("monsys_ingest_batches_total{outcome=\"stored\"} 3"), "{owner_metrics}");

@@ -1,10 +1,13 @@
 //! Delivery to the hubs: one signed body at a time, failing over between hub URLs, classifying
 //! every answer (see the agent README's error table).
 //!
-//! Owner hint: the node that owns this agent names its own URL in `x-monsys-owner`. The sender
-//! then sends there first, which saves the hub a forwarding hop; if that URL stops answering it
-//! falls back to the configured list and ignores that hint for [`HINT_QUARANTINE`]. A hint never
-//! switches `https` to `http`.
+//! Owner hint: the node that owns this agent names its own URL in `x-monsys-owner` (when its
+//! operator set `agent_url`). The sender then sends there first, which saves the hub a
+//! forwarding hop. An answer from the hinted URL counts only if it carries the header too (the
+//! owner puts it on every answer it gives this agent) and is not a 401; otherwise, or when the
+//! URL does not answer, the sender goes back to the configured list and ignores that hint for
+//! [`HINT_QUARANTINE`]. A hint never switches `https` to `http`, and never points a
+//! non-loopback hub list at a loopback address.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -65,7 +68,9 @@ impl Sender {
     pub async fn send(&mut self, token: &str, body: &[u8], signature: &str) -> Verdict {
         if let Some(owner) = self.owner.clone() {
             let (verdict, hint) = self.attempt(&owner, token, body, signature).await;
-            if !fails_over(&verdict) {
+            // only a hub that still owns this agent answers with the hint; anything else
+            // (another service, a node that lost the agent's token) is not trusted with it
+            if hint.is_some() && verdict != Verdict::Reregister && !fails_over(&verdict) {
                 self.follow(&owner, hint);
                 return verdict;
             }
@@ -160,16 +165,25 @@ fn fails_over(v: &Verdict) -> bool {
 }
 
 /// Whether an owner hint received from `base` may be followed: an http(s) base URL without
-/// path, and never a downgrade from https to http.
+/// path, never a downgrade from https to http, and loopback only from a loopback hub.
 fn acceptable_hint(base: &str, hint: &str) -> bool {
-    let Some((scheme, rest)) = hint.split_once("://") else { return false };
-    let host_ok = !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', '@']);
-    let scheme_ok = match scheme {
-        "https" => true,
-        "http" => !base.starts_with("https://"),
-        _ => false,
+    use monsys_proto::agent::base_url_scheme;
+    let Some(scheme) = base_url_scheme(hint) else { return false };
+    let base_https = base.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    let scheme_ok = scheme == "https" || !base_https;
+    scheme_ok && (!is_loopback(hint) || is_loopback(base))
+}
+
+/// Whether a URL's host is `localhost` or a loopback address.
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
     };
-    host_ok && scheme_ok
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn classify(r: reqwest::Response) -> Verdict {
@@ -211,7 +225,13 @@ mod tests {
         assert!(acceptable_hint("http://10.0.0.1:8080", "http://10.0.0.2:8080"));
         assert!(acceptable_hint("http://10.0.0.1:8080", "https://hub2.example.com"));
         assert!(acceptable_hint("https://hub1.example.com", "https://hub2.example.com"));
+        assert!(acceptable_hint("https://hub1.example.com", "HTTPS://hub2.example.com"));
         assert!(!acceptable_hint("https://hub1.example.com", "http://hub2.example.com"));
+        assert!(!acceptable_hint("HTTPS://hub1.example.com", "http://hub2.example.com"), "scheme case");
+        assert!(!acceptable_hint("http://10.0.0.1:8080", "http://127.0.0.1:8080"), "loopback from afar");
+        assert!(!acceptable_hint("http://hub1:8080", "http://localhost:8080"));
+        assert!(!acceptable_hint("http://hub1:8080", "http://[::1]:8080"));
+        assert!(acceptable_hint("http://127.0.0.1:8081", "http://127.0.0.1:8082"), "a local cluster");
         for bad in ["hub2:8080", "ftp://hub2", "http://", "http://hub2/api", "http://user@hub2", "http://a b"]
         {
             assert!(!acceptable_hint("http://hub1:8080", bad), "{bad} accepted");

@@ -53,6 +53,7 @@ pub fn start_hub(dir: &std::path::Path, id: u64, join: Option<&str>) -> Proc {
     cmd.arg("hub")
         .args(["--node-id", &id.to_string()])
         .args(["--api-addr", &format!("127.0.0.1:{api}")])
+        .args(["--agent-url", &format!("http://127.0.0.1:{api}")])
         .args(["--gossip-addr", &format!("127.0.0.1:{gossip}")])
         .args(["--data-dir", dir.join(format!("n{id}")).to_str().unwrap()])
         .args(["--cluster-secret", SECRET, "--admin-token", TOKEN])

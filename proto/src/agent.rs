@@ -27,6 +27,21 @@ pub const SIGNATURE_HEADER: &str = "x-monsys-signature";
 /// (its actor runs there). An agent may send to that URL directly, saving the forwarding hop;
 /// it is a hint, never required: any node still takes any agent's batches.
 pub const OWNER_HEADER: &str = "x-monsys-owner";
+/// The scheme of `url` if it is an `http`/`https` base URL (`scheme://host[:port]`, no path,
+/// query, fragment or user info), lowercased; the form of an owner hint.
+pub fn base_url_scheme(url: &str) -> Option<&'static str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host_ok = !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', '@']);
+    let scheme = if scheme.eq_ignore_ascii_case("https") {
+        "https"
+    } else if scheme.eq_ignore_ascii_case("http") {
+        "http"
+    } else {
+        return None;
+    };
+    host_ok.then_some(scheme)
+}
+
 /// Prefix of agent tokens.
 pub const AGENT_TOKEN_PREFIX: &str = "ms_";
 /// Prefix of enrollment tokens.

@@ -158,6 +158,26 @@ mod tests {
     /// Pins the persisted bytes of every variant. If this fails, you changed the log format:
     /// append a new variant instead (see the module doc).
     #[test]
+    fn a_group_shared_by_arc_encodes_like_the_vec_it_replaced() {
+        use crate::fleet::{FleetCommand, GroupItem, HeartbeatItem};
+        let items = vec![GroupItem::Heartbeat(HeartbeatItem {
+            tenant: "t".into(),
+            agent_id: "a".into(),
+            received_at_ms: 7,
+            sent_at_ms: 6,
+            agent_version: "1".into(),
+        })];
+        let shared =
+            codec::encode_value("cmd", &Command::Fleet(FleetCommand::Group(items.clone().into()))).unwrap();
+        let as_vec = codec::encode_value("items", &items).unwrap();
+        // version byte, then the Command and FleetCommand variant tags (u32 each), then the items
+        assert_eq!(shared.len(), as_vec.len() + 8);
+        assert!(shared.ends_with(&as_vec[1..]), "{shared:?} vs {as_vec:?}");
+        let back: Command = codec::decode_value("cmd", &shared).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{:?}", Command::Fleet(FleetCommand::Group(items.into()))));
+    }
+
+    #[test]
     fn encoding_is_stable() {
         let commands = [
             (Command::Noop, "00000000"),

@@ -124,6 +124,18 @@ pub async fn ingest(State(hub): State<Hub>, req: Request) -> Result<Response, Ap
         let req = Request::from_parts(parts, body);
         return forward_to_owner(&hub, &key, &owner, req).await;
     }
+    // every answer of the owner carries the hint: the agent trusts a hinted URL only then
+    let answer = ingest_owned(&hub, agent, parts, body).await.unwrap_or_else(IntoResponse::into_response);
+    Ok(with_owner_hint(&hub, answer))
+}
+
+/// The owner's part of `POST /api/v1/ingest`.
+async fn ingest_owned(
+    hub: &Hub,
+    agent: AgentAuth,
+    parts: axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
     require_json(&parts.headers)?;
     let limit = wire::MAX_INGEST_BODY_BYTES;
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { limit })?;
@@ -135,13 +147,13 @@ pub async fn ingest(State(hub): State<Hub>, req: Request) -> Result<Response, Ap
                 .to_string(),
         ),
     };
-    let result = ingest_local(&hub, agent, body, signature).await;
+    let result = ingest_local(hub, agent, body, signature).await;
     hub.metrics.ingest(match &result {
         Ok(r) if r.status == IngestStatus::Stored => "stored",
         Ok(_) => "duplicate",
         Err(e) => e.status_and_code().1,
     });
-    result.map(|r| with_owner_hint(&hub, Json(r).into_response()))
+    result.map(|r| Json(r).into_response())
 }
 
 /// Adds this node's agent URL as the owner hint (see `wire::OWNER_HEADER`) to an answer of
@@ -339,6 +351,19 @@ pub async fn heartbeat(
     if let Placement::Remote(_, owner) = place(&hub, &key)? {
         return forward_to_owner(&hub, &key, &owner, Request::from_parts(parts, body)).await;
     }
+    let answer =
+        heartbeat_owned(&hub, agent, id, parts, body).await.unwrap_or_else(IntoResponse::into_response);
+    Ok(with_owner_hint(&hub, answer))
+}
+
+/// The owner's part of `POST /api/v1/agents/{id}/heartbeat`.
+async fn heartbeat_owned(
+    hub: &Hub,
+    agent: AgentAuth,
+    id: String,
+    parts: axum::http::request::Parts,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
     require_json(&parts.headers)?;
     let body =
         axum::body::to_bytes(body, 4096).await.map_err(|_| ApiError::PayloadTooLarge { limit: 4096 })?;
@@ -354,7 +379,7 @@ pub async fn heartbeat(
         agent_version: hb.agent_version,
     };
     match hub.plane()?.group.submit(GroupItem::Heartbeat(item)).await? {
-        ItemOutcome::Seen => Ok(with_owner_hint(&hub, StatusCode::NO_CONTENT.into_response())),
+        ItemOutcome::Seen => Ok(StatusCode::NO_CONTENT.into_response()),
         ItemOutcome::UnknownAgent => Err(ApiError::Unauthorized("agent no longer exists".into())),
         other => Err(ApiError::Internal(format!("unexpected heartbeat outcome {other:?}"))),
     }

@@ -54,6 +54,7 @@ pub async fn metrics(State(hub): State<Hub>) -> Response {
         (Ok(bytes), Ok(heads)) => hub.metrics.fleet_gauges(actors, &bytes, heads),
         (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "cannot read telemetry counters"),
     }
-    let text = hub.metrics.render(&hub.raft_metrics(), hub.live.borrow().len());
+    let live_members = hub.live.borrow().len(); // not held while rendering
+    let text = hub.metrics.render(&hub.raft_metrics(), live_members);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

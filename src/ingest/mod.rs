@@ -72,6 +72,7 @@ impl Committer for HubCommitter {
 fn to_item(a: Accepted) -> Result<IngestItem, ApiError> {
     let req = a.request;
     let batch = req.batch;
+    debug_assert_eq!(req.series.len(), batch.metrics.len(), "one series key per sample");
     Ok(IngestItem {
         tenant: req.tenant,
         agent_id: batch.agent_id,

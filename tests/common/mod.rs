@@ -105,6 +105,7 @@ impl TestCluster {
         let config = Config {
             node_id: Some(index as u64 + 1),
             api_addr: listener.local_addr().unwrap(),
+            agent_url: Some(format!("http://{}", listener.local_addr().unwrap())),
             gossip_addr: format!("127.0.0.1:{}", free_udp_port()).parse().unwrap(),
             gossip_interval_ms: 100,
             data_dir: self.dir.path().join(format!("node{}", index + 1)),
