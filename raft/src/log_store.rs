@@ -58,7 +58,7 @@ use crate::{Command, Error, NodeId, TypeConfig};
 /// (a decoded group entry takes ~2.1–2.5× its bytes: a `(String, f64)` and a heap block per
 /// sample). Entries of the open chunk stay cached until it
 /// closes, so [`CHUNK_BYTES`] bounds it too.
-pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub const CACHE_BYTES: usize = 48 * 1024 * 1024;
 /// A chunk file is closed at this size; purges delete whole closed chunks.
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 /// Read buffer used to replay a chunk on open (raft-log's default is 64 MiB, all resident).
