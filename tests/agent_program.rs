@@ -24,6 +24,23 @@ fn args(c: &TestCluster, enrollment: &str, dir: &std::path::Path) -> AgentArgs {
     }
 }
 
+/// A 3-node cluster with a leader whose gossip sees every voter (placement views agree).
+async fn three_nodes() -> TestCluster {
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    c.wait_for("gossip", Duration::from_secs(20), |c| async move {
+        c.running().all(|(_, n)| n.hub().live_voters().len() == 3)
+    })
+    .await;
+    c
+}
+
+/// Index in `c.nodes` of the node that owns agent `id`.
+async fn owner_index(c: &TestCluster, id: &str) -> usize {
+    let (_, placed) = c.get(0, &format!("/api/v1/cluster/placement/agent/{id}")).await;
+    c.nodes.iter().position(|n| Some(n.id()) == placed["owner"].as_u64()).unwrap()
+}
+
 async fn agent_doc(c: &TestCluster, node: usize, id: &str) -> Value {
     let (s, v) = c.get(node, &format!("/api/v1/agents/{id}")).await;
     assert_eq!(s, 200, "{v}");
@@ -32,12 +49,7 @@ async fn agent_doc(c: &TestCluster, node: usize, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_agent_fails_over_when_its_owner_dies_and_nothing_is_lost_or_doubled() {
-    let mut c = TestCluster::start(3).await;
-    c.wait_leader().await;
-    c.wait_for("gossip", Duration::from_secs(20), |c| async move {
-        c.running().all(|(_, n)| n.hub().live_voters().len() == 3)
-    })
-    .await;
+    let mut c = three_nodes().await;
     let enrollment = enrollment_token(&c.http, &c.nodes[0].url()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut agent = Agent::open(args(&c, &enrollment, dir.path())).unwrap();
@@ -45,8 +57,7 @@ async fn the_agent_fails_over_when_its_owner_dies_and_nothing_is_lost_or_doubled
     let id = agent.agent_id().unwrap().to_string();
     // the node running the agent's actor dies mid-stream (and, if it is the first hub URL, the
     // agent's connection with it)
-    let (_, placed) = c.get(0, &format!("/api/v1/cluster/placement/agent/{id}")).await;
-    let owner = c.nodes.iter().position(|n| Some(n.id()) == placed["owner"].as_u64()).unwrap();
+    let owner = owner_index(&c, &id).await;
 
     const N: u64 = 12;
     for i in 1..=N {
@@ -95,12 +106,7 @@ async fn owner_forwards(c: &TestCluster, i: usize) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_agent_follows_the_owner_hint_and_stops_needing_a_forward() {
-    let c = TestCluster::start(3).await;
-    c.wait_leader().await;
-    c.wait_for("gossip", Duration::from_secs(20), |c| async move {
-        c.running().all(|(_, n)| n.hub().live_voters().len() == 3)
-    })
-    .await;
+    let c = three_nodes().await;
     let enrollment = enrollment_token(&c.http, &c.nodes[0].url()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut a = args(&c, &enrollment, dir.path());
@@ -109,8 +115,7 @@ async fn the_agent_follows_the_owner_hint_and_stops_needing_a_forward() {
     agent.register().await.unwrap();
     let id = agent.agent_id().unwrap().to_string();
     drop(agent);
-    let (_, placed) = c.get(0, &format!("/api/v1/cluster/placement/agent/{id}")).await;
-    let owner = c.nodes.iter().position(|n| Some(n.id()) == placed["owner"].as_u64()).unwrap();
+    let owner = owner_index(&c, &id).await;
     let listed = (0..3).find(|i| *i != owner).unwrap();
     a.hubs = vec![c.nodes[listed].url()];
     let mut agent = Agent::open(a).unwrap();
