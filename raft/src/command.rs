@@ -61,7 +61,7 @@ pub const LOG_FEATURE_BATCH: &str = "batch";
 
 impl Command {
     /// Whether the command may travel inside a [`Command::Batch`]: it reads nothing outside
-    /// its transaction (no prescan) and the state machine keeps nothing per entry for it
+    /// its run's write set (no prescan) and the state machine keeps nothing per entry for it
     /// (fleet commands are excluded: group outcomes are recorded per entry index for the
     /// telemetry replay).
     pub fn batchable(&self) -> bool {

@@ -76,15 +76,6 @@ impl Error {
     }
 }
 
-impl From<sled::transaction::TransactionError<Error>> for Error {
-    fn from(e: sled::transaction::TransactionError<Error>) -> Self {
-        match e {
-            sled::transaction::TransactionError::Abort(e) => e,
-            sled::transaction::TransactionError::Storage(e) => Error::Storage(e),
-        }
-    }
-}
-
 impl From<Error> for StorageError<NodeId> {
     fn from(e: Error) -> Self {
         e.into_storage(ErrorSubject::Store, ErrorVerb::Write)

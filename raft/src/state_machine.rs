@@ -1,18 +1,20 @@
 //! The replicated state machine on sled (openraft v2 `RaftStateMachine`) and its reader.
 //!
-//! Layout: tree `sm_meta` holds `last_applied`, `membership` and the `installing` marker; tree
-//! `sm_data` holds the application state keyed by tenant (`settings/<tenant>`) plus cluster-wide
-//! keys (`admin/token_sha256`). Values use `codec::encode_value`.
+//! Layout: tree `sm_data` holds the application state keyed by tenant (`settings/<tenant>`)
+//! plus cluster-wide keys (`admin/token_sha256`), and, under the reserved prefix `\0sm/`, the
+//! state machine's own records: `last_applied`, `membership` and one `stored/<index>` record
+//! per ingest group. Tree `sm_meta` holds only the `installing` marker (older versions kept the
+//! records there; `StateMachineStore::open` moves them). Values use `codec::encode_value`.
 //!
 //! Invariants:
-//! - Each entry is applied in one sled transaction over (`sm_meta`, `sm_data`): its effect,
-//!   `last_applied` and, for membership entries, the membership move together.
+//! - A run of entries is applied as one `sled::Batch` on `sm_data` (see `txn`): the effects,
+//!   `last_applied`, the membership and the stored records move together, all or nothing.
 //! - `apply` is deterministic: it reads only the entry and the trees (timestamps come from the
 //!   proposer). Refusals are `CommandResult::Rejected`, never errors; errors are disk or format
 //!   failures and stop the node. Changing validation rules changes apply results, so a rule
 //!   change needs a new command variant (see `command`), not an edit of `Settings::validate`.
 //! - `apply` does not fsync. A crash can lose the last applied entries, but only as a whole
-//!   (transactions) and never past durable state: the log is durable up to `committed`, and
+//!   (batches) and never past durable state: the log is durable up to `committed`, and
 //!   openraft re-applies from `last_applied` on restart. Logs are purged only behind a snapshot,
 //!   and building or installing a snapshot *does* `durable_flush` the state machine; if a snapshot
 //!   is still ahead of `last_applied` on open, `StateMachineStore::recover` loads it.
@@ -35,30 +37,35 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use monsys_proto::{Settings, SettingsDoc};
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, StorageError,
-    StoredMembership,
-};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, ConflictableTransactionResult, TransactionalTree};
-
 use crate::codec;
 use crate::durable::{AtomicFile, Durable};
 use crate::error::StorageResultExt;
 use crate::fleet;
 use crate::fleet::telemetry::{HeadMap, HeadsTx, SharedHeads};
 use crate::snapshot::{Meta, SnapshotDir, SnapshotReader, SnapshotWriter};
+use crate::txn::Tx;
 use crate::{Command, CommandResult, Error, Node, NodeId, Rejection, TypeConfig};
+use monsys_proto::{Settings, SettingsDoc};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, StorageError,
+    StoredMembership,
+};
 
-const KEY_LAST_APPLIED: &[u8] = b"last_applied";
-const KEY_MEMBERSHIP: &[u8] = b"membership";
+/// Prefix of the state machine's own records in `sm_data` (never in snapshots).
+const SM_PREFIX: &[u8] = b"\0sm/";
+const KEY_LAST_APPLIED: &[u8] = b"\0sm/last_applied";
+const KEY_MEMBERSHIP: &[u8] = b"\0sm/membership";
+/// Prefix of the per-entry record of which group items were stored (for rebuilding telemetry
+/// heads after a restart; entries covered by a snapshot are removed when it is built).
+const STORED_PREFIX: &[u8] = b"\0sm/stored/";
+/// `sm_meta`: set while a snapshot is being loaded (survives the clearing of `sm_data`).
 const KEY_INSTALLING: &[u8] = b"installing";
+/// Where versions before the one-tree layout kept the records, in `sm_meta`.
+const LEGACY_LAST_APPLIED: &[u8] = b"last_applied";
+const LEGACY_MEMBERSHIP: &[u8] = b"membership";
+const LEGACY_STORED_PREFIX: &[u8] = b"stored/";
 const KEY_ADMIN_TOKEN: &[u8] = b"admin/token_sha256";
-/// `sm_meta` prefix of the per-entry record of which group items were stored (for rebuilding
-/// telemetry heads after a restart; entries covered by a snapshot are removed when it is built).
-const STORED_PREFIX: &[u8] = b"stored/";
 /// Tree id of `sm_data` in snapshot records.
 const TREE_DATA: u8 = 0;
 /// Tree id of telemetry heads in snapshot records (key: series prefix, value: the head).
@@ -76,7 +83,7 @@ fn default_doc(tenant: &str) -> SettingsDoc {
     SettingsDoc { tenant: tenant.to_string(), revision: 0, updated_at_ms: 0, settings: Settings::default() }
 }
 
-/// A tenant's settings read directly from the data tree (outside a transaction).
+/// A tenant's settings read directly from the data tree (outside an apply run).
 pub(crate) fn settings_in(data: &sled::Tree, tenant: &str) -> Result<SettingsDoc, Error> {
     decode_doc(tenant, data.get(settings_key(tenant))?)
 }
@@ -95,7 +102,6 @@ fn decode_last_applied(raw: Option<impl AsRef<[u8]>>) -> Result<Option<LogId<Nod
 /// Read access to the applied state. Cheap to clone; reads are local (possibly stale).
 #[derive(Clone)]
 pub struct StateReader {
-    meta: sled::Tree,
     data: sled::Tree,
     heads: SharedHeads,
 }
@@ -123,16 +129,16 @@ impl StateReader {
 
     /// Id of the last entry applied to this replica.
     pub fn last_applied(&self) -> Result<Option<LogId<NodeId>>, Error> {
-        decode_last_applied(self.meta.get(KEY_LAST_APPLIED)?)
+        decode_last_applied(self.data.get(KEY_LAST_APPLIED)?)
     }
 }
 
 /// Log entries read at a time while the heads are replayed on open.
 const REPLAY_SLICE: u64 = 64;
 
-/// Most entries applied in one sled transaction. A sled transaction costs a few KiB of log
-/// writes whatever its size, so one per entry made the state machine the write bottleneck;
-/// the bound keeps a transaction's write set (held in memory) small.
+/// Most entries applied in one batch. A sled batch costs a few KiB of log writes whatever its
+/// size, so one per entry made the state machine the write bottleneck; the bound keeps a
+/// run's write set (held in memory) small.
 const MAX_RUN: usize = 64;
 
 /// Whether applying `entry` needs a prescan of the state before it (so it starts a run).
@@ -144,20 +150,20 @@ fn needs_prescan(entry: &Entry<TypeConfig>) -> bool {
     }
 }
 
-/// What the domains found by scanning before an entry's transaction.
+/// What the domains found by scanning before an entry's run.
 #[derive(Default)]
 struct Prescans {
     fleet: fleet::Prescan,
     identity: crate::identity::Prescan,
 }
 
-/// Applies one command inside the apply transaction.
+/// Applies one command to the run's write set.
 fn apply_command(
-    data: &TransactionalTree,
+    data: &Tx<'_>,
     cmd: &Command,
     pre: &Prescans,
     heads: &HeadsTx<'_>,
-) -> ConflictableTransactionResult<CommandResult, Error> {
+) -> Result<CommandResult, Error> {
     match cmd {
         Command::Batch(cmds) => {
             let none = Prescans::default();
@@ -176,7 +182,7 @@ fn apply_command(
         Command::Noop => Ok(CommandResult::Ok),
         Command::PutSettings { tenant, expected_revision, settings, at_ms } => {
             let key = settings_key(tenant);
-            let current = decode_doc(tenant, data.get(&key)?).map_err(ConflictableTransactionError::Abort)?;
+            let current = decode_doc(tenant, data.get(&key)?)?;
             if let Some(expected) = expected_revision.filter(|r| *r != current.revision) {
                 tracing::debug!(%tenant, expected, current = current.revision, "settings revision mismatch");
                 return Ok(CommandResult::Rejected(Rejection::RevisionMismatch {
@@ -193,7 +199,7 @@ fn apply_command(
                 updated_at_ms: *at_ms,
                 settings: settings.clone(),
             };
-            let value = codec::encode_value("settings", &doc).map_err(ConflictableTransactionError::Abort)?;
+            let value = codec::encode_value("settings", &doc)?;
             data.insert(key, value)?;
             Ok(CommandResult::Settings(doc))
         }
@@ -201,8 +207,7 @@ fn apply_command(
             if data.get(KEY_ADMIN_TOKEN)?.is_some() {
                 return Ok(CommandResult::Rejected(Rejection::AlreadyInitialized));
             }
-            let value =
-                codec::encode_value("admin token", sha256).map_err(ConflictableTransactionError::Abort)?;
+            let value = codec::encode_value("admin token", sha256)?;
             data.insert(KEY_ADMIN_TOKEN, value)?;
             Ok(CommandResult::Ok)
         }
@@ -223,20 +228,22 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
-    pub(crate) fn new(
+    /// The store over `meta` and `data`, with records of the older layout moved into `data`.
+    pub(crate) fn open(
         meta: sled::Tree,
         data: sled::Tree,
         durable: Durable,
         snapshots: SnapshotDir,
         log: crate::LogStore,
-    ) -> Self {
+    ) -> Result<Self, Error> {
+        move_legacy_records(&meta, &data)?;
         let heads = SharedHeads::default();
-        StateMachineStore { meta, data, durable, snapshots: Arc::new(snapshots), heads, log }
+        Ok(StateMachineStore { meta, data, durable, snapshots: Arc::new(snapshots), heads, log })
     }
 
     /// A reader over the same trees.
     pub fn reader(&self) -> StateReader {
-        StateReader { meta: self.meta.clone(), data: self.data.clone(), heads: self.heads.clone() }
+        StateReader { data: self.data.clone(), heads: self.heads.clone() }
     }
 
     /// Loads the newest snapshot if it is ahead of the applied state or an install was cut short.
@@ -269,7 +276,7 @@ impl StateMachineStore {
             let end = (start + REPLAY_SLICE).min(applied + 1);
             for entry in self.log.read_range(start, Some(end))? {
                 let EntryPayload::Normal(Command::Fleet(cmd)) = &entry.payload else { continue };
-                let stored = self.meta.get(stored_key(entry.log_id.index))?;
+                let stored = self.data.get(stored_key(entry.log_id.index))?;
                 let tx = HeadsTx::new(&heads);
                 fleet::replay(&self.data, cmd, stored.as_deref(), &tx)?;
                 tx.finish().publish(&mut heads);
@@ -290,12 +297,13 @@ impl StateMachineStore {
     }
 
     fn membership(&self) -> Result<Membership, Error> {
-        let raw = self.meta.get(KEY_MEMBERSHIP)?;
+        let raw = self.data.get(KEY_MEMBERSHIP)?;
         Ok(raw.map(|v| codec::decode_value("membership", &v)).transpose()?.unwrap_or_default())
     }
 
-    /// Applies a run of entries in one sled transaction (see [`MAX_RUN`]); only the first may
-    /// need a prescan, which reads the state every earlier run left.
+    /// Applies a run of entries as one batch (see [`MAX_RUN`]); only the first may need a
+    /// prescan, which reads the state every earlier run left. On an error nothing of the run
+    /// is written and no head changes.
     fn apply_run(&self, run: &[Entry<TypeConfig>]) -> Result<Vec<CommandResult>, Error> {
         let Some(last) = run.last() else { return Ok(Vec::new()) };
         // readers take the read lock for a whole query, so they never see a sealed block and
@@ -320,27 +328,24 @@ impl StateMachineStore {
             _ => {}
         }
         let no_pre = Prescans::default();
-        let results = (&self.meta, &self.data).transaction(|(meta, data)| {
-            staged.reset();
-            meta.insert(KEY_LAST_APPLIED, applied.as_slice())?;
-            if let Some(m) = memberships.last() {
-                meta.insert(KEY_MEMBERSHIP, m.as_slice())?;
+        let tx = Tx::new(&self.data);
+        tx.insert(KEY_LAST_APPLIED, applied)?;
+        if let Some(m) = memberships.pop() {
+            tx.insert(KEY_MEMBERSHIP, m)?;
+        }
+        let mut results = Vec::with_capacity(run.len());
+        for (i, entry) in run.iter().enumerate() {
+            let pre = if i == 0 { &first_pre } else { &no_pre };
+            let result = match &entry.payload {
+                EntryPayload::Normal(cmd) => apply_command(&tx, cmd, pre, &staged)?,
+                EntryPayload::Blank | EntryPayload::Membership(_) => CommandResult::Ok,
+            };
+            if let CommandResult::Fleet(fleet::FleetResult::Group(outcomes)) = &result {
+                tx.insert(stored_key(entry.log_id.index), fleet::stored_bitmap(outcomes))?;
             }
-            let mut results = Vec::with_capacity(run.len());
-            for (i, entry) in run.iter().enumerate() {
-                let pre = if i == 0 { &first_pre } else { &no_pre };
-                let result = match &entry.payload {
-                    EntryPayload::Normal(cmd) => apply_command(data, cmd, pre, &staged)?,
-                    EntryPayload::Blank | EntryPayload::Membership(_) => CommandResult::Ok,
-                };
-                if let CommandResult::Fleet(fleet::FleetResult::Group(outcomes)) = &result {
-                    let stored = fleet::stored_bitmap(outcomes);
-                    meta.insert(stored_key(entry.log_id.index).as_slice(), stored)?;
-                }
-                results.push(result);
-            }
-            Ok(results)
-        })?;
+            results.push(result);
+        }
+        self.data.apply_batch(tx.into_batch())?;
         staged.finish().publish(&mut heads);
         Ok(results)
     }
@@ -365,7 +370,9 @@ impl StateMachineStore {
             let mut w = SnapshotWriter::new(file.writer(), &meta)?;
             for kv in data.iter() {
                 let (k, v) = kv?;
-                w.record(TREE_DATA, &k, &v)?;
+                if !k.starts_with(SM_PREFIX) {
+                    w.record(TREE_DATA, &k, &v)?;
+                }
             }
             for (k, v) in &heads {
                 w.record(TREE_HEADS, k, v)?;
@@ -377,8 +384,8 @@ impl StateMachineStore {
         // the heads as of the latest *published* snapshot are durable: the stored-item records
         // up to it are no longer needed (this snapshot's own are, until it is published)
         let upto = self.snapshots.latest()?.and_then(|(_, m)| m.last_log_id).map_or(0, |l| l.index);
-        for kv in self.meta.range(stored_key(0)..=stored_key(upto)) {
-            self.meta.remove(kv?.0)?;
+        for kv in self.data.range(stored_key(0)..=stored_key(upto)) {
+            self.data.remove(kv?.0)?;
         }
         Ok(Prepared { file, meta })
     }
@@ -393,8 +400,10 @@ impl StateMachineStore {
         let mut batch = sled::Batch::default();
         batch.insert(KEY_LAST_APPLIED, codec::encode_value("last applied", &meta.last_log_id)?);
         batch.insert(KEY_MEMBERSHIP, codec::encode_value("membership", &meta.last_membership)?);
-        batch.remove(KEY_INSTALLING);
-        self.meta.apply_batch(batch)?;
+        self.data.apply_batch(batch)?;
+        // the records are durable before the marker goes: a crash in between reloads
+        self.durable.durable_flush().await?;
+        self.meta.remove(KEY_INSTALLING)?;
         self.durable.durable_flush().await
     }
 
@@ -469,9 +478,45 @@ fn finish_heads(heads: PartialHeads) -> HeadMap {
     heads.into_iter().filter_map(|(k, h)| h.map(|h| (k, h))).collect()
 }
 
-/// `sm_meta` key of the stored-items record of the entry at `index`.
+/// Key of the stored-items record of the entry at `index`.
 fn stored_key(index: u64) -> Vec<u8> {
     [STORED_PREFIX, &index.to_be_bytes()].concat()
+}
+
+/// Moves the records an older version kept in `sm_meta` (`last_applied`, `membership`,
+/// `stored/<index>`) into `sm_data`, in one batch, then deletes them from `sm_meta`. A crash
+/// between the two leaves both copies; the next open keeps the one in `sm_data` (it is the one
+/// applies have advanced since) and deletes the rest.
+fn move_legacy_records(meta: &sled::Tree, data: &sled::Tree) -> Result<(), Error> {
+    let legacy_stored: Vec<(sled::IVec, sled::IVec)> =
+        meta.scan_prefix(LEGACY_STORED_PREFIX).collect::<Result<_, _>>()?;
+    let legacy_applied = meta.get(LEGACY_LAST_APPLIED)?;
+    let legacy_membership = meta.get(LEGACY_MEMBERSHIP)?;
+    if legacy_stored.is_empty() && legacy_applied.is_none() && legacy_membership.is_none() {
+        return Ok(());
+    }
+    if !data.contains_key(KEY_LAST_APPLIED)? {
+        let mut batch = sled::Batch::default();
+        for (k, v) in &legacy_stored {
+            batch.insert([SM_PREFIX, k.as_ref()].concat(), v.clone());
+        }
+        if let Some(v) = &legacy_applied {
+            batch.insert(KEY_LAST_APPLIED, v.clone());
+        }
+        if let Some(v) = &legacy_membership {
+            batch.insert(KEY_MEMBERSHIP, v.clone());
+        }
+        data.apply_batch(batch)?;
+        tracing::info!(stored = legacy_stored.len(), "state machine records moved to the data tree");
+    }
+    let mut batch = sled::Batch::default();
+    for (k, _) in legacy_stored {
+        batch.remove(k);
+    }
+    batch.remove(LEGACY_LAST_APPLIED);
+    batch.remove(LEGACY_MEMBERSHIP);
+    meta.apply_batch(batch)?;
+    Ok(())
 }
 
 fn snapshot_id(last: Option<LogId<NodeId>>, generation: u64) -> String {
@@ -896,12 +941,86 @@ mod tests {
             sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
             // Simulate losing state-machine writes that never reached the disk.
             sm.data.clear().unwrap();
-            sm.meta.remove(KEY_LAST_APPLIED).unwrap();
             sm.durable.durable_flush().await.unwrap();
         }
         let reader = storage::open(dir.path(), &Options::default()).await.unwrap().reader;
         assert_eq!(reader.settings("t1").unwrap().settings, refresh(30));
         assert_eq!(reader.last_applied().unwrap(), Some(log_id(1, 1, 2)));
+    }
+
+    /// Rewrites the state machine's records into the layout of older versions (in `sm_meta`).
+    fn to_legacy_layout(sm: &StateMachineStore) {
+        for kv in sm.data.scan_prefix(SM_PREFIX) {
+            let (k, v) = kv.unwrap();
+            sm.meta.insert(&k[SM_PREFIX.len()..], v).unwrap();
+            sm.data.remove(k).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn open_moves_the_records_of_the_older_layout_and_rebuilds_the_heads_from_them() {
+        let t0 = 1_764_000_000_000u64;
+        for crashed_mid_move in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (before, applied, membership) = {
+                let mut sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+                log_and_apply(&mut sm, fleet_setup()).await;
+                let batches: Vec<Command> = (1..=50).map(|s| telemetry(s, t0 + s * 15_000)).collect();
+                log_and_apply(&mut sm, batches).await;
+                let index = sm.reader().last_applied().unwrap().unwrap().index + 1;
+                let voters = openraft::Membership::new(vec![[1u64, 2, 3].into()], ());
+                let entry = Entry::<TypeConfig> {
+                    log_id: log_id(1, 1, index),
+                    payload: EntryPayload::Membership(voters),
+                };
+                sm.log.append_durably(vec![entry.clone()]).await.unwrap();
+                sm.apply(vec![entry]).await.unwrap();
+                assert_eq!(sm.membership().unwrap().voter_ids().count(), 3);
+                let state = (
+                    sm.reader().fleet().telemetry_dump("t", "a1").unwrap(),
+                    sm.reader().last_applied().unwrap(),
+                    sm.membership().unwrap(),
+                );
+                to_legacy_layout(&sm);
+                assert!(sm.data.scan_prefix(SM_PREFIX).next().is_none());
+                assert!(sm.meta.contains_key(LEGACY_LAST_APPLIED).unwrap());
+                assert!(sm.meta.scan_prefix(LEGACY_STORED_PREFIX).next().is_some(), "stored records");
+                if crashed_mid_move {
+                    // the copy reached sm_data, the deletion from sm_meta did not
+                    for kv in sm.meta.iter() {
+                        let (k, v) = kv.unwrap();
+                        if k.as_ref() != KEY_INSTALLING {
+                            sm.data.insert([SM_PREFIX, k.as_ref()].concat(), v).unwrap();
+                        }
+                    }
+                }
+                sm.durable.durable_flush().await.unwrap();
+                state
+            };
+            let sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+            assert_eq!(sm.reader().last_applied().unwrap(), applied);
+            assert_eq!(sm.membership().unwrap(), membership);
+            assert!(sm.reader().fleet().telemetry_dump("t", "a1").unwrap() == before, "heads rebuilt");
+            assert!(sm.meta.iter().next().is_none(), "nothing left in sm_meta: {crashed_mid_move}");
+        }
+    }
+
+    #[tokio::test]
+    async fn snapshots_carry_the_state_but_not_the_state_machine_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+        log_and_apply(&mut sm, fleet_setup()).await;
+        log_and_apply(&mut sm, vec![telemetry(1, 1_764_000_000_000)]).await;
+        assert!(sm.data.scan_prefix(STORED_PREFIX).next().is_some());
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let file = snap.snapshot.into_std().await;
+        let (mut reader, _) = SnapshotReader::open(BufReader::new(file)).unwrap();
+        let mut data_records = 0;
+        while let Some(r) = reader.next_record().unwrap() {
+            assert!(!r.key.starts_with(SM_PREFIX), "{:?}", String::from_utf8_lossy(&r.key));
+            data_records += usize::from(r.tree == TREE_DATA);
+        }
+        assert!(data_records > 0);
     }
 
     #[tokio::test]

@@ -55,7 +55,7 @@ fn open_blocking(dir: &Path, cache_capacity: u64) -> Result<(LogStore, StateMach
     let log = LogStore::open(dir, &db.open_tree("raft_log")?, &db.open_tree("raft_meta")?)?;
     let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
     let trees = (db.open_tree("sm_meta")?, db.open_tree("sm_data")?);
-    let sm = StateMachineStore::new(trees.0, trees.1, durable, snapshots, log.clone());
+    let sm = StateMachineStore::open(trees.0, trees.1, durable, snapshots, log.clone())?;
     Ok((log, sm))
 }
 

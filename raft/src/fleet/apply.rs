@@ -1,13 +1,13 @@
-//! Applying fleet commands inside the state machine's per-entry transaction.
+//! Applying fleet commands to the state machine's write set of a run of entries (`txn::Tx`).
 //!
 //! Everything here is deterministic: it reads only the command and the trees, and time comes
 //! from the proposer (`at_ms`, `received_at_ms`). Refusals are results, never errors: an error
 //! here stops the node, so every value written is bounded below `MAX_VALUE_BYTES` by
 //! construction (the hub bounds the inputs; telemetry blocks refuse samples past their budget).
 //!
-//! sled transactions cannot scan, so commands that delete ranges (`DeleteAgent`, `Expire`) get
-//! their key lists from [`prescan`], run on the tree just before the transaction. That is safe
-//! because `apply` is the only writer and runs serially.
+//! The write set does not scan, so commands that delete ranges (`DeleteAgent`, `Expire`) get
+//! their key lists from [`prescan`], run on the tree just before their run (such a command
+//! starts one). That is safe because `apply` is the only writer and runs serially.
 //!
 //! Exactly-once ingest: an agent's batch is stored only if its `seq` is above the highest stored
 //! one. A lower `seq` is looked up in the agent's seq window (the last [`SEQ_WINDOW`] seqs with
@@ -17,17 +17,14 @@
 use std::collections::BTreeMap;
 
 use monsys_proto::agent::Severity;
-use sled::transaction::TransactionalTree;
 
 use monsys_tsdb::series::{Mode, WINDOW_MS};
 
 use super::keys;
 use super::telemetry::{self, ByteDeltas, HeadsTx, Removal};
 use super::types::*;
-use crate::txn::{R, abort, get, put};
+use crate::txn::{R, Tx, get, put};
 use crate::{CommandResult, Error, codec};
-
-type Tx = TransactionalTree;
 
 /// Seqs remembered per agent for duplicate detection.
 pub const SEQ_WINDOW: u64 = 1024;
@@ -40,7 +37,7 @@ const MAX_OPEN_ALERTS: usize = 256;
 /// Most keys deleted by one `Expire` (the next run continues).
 pub const EXPIRE_BATCH: usize = 20_000;
 
-fn next_id(tx: &Tx, name: &str, tenant: &str) -> R<u64> {
+fn next_id(tx: &Tx<'_>, name: &str, tenant: &str) -> R<u64> {
     let key = keys::counter(name, tenant);
     let id = get::<u64>(tx, "counter", &key)?.unwrap_or(0) + 1;
     put(tx, "counter", key, &id)?;
@@ -55,7 +52,7 @@ fn ok(r: FleetResult) -> CommandResult {
     CommandResult::Fleet(r)
 }
 
-/// What a range-deleting command will remove, found before its transaction.
+/// What a range-deleting command will remove, found before its run.
 #[derive(Debug, Default)]
 pub(crate) struct Prescan {
     removals: Vec<Removal>,
@@ -66,7 +63,7 @@ fn uncounted(key: sled::IVec) -> Removal {
 }
 
 /// Whether [`prescan`] reads anything for `cmd`. Such a command must be prescanned against
-/// the state every earlier entry left, so it starts a new apply transaction.
+/// the state every earlier entry left, so it starts a new apply run.
 pub(crate) fn needs_prescan(cmd: &FleetCommand) -> bool {
     matches!(cmd, FleetCommand::DeleteAgent(_) | FleetCommand::Expire { .. })
 }
@@ -125,7 +122,7 @@ pub(crate) fn prescan(data: &sled::Tree, cmd: &FleetCommand) -> Result<Prescan, 
 }
 
 /// Applies one fleet command.
-pub(crate) fn apply(tx: &Tx, cmd: &FleetCommand, pre: &Prescan, heads: &HeadsTx<'_>) -> R<CommandResult> {
+pub(crate) fn apply(tx: &Tx<'_>, cmd: &FleetCommand, pre: &Prescan, heads: &HeadsTx<'_>) -> R<CommandResult> {
     match cmd {
         FleetCommand::CreateEnrollmentToken(t) => {
             put(tx, "enrollment token", keys::enrollment(&t.tenant, &t.id), t)?;
@@ -374,7 +371,7 @@ pub(crate) fn replay(
                     && !b.samples.is_empty()
                 {
                     telemetry::write(&mut store, heads, Mode::Replay, b, &mut deltas)
-                        .map_err(telemetry::read_err)?;
+                        .map_err(telemetry::layout_err)?;
                 }
             }
         }
@@ -382,7 +379,7 @@ pub(crate) fn replay(
         FleetCommand::Expire { at_ms } => {
             let before = at_ms.saturating_sub(WINDOW_MS);
             telemetry::seal_idle(&mut store, heads, Mode::Replay, before, &mut deltas)
-                .map_err(telemetry::read_err)?;
+                .map_err(telemetry::layout_err)?;
         }
         _ => {}
     }
@@ -446,15 +443,15 @@ pub fn validate_rules(rules: &[AlertRule]) -> Result<(), String> {
     Ok(())
 }
 
-fn agent(tx: &Tx, tenant: &str, id: &str) -> R<Option<AgentRecord>> {
+fn agent(tx: &Tx<'_>, tenant: &str, id: &str) -> R<Option<AgentRecord>> {
     get(tx, "agent", &keys::agent(tenant, id))
 }
 
-fn open_alerts(tx: &Tx, tenant: &str, agent: &str) -> R<BTreeMap<String, u64>> {
+fn open_alerts(tx: &Tx<'_>, tenant: &str, agent: &str) -> R<BTreeMap<String, u64>> {
     Ok(get(tx, "open alerts", &keys::open_alerts(tenant, agent))?.unwrap_or_default())
 }
 
-fn register(tx: &Tx, r: &Registration) -> R<CommandResult> {
+fn register(tx: &Tx<'_>, r: &Registration) -> R<CommandResult> {
     let Some((tenant, token_id)) =
         get::<(String, String)>(tx, "enrollment index", &keys::enrollment_hash(&r.enrollment_sha256))?
     else {
@@ -470,7 +467,7 @@ fn register(tx: &Tx, r: &Registration) -> R<CommandResult> {
     let machine_key = keys::machine(&tenant, &r.machine_id);
     if let Some(id) = get::<String>(tx, "machine index", &machine_key)? {
         let Some(mut rec) = agent(tx, &tenant, &id)? else {
-            return Err(abort(Error::Corrupt(format!("machine index points at missing agent {id}"))));
+            return Err(Error::Corrupt(format!("machine index points at missing agent {id}")));
         };
         if let Some(pinned) = rec.pubkey
             && r.pubkey != Some(pinned)
@@ -530,7 +527,7 @@ fn register(tx: &Tx, r: &Registration) -> R<CommandResult> {
     Ok(ok(FleetResult::Registered { agent_id: id, pinned: r.pubkey.is_some(), created: true }))
 }
 
-fn note_version(tx: &Tx, rec: &mut AgentRecord, version: &str, at_ms: u64) -> R<()> {
+fn note_version(tx: &Tx<'_>, rec: &mut AgentRecord, version: &str, at_ms: u64) -> R<()> {
     if rec.agent_version != version {
         let details = serde_json::json!({ "from": rec.agent_version, "to": version });
         audit(tx, &rec.tenant, at_ms, "agent_version_seen", &rec.id, Some(&rec.id), &details.to_string())?;
@@ -539,7 +536,7 @@ fn note_version(tx: &Tx, rec: &mut AgentRecord, version: &str, at_ms: u64) -> R<
     Ok(())
 }
 
-fn ingest(tx: &Tx, heads: &HeadsTx<'_>, b: &IngestItem, deltas: &mut ByteDeltas) -> R<ItemOutcome> {
+fn ingest(tx: &Tx<'_>, heads: &HeadsTx<'_>, b: &IngestItem, deltas: &mut ByteDeltas) -> R<ItemOutcome> {
     let Some(mut rec) = agent(tx, &b.tenant, &b.agent_id)? else {
         return Ok(ItemOutcome::UnknownAgent);
     };
@@ -647,7 +644,7 @@ fn ingest(tx: &Tx, heads: &HeadsTx<'_>, b: &IngestItem, deltas: &mut ByteDeltas)
     Ok(ItemOutcome::Stored { last_seq: b.seq })
 }
 
-fn heartbeat(tx: &Tx, h: &HeartbeatItem) -> R<ItemOutcome> {
+fn heartbeat(tx: &Tx<'_>, h: &HeartbeatItem) -> R<ItemOutcome> {
     let Some(mut rec) = agent(tx, &h.tenant, &h.agent_id)? else {
         return Ok(ItemOutcome::UnknownAgent);
     };
@@ -675,7 +672,7 @@ struct Firing<'a> {
 /// Fires an alert unless one with the same key is open (then counts an occurrence).
 /// Returns whether a new alert was created.
 fn fire(
-    tx: &Tx,
+    tx: &Tx<'_>,
     tenant: &str,
     agent_id: &str,
     open: &mut BTreeMap<String, u64>,
@@ -721,7 +718,7 @@ fn fire(
 
 /// Resolves the open alert with `key`, if any. Returns whether one was resolved.
 fn resolve(
-    tx: &Tx,
+    tx: &Tx<'_>,
     tenant: &str,
     open: &mut BTreeMap<String, u64>,
     key: &str,
@@ -742,7 +739,7 @@ fn resolve(
 
 /// Appends an event to the tenant's hash-chained audit log.
 pub(crate) fn audit(
-    tx: &Tx,
+    tx: &Tx<'_>,
     tenant: &str,
     at_ms: u64,
     event_type: &str,

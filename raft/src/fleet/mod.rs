@@ -3,7 +3,7 @@
 //!
 //! - [`types`]: persisted records and the [`FleetCommand`] payloads (log format rules apply).
 //! - `keys`: the key layout in `sm_data`.
-//! - `apply`: deterministic application inside the per-entry transaction.
+//! - `apply`: deterministic application to a run's write set (`txn::Tx`).
 //! - [`read`]: local reads ([`FleetReader`]).
 //!
 //! - `telemetry`: samples of stored batches in the `monsys-tsdb` series layout (compressed

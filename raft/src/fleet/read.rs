@@ -94,7 +94,7 @@ impl FleetReader {
         let p = telemetry::prefix(tenant, agent);
         let heads = self.heads.read().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
         let src = TreeSource(&self.data);
-        f(&Reader::new(&src, &p, heads.get(&p))).map_err(telemetry::read_err)
+        f(&Reader::new(&src, &p, heads.get(&p))).map_err(telemetry::layout_err)
     }
 
     /// The agent's series keys (`name{label="value",…}`); a series' id is its position.

@@ -1,9 +1,9 @@
 //! Telemetry of the fleet domain: the `monsys-tsdb` series layout over the state machine's
-//! sled transaction (writes) and tree (reads), plus the stored-bytes counters per tenant.
+//! write set (`txn::Tx`, writes) and tree (reads), plus the stored-bytes counters per tenant.
 //!
 //! Each agent's series live under `f/ts/<tenant>/<agent>/` (see `monsys_tsdb::series` for what
 //! is below); its open window (the head) lives in memory ([`HeadMap`]), staged per entry
-//! ([`HeadsTx`]) and published after the entry's transaction commits. `f/tsz/<tenant>` holds the bytes stored per resolution, kept exact by every write
+//! ([`HeadsTx`]) and published after the run's batch is written. `f/tsz/<tenant>` holds the bytes stored per resolution, kept exact by every write
 //! and removal (so `/metrics` never scans the data).
 
 use std::cell::RefCell;
@@ -11,11 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use monsys_tsdb::series::{self, AgentHead, Mode, Res, Source, Store, Writer};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::keys;
 use super::types::{IngestItem, Resolution};
-use crate::txn::{R, abort, get, put};
+use crate::txn::{R, Tx, get, put};
 use crate::{Error, codec};
 
 /// Samples collected further than this ahead of their reception are refused.
@@ -60,7 +59,7 @@ impl ByteDeltas {
     }
 
     /// Adds the counters' changes to the stored counters.
-    pub(crate) fn write(self, tx: &TransactionalTree) -> R<()> {
+    pub(crate) fn write(self, tx: &Tx<'_>) -> R<()> {
         for (tenant, delta) in self.0 {
             let key = bytes_key(&tenant);
             let mut total: [i64; 4] = get(tx, "telemetry bytes", &key)?.unwrap_or_default();
@@ -73,29 +72,22 @@ impl ByteDeltas {
     }
 }
 
-/// The layout's store over the apply transaction.
-struct TxStore<'a>(&'a TransactionalTree);
+/// The layout's store over the run's write set.
+struct TxStore<'a, 'b>(&'a Tx<'b>);
 
-impl Store for TxStore<'_> {
-    type Error = ConflictableTransactionError<Error>;
+impl Store for TxStore<'_, '_> {
+    type Error = Error;
     type Value = sled::IVec;
 
     fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, Self::Error> {
-        Ok(self.0.get(key)?)
+        self.0.get(key)
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<usize, Self::Error> {
         if value.len() as u64 > codec::MAX_VALUE_BYTES {
-            return Err(abort(Error::TooLarge { what: "telemetry block", max: codec::MAX_VALUE_BYTES }));
+            return Err(Error::TooLarge { what: "telemetry block", max: codec::MAX_VALUE_BYTES });
         }
-        Ok(self.0.insert(key, value)?.map_or(0, |v| v.len()))
-    }
-}
-
-fn layout_err(e: series::Error<ConflictableTransactionError<Error>>) -> ConflictableTransactionError<Error> {
-    match e {
-        series::Error::Store(e) => e,
-        series::Error::Corrupt(c) => abort(Error::Corrupt(format!("telemetry block: {c}"))),
+        Ok(self.0.replace(key, value)?.map_or(0, |v| v.len()))
     }
 }
 
@@ -106,8 +98,8 @@ pub type HeadMap = BTreeMap<Vec<u8>, AgentHead>;
 /// The heads shared by the state machine (writer) and its readers.
 pub type SharedHeads = Arc<RwLock<HeadMap>>;
 
-/// Head changes staged while one entry applies, published once its transaction committed (a
-/// failed apply changes no head; a retried transaction starts from a clean stage).
+/// Head changes staged while a run of entries applies, published once its batch is written (a
+/// failed apply changes no head).
 pub(crate) struct HeadsTx<'a> {
     base: &'a HeadMap,
     staged: RefCell<BTreeMap<Vec<u8>, Option<AgentHead>>>,
@@ -116,11 +108,6 @@ pub(crate) struct HeadsTx<'a> {
 impl<'a> HeadsTx<'a> {
     pub(crate) fn new(base: &'a HeadMap) -> Self {
         HeadsTx { base, staged: RefCell::new(BTreeMap::new()) }
-    }
-
-    /// Drops what a previous run of the same transaction staged.
-    pub(crate) fn reset(&self) {
-        self.staged.borrow_mut().clear();
     }
 
     fn get(&self, prefix: &[u8]) -> Option<AgentHead> {
@@ -193,13 +180,8 @@ pub(crate) fn write<S: Store>(
     Ok(out.refused)
 }
 
-/// [`write`] inside the apply transaction.
-pub(crate) fn append(
-    tx: &TransactionalTree,
-    heads: &HeadsTx<'_>,
-    b: &IngestItem,
-    deltas: &mut ByteDeltas,
-) -> R<u32> {
+/// [`write`] into the run's write set.
+pub(crate) fn append(tx: &Tx<'_>, heads: &HeadsTx<'_>, b: &IngestItem, deltas: &mut ByteDeltas) -> R<u32> {
     write(&mut TxStore(tx), heads, Mode::Apply, b, deltas).map_err(layout_err)
 }
 
@@ -222,9 +204,9 @@ pub(crate) fn seal_idle<S: Store>(
     Ok(())
 }
 
-/// [`seal_idle`] inside the apply transaction.
+/// [`seal_idle`] into the run's write set.
 pub(crate) fn seal_idle_tx(
-    tx: &TransactionalTree,
+    tx: &Tx<'_>,
     heads: &HeadsTx<'_>,
     before_ms: u64,
     deltas: &mut ByteDeltas,
@@ -266,9 +248,9 @@ pub(crate) struct Removal {
 }
 
 /// Removes prescanned keys, keeping the byte counters exact.
-pub(crate) fn remove(tx: &TransactionalTree, removals: &[Removal], deltas: &mut ByteDeltas) -> R<()> {
+pub(crate) fn remove(tx: &Tx<'_>, removals: &[Removal], deltas: &mut ByteDeltas) -> R<()> {
     for r in removals {
-        let old = tx.remove(&r.key)?;
+        let old = tx.take(r.key.to_vec())?;
         if let (Some(old), Some((tenant, res))) = (old, &r.counted) {
             let mut d = [0i64; 4];
             d[res.index()] = -((r.key.len() + old.len()) as i64);
@@ -336,8 +318,8 @@ impl Source for TreeSource<'_> {
     }
 }
 
-/// Maps a layout error of a read.
-pub(crate) fn read_err(e: series::Error<Error>) -> Error {
+/// A layout error as the state machine's (a read or a write of the series layout).
+pub(crate) fn layout_err(e: series::Error<Error>) -> Error {
     match e {
         series::Error::Store(e) => e,
         series::Error::Corrupt(c) => Error::Corrupt(format!("telemetry block: {c}")),

@@ -382,7 +382,7 @@ async fn delete_agent_removes_its_data_and_the_audit_chain_verifies() {
 }
 
 /// One apply call carrying data and then the deletion of its agent: the deletion starts a
-/// new transaction, so its prescan sees what the entries before it wrote.
+/// new run, so its prescan sees what the entries before it wrote.
 #[tokio::test]
 async fn a_delete_applied_with_earlier_writes_in_one_call_sees_them() {
     let (_d, mut sm, id) = setup().await;

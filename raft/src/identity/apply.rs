@@ -1,16 +1,12 @@
-//! Applying identity commands inside the per-entry transaction (deterministic; refusals are
+//! Applying identity commands to the run's write set (`txn::Tx`; deterministic; refusals are
 //! results). Scans (owners left in a tenant, users of a role) happen in [`prescan`] just
-//! before the transaction, as in the fleet domain.
-
-use sled::transaction::TransactionalTree;
+//! before the run, as in the fleet domain.
 
 use super::keys;
 use super::types::*;
 use crate::fleet::audit;
-use crate::txn::{R, get, put};
+use crate::txn::{R, Tx, get, put};
 use crate::{CommandResult, Error, codec};
-
-type Tx = TransactionalTree;
 
 /// The system role of tenant owners.
 pub const OWNER: &str = "owner";
@@ -19,7 +15,7 @@ fn rejected(r: IdentityRejection) -> CommandResult {
     CommandResult::IdentityRejected(r)
 }
 
-/// Facts found by scanning before the transaction.
+/// Facts found by scanning before the run.
 #[derive(Debug, Default)]
 pub(crate) struct Prescan {
     /// Enabled owners of the tenant concerned.
@@ -65,7 +61,7 @@ pub(crate) fn prescan(data: &sled::Tree, cmd: &IdentityCommand) -> Result<Presca
 }
 
 /// Applies one identity command.
-pub(crate) fn apply(tx: &Tx, cmd: &IdentityCommand, pre: &Prescan) -> R<CommandResult> {
+pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<CommandResult> {
     match cmd {
         IdentityCommand::CreateTenant { tenant, owner, only_if_no_owner } => {
             let owners: u64 = get(tx, "owners", keys::OWNERS)?.unwrap_or(0);
@@ -502,13 +498,13 @@ fn consume_factor(t: &mut TotpState, factor: &SecondFactor) -> bool {
     }
 }
 
-fn insert_user(tx: &Tx, u: &User) -> R<()> {
+fn insert_user(tx: &Tx<'_>, u: &User) -> R<()> {
     put(tx, "user", keys::user(&u.tenant, &u.id), u)?;
     put(tx, "email index", keys::email(&u.email), &(u.tenant.clone(), u.id.clone()))?;
     adjust_owners(tx, false, u.role == OWNER && !u.disabled)
 }
 
-fn adjust_owners(tx: &Tx, before: bool, after: bool) -> R<()> {
+fn adjust_owners(tx: &Tx<'_>, before: bool, after: bool) -> R<()> {
     if before == after {
         return Ok(());
     }
@@ -518,7 +514,7 @@ fn adjust_owners(tx: &Tx, before: bool, after: bool) -> R<()> {
 }
 
 /// Deletes every session of a user except `keep`.
-fn revoke_all(tx: &Tx, tenant: &str, user_id: &str, keep: Option<[u8; 32]>) -> R<()> {
+fn revoke_all(tx: &Tx<'_>, tenant: &str, user_id: &str, keep: Option<[u8; 32]>) -> R<()> {
     let index_key = keys::user_sessions(tenant, user_id);
     let list: Vec<[u8; 32]> = get(tx, "user sessions", &index_key)?.unwrap_or_default();
     let mut kept = Vec::new();
