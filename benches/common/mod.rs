@@ -46,10 +46,12 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Starts a `monsys hub` (release build of this package) as node `id`, joining `join`.
+/// Starts a `monsys hub` as node `id`, joining `join`: the release build of this package, or
+/// the binary named by `MONSYS_BENCH_BIN` (to compare two builds side by side).
 pub fn start_hub(dir: &std::path::Path, id: u64, join: Option<&str>) -> Proc {
     let (api, gossip) = (free_port(), free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_monsys"));
+    let bin = std::env::var_os("MONSYS_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_monsys").into());
+    let mut cmd = Command::new(bin);
     cmd.arg("hub")
         .args(["--node-id", &id.to_string()])
         .args(["--api-addr", &format!("127.0.0.1:{api}")])

@@ -14,6 +14,12 @@ use crate::hub::Hub;
 /// Header carrying the request id (taken from the client when present, else generated).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// A random (v4) UUID from the thread's generator: `Uuid::new_v4` asks the kernel for every
+/// id, a system call per request.
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
+}
+
 /// Wraps each request in a span, times it and counts it.
 pub async fn observe(State(hub): State<Hub>, req: Request, next: Next) -> Response {
     let request_id = req
@@ -22,7 +28,7 @@ pub async fn observe(State(hub): State<Hub>, req: Request, next: Next) -> Respon
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(new_request_id);
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -42,4 +48,19 @@ pub async fn observe(State(hub): State<Hub>, req: Request, next: Next) -> Respon
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_request_ids_are_distinct_v4_uuids() {
+        let ids: std::collections::BTreeSet<String> = (0..1000).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in ids.iter().take(10) {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version(), Some(uuid::Version::Random), "{id}");
+        }
+    }
 }

@@ -2,8 +2,8 @@
 //! floats. `chunk` (raw samples) and `aggs` (rollup buckets) both write through these, so the
 //! encodings cannot drift apart.
 //!
-//! Streams are MSB-first and padded to a byte. Writers copy whole runs of bits per byte, not
-//! bit by bit (the apply path of every replica runs through here).
+//! Streams are MSB-first and padded to a byte. Writers and readers move whole bytes where they
+//! can, not bit by bit (the apply path of every replica runs through here).
 
 use crate::ChunkError;
 
@@ -16,21 +16,35 @@ pub(crate) struct BitWriter {
 }
 
 impl BitWriter {
-    /// Appends the low `nbits` bits of `value` (0..=64).
+    /// Appends the low `nbits` bits of `value` (0..=64): the rest of the open byte, then whole
+    /// bytes, then the start of a new one.
     pub(crate) fn push(&mut self, value: u64, nbits: u8) {
-        let mut left = nbits;
-        while left > 0 {
-            if self.used == 0 {
-                self.bytes.push(0);
-            }
-            let free = 8 - self.used;
+        let mut left = u32::from(nbits);
+        if left == 0 {
+            return;
+        }
+        if self.used != 0 {
+            let free = 8 - u32::from(self.used);
             let take = free.min(left);
-            let part = ((value >> (left - take)) & ((1u64 << take) - 1)) as u8;
-            *self.bytes.last_mut().expect("a byte was pushed") |= part << (free - take);
-            self.used = (self.used + take) % 8;
+            let part = ((value >> (left - take)) as u8) & low_bits(take);
+            *self.bytes.last_mut().expect("a partial byte exists") |= part << (free - take);
+            self.used = ((u32::from(self.used) + take) % 8) as u8;
             left -= take;
         }
+        while left >= 8 {
+            left -= 8;
+            self.bytes.push((value >> left) as u8);
+        }
+        if left > 0 {
+            self.bytes.push((value << (8 - left)) as u8);
+            self.used = left as u8;
+        }
     }
+}
+
+/// The byte with the low `n` bits set (`n` in 1..=8).
+fn low_bits(n: u32) -> u8 {
+    (0xffu16 >> (8 - n)) as u8
 }
 
 /// Reads a stream written by [`BitWriter`].
@@ -41,22 +55,30 @@ pub(crate) struct BitReader<'a> {
 }
 
 impl BitReader<'_> {
-    /// Reads `nbits` bits (0..=64).
+    /// Reads `nbits` bits (0..=64): the rest of the current byte, whole bytes, then the start
+    /// of the next one.
     pub(crate) fn read(&mut self, nbits: u8) -> Result<u64, ChunkError> {
         if self.pos + nbits as usize > self.bytes.len() * 8 {
             return Err(ChunkError::Corrupt("bit stream ends early"));
         }
+        let mut left = u32::from(nbits);
         let mut v = 0u64;
-        let mut left = nbits;
-        while left > 0 {
-            let byte = self.bytes[self.pos / 8];
-            let offset = (self.pos % 8) as u8;
+        let offset = (self.pos % 8) as u32;
+        if offset != 0 && left > 0 {
             let avail = 8 - offset;
             let take = avail.min(left);
-            let part = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
-            v = (v << take) | u64::from(part);
+            v = u64::from((self.bytes[self.pos / 8] >> (avail - take)) & low_bits(take));
             self.pos += take as usize;
             left -= take;
+        }
+        while left >= 8 {
+            v = (v << 8) | u64::from(self.bytes[self.pos / 8]);
+            self.pos += 8;
+            left -= 8;
+        }
+        if left > 0 {
+            v = (v << left) | u64::from(self.bytes[self.pos / 8] >> (8 - left));
+            self.pos += left as usize;
         }
         Ok(v)
     }
@@ -222,6 +244,30 @@ mod tests {
                 prop_assert_eq!(r.read(*n).unwrap(), v & mask);
             }
             prop_assert!(w.bytes.len() * 8 - r.pos < 8);
+        }
+
+        /// The byte-wise writer lays out exactly the bits a one-bit-at-a-time writer would (the
+        /// stored format, which replicas of different versions must write alike).
+        #[test]
+        fn bit_runs_are_laid_out_msb_first_like_single_bits(
+            runs in proptest::collection::vec((any::<u64>(), 0u8..=64), 0..200)
+        ) {
+            let mut w = BitWriter::default();
+            let mut bits: Vec<bool> = Vec::new();
+            for (v, n) in &runs {
+                w.push(*v, *n);
+                bits.extend((0..*n).rev().map(|i| (v >> i) & 1 == 1));
+                prop_assert_eq!(w.used as usize, bits.len() % 8);
+            }
+            let mut expected = vec![0u8; bits.len().div_ceil(8)];
+            for (i, bit) in bits.iter().enumerate() {
+                expected[i / 8] |= u8::from(*bit) << (7 - i % 8);
+            }
+            prop_assert_eq!(&w.bytes, &expected);
+            let mut r = BitReader { bytes: &w.bytes, pos: 0 };
+            for bit in &bits {
+                prop_assert_eq!(r.bit().unwrap(), *bit);
+            }
         }
 
         #[test]

@@ -138,6 +138,8 @@ pub struct AgentState {
     rules: RuleState,
     /// Highest seq this actor saw stored (the replicated value may lag on this node).
     last_stored: u64,
+    /// The pinned key, decompressed once (decompressing is a tenth of a verification).
+    key: Option<VerifyingKey>,
 }
 
 impl<C: Committer> Actor for AgentActor<C> {
@@ -150,6 +152,7 @@ impl<C: Committer> Actor for AgentActor<C> {
             limiter: Gcra::new(INGEST_PER_MINUTE, Duration::from_secs(60), INGEST_PER_MINUTE),
             rules: RuleState::default(),
             last_stored: 0,
+            key: None,
         })
     }
 
@@ -176,7 +179,7 @@ impl<C: Committer> AgentActor<C> {
         state: &mut AgentState,
     ) -> Result<CommitOutcome, IngestRefusal<C::Error>> {
         state.limiter.check(req.received_at_ms).map_err(IngestRefusal::RateLimited)?;
-        let verified_with = verify(&req)?;
+        let verified_with = verify(&req, &mut state.key)?;
         let fresh = req.batch.seq > req.last_seq.max(state.last_stored);
         let decisions = if fresh {
             state.rules.evaluate(&req.rules, &req.batch.metrics)
@@ -194,15 +197,25 @@ impl<C: Committer> AgentActor<C> {
     }
 }
 
-fn verify<E>(req: &IngestRequest) -> Result<Option<[u8; 32]>, IngestRefusal<E>> {
+/// Verifies the batch's signature against the pin the request carries; `cached` keeps the
+/// decompressed key between batches and is replaced when the pin changes.
+fn verify<E>(
+    req: &IngestRequest,
+    cached: &mut Option<VerifyingKey>,
+) -> Result<Option<[u8; 32]>, IngestRefusal<E>> {
     let Some(pinned) = req.pinned else {
         return Ok(None); // nothing to verify against; the state machine audits unsigned batches
     };
     let Some(sig) = &req.signature else {
         return Err(IngestRefusal::SignatureMissing);
     };
-    let key = VerifyingKey::from_bytes(&pinned)
-        .map_err(|_| IngestRefusal::SignatureInvalid(SignatureError::Mismatch))?;
-    verify_digest(&key, &req.body_sha256, sig).map_err(IngestRefusal::SignatureInvalid)?;
+    let key = match cached {
+        Some(k) if k.as_bytes() == &pinned => k,
+        _ => cached.insert(
+            VerifyingKey::from_bytes(&pinned)
+                .map_err(|_| IngestRefusal::SignatureInvalid(SignatureError::Mismatch))?,
+        ),
+    };
+    verify_digest(key, &req.body_sha256, sig).map_err(IngestRefusal::SignatureInvalid)?;
     Ok(Some(pinned))
 }

@@ -93,6 +93,28 @@ async fn signatures_are_required_once_a_key_is_pinned() {
     assert_eq!(rec.commits.lock().unwrap()[1].verified_with, None);
 }
 
+/// The actor keeps the pinned key decompressed between batches; a new pin (a rotated signing
+/// key re-pinned at registration) replaces it at once.
+#[tokio::test]
+async fn a_changed_pin_is_verified_against_the_new_key_not_the_cached_one() {
+    let (rec, reg) = registry();
+    let rotated = SigningKey::from_bytes(&[5; 32]);
+    let repinned = |seq: u64, signer: &SigningKey| {
+        let mut r = request(seq, 1.0, Some(signer), true, 1000 * seq);
+        r.pinned = Some(rotated.verifying_key().to_bytes());
+        r
+    };
+    reg.ingest("a1", request(1, 1.0, Some(&key()), true, 1000)).await.unwrap();
+    assert!(matches!(reg.ingest("a1", repinned(2, &key())).await, Err(IngestRefusal::SignatureInvalid(_))));
+    assert_eq!(reg.ingest("a1", repinned(2, &rotated)).await.unwrap(), CommitOutcome::Stored { last_seq: 2 });
+    assert_eq!(rec.commits.lock().unwrap()[1].verified_with, Some(rotated.verifying_key().to_bytes()));
+    // and back: the old pin is not remembered either
+    assert!(matches!(
+        reg.ingest("a1", request(3, 1.0, Some(&rotated), true, 3000)).await,
+        Err(IngestRefusal::SignatureInvalid(_))
+    ));
+}
+
 #[tokio::test]
 async fn rate_limit_is_per_agent() {
     let (_, reg) = registry();

@@ -23,6 +23,7 @@
 //! agent, a block at its size budget) are counted, never errors.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::ChunkError;
 use crate::bits::{get_bytes, get_varint, put_varint};
@@ -178,8 +179,42 @@ pub struct Head {
 pub struct AgentHead {
     /// Start of the head window.
     pub window: u64,
-    /// Head blocks by shard ([`block::append_to_head`] form).
-    pub blocks: BTreeMap<u32, Vec<u8>>,
+    /// Head blocks by shard ([`block::append_to_head`] form), shared so that cloning a head
+    /// copies no block (an append replaces a block, it never edits one).
+    pub blocks: BTreeMap<u32, Arc<[u8]>>,
+    /// The agent's meta record as last read or written by a [`Writer`] in [`Mode::Apply`].
+    pub meta: MetaCache,
+}
+
+impl AgentHead {
+    /// An empty head of the window starting at `window`.
+    pub fn new(window: u64) -> Self {
+        AgentHead { window, blocks: BTreeMap::new(), meta: MetaCache::default() }
+    }
+}
+
+/// A copy of the agent's meta record (refused count and series dictionary) kept with its head,
+/// so that an append reads and parses nothing from the store. It is a cache: not in snapshot
+/// records, ignored by head equality, empty after a load or a replay (the next append reads
+/// the record), and replaced by every write of the record, which only a [`Writer`] makes.
+#[derive(Debug, Clone, Default)]
+pub struct MetaCache(Option<Arc<Meta>>);
+
+impl PartialEq for MetaCache {
+    fn eq(&self, _: &MetaCache) -> bool {
+        true
+    }
+}
+
+impl Eq for MetaCache {}
+
+/// The decoded meta record.
+#[derive(Debug, Default)]
+pub struct Meta {
+    /// Samples refused over the agent's life.
+    pub refused: u64,
+    /// Series keys; a series' id is its position.
+    pub names: Vec<String>,
 }
 
 impl AgentHead {
@@ -204,7 +239,7 @@ impl AgentHead {
         let mut pos = 0;
         let window = get_varint(bytes, &mut pos)?;
         let tag = get_varint(bytes, &mut pos)?;
-        let h = head.get_or_insert_with(|| AgentHead { window, blocks: BTreeMap::new() });
+        let h = head.get_or_insert_with(|| AgentHead::new(window));
         if h.window != window {
             return Err(ChunkError::Corrupt("head records disagree on the window"));
         }
@@ -217,7 +252,7 @@ impl AgentHead {
             return Err(ChunkError::Corrupt("head holds a block that is not a head block"));
         }
         RawBlock::decode(block)?; // validate
-        if h.blocks.insert(shard, block.to_vec()).is_some() {
+        if h.blocks.insert(shard, Arc::from(block)).is_some() {
             return Err(ChunkError::Corrupt("head shard recorded twice"));
         }
         Ok(())
@@ -225,7 +260,7 @@ impl AgentHead {
 
     /// Bytes held by the head blocks.
     pub fn bytes(&self) -> usize {
-        self.blocks.values().map(Vec::len).sum()
+        self.blocks.values().map(|b| b.len()).sum()
     }
 }
 
@@ -253,11 +288,11 @@ pub fn parse_meta(bytes: &[u8]) -> Result<(u64, Vec<&str>), ChunkError> {
     Ok((refused, names))
 }
 
-fn encode_meta(refused: u64, names: &[&str], added: &[String]) -> Vec<u8> {
+fn encode_meta(meta: &Meta) -> Vec<u8> {
     let mut out = Vec::new();
-    put_varint(&mut out, refused);
-    put_varint(&mut out, (names.len() + added.len()) as u64);
-    for k in names.iter().copied().chain(added.iter().map(String::as_str)) {
+    put_varint(&mut out, meta.refused);
+    put_varint(&mut out, meta.names.len() as u64);
+    for k in &meta.names {
         put_varint(&mut out, k.len() as u64);
         out.extend_from_slice(k.as_bytes());
     }
@@ -267,15 +302,16 @@ fn encode_meta(refused: u64, names: &[&str], added: &[String]) -> Vec<u8> {
 /// Ids of the samples' series: the position in `names`, else in `added` (registered here,
 /// `None` past [`MAX_SERIES`]). Agents send their series in the same order every time, so the
 /// next name is tried first and the index is built only on a miss.
-fn assign_ids<'n>(names: &[&'n str], added: &mut Vec<String>, samples: &[(String, f64)]) -> Vec<Option<u32>> {
-    let mut index: Option<BTreeMap<&'n str, usize>> = None;
+fn assign_ids(names: &[String], added: &mut Vec<String>, samples: &[(String, f64)]) -> Vec<Option<u32>> {
+    let mut index: Option<BTreeMap<&str, usize>> = None;
     let mut guess = 0usize;
     let mut ids = Vec::with_capacity(samples.len());
     for (name, _) in samples {
-        let id = if names.get(guess) == Some(&name.as_str()) {
+        let id = if names.get(guess) == Some(name) {
             Some(guess)
         } else {
-            let idx = index.get_or_insert_with(|| names.iter().enumerate().map(|(i, n)| (*n, i)).collect());
+            let idx =
+                index.get_or_insert_with(|| names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect());
             idx.get(name.as_str()).copied().or_else(|| match added.iter().position(|a| a == name) {
                 Some(p) => Some(names.len() + p),
                 None if names.len() + added.len() < MAX_SERIES => {
@@ -335,14 +371,9 @@ impl<'a, S: Store> Writer<'a, S> {
         if samples.is_empty() {
             return Ok((self.out, self.head));
         }
-        let key = meta_key(self.prefix);
-        let raw = self.get(&key)?;
-        let (refused, names) = match &raw {
-            Some(b) => parse_meta(b.as_ref())?,
-            None => (0, Vec::new()),
-        };
+        let meta = self.meta()?;
         let mut added = Vec::new();
-        let ids = assign_ids(&names, &mut added, samples);
+        let ids = assign_ids(&meta.names, &mut added, samples);
         let mut by_shard: BTreeMap<u32, Vec<(u32, f64)>> = BTreeMap::new();
         for (id, (_, v)) in ids.iter().zip(samples) {
             match id {
@@ -361,18 +392,50 @@ impl<'a, S: Store> Writer<'a, S> {
                 if current.is_some_and(|h| h < window) {
                     self.seal()?;
                 }
-                let head = self.head.get_or_insert_with(|| AgentHead { window, blocks: BTreeMap::new() });
+                let head = self.head.get_or_insert_with(|| AgentHead::new(window));
                 head.window = window;
                 for (shard, points) in by_shard {
                     self.append_head(shard, ts, &points)?;
                 }
             }
         }
-        if self.out.refused > 0 || !added.is_empty() {
-            let meta = encode_meta(refused + u64::from(self.out.refused), &names, &added);
-            self.put(None, key, meta)?;
-        }
+        let meta = if self.out.refused > 0 || !added.is_empty() {
+            let names = meta.names.iter().cloned().chain(added).collect();
+            self.write_meta(Meta { refused: meta.refused + u64::from(self.out.refused), names })?
+        } else {
+            meta
+        };
+        self.keep_meta(meta);
         Ok((self.out, self.head))
+    }
+
+    /// The agent's meta record: the head's copy, else read from the store.
+    fn meta(&self) -> R<Arc<Meta>, S::Error> {
+        if self.mode == Mode::Apply
+            && let Some(m) = self.head.as_ref().and_then(|h| h.meta.0.clone())
+        {
+            return Ok(m);
+        }
+        let raw = self.get(&meta_key(self.prefix))?;
+        let (refused, names) = match &raw {
+            Some(b) => parse_meta(b.as_ref())?,
+            None => (0, Vec::new()),
+        };
+        Ok(Arc::new(Meta { refused, names: names.into_iter().map(str::to_string).collect() }))
+    }
+
+    /// Writes the agent's meta record.
+    fn write_meta(&mut self, meta: Meta) -> R<Arc<Meta>, S::Error> {
+        self.put(None, meta_key(self.prefix), encode_meta(&meta))?;
+        Ok(Arc::new(meta))
+    }
+
+    /// Keeps `meta` (the record as the store now has it) with the head. A replay keeps
+    /// nothing: its store holds the record as of the end of the log, not as of the entry.
+    fn keep_meta(&mut self, meta: Arc<Meta>) {
+        if let Some(h) = self.head.as_mut() {
+            h.meta = MetaCache((self.mode == Mode::Apply).then_some(meta));
+        }
     }
 
     /// Seals the head window if it ended by `before` (an idle agent's last window); the head
@@ -382,21 +445,18 @@ impl<'a, S: Store> Writer<'a, S> {
             self.head.as_ref().map(|h| h.window).filter(|h| h.saturating_add(WINDOW_MS) <= before)
         {
             self.seal()?;
-            self.head = Some(AgentHead { window: h.saturating_add(WINDOW_MS), blocks: BTreeMap::new() });
+            let meta = self.head.as_ref().map(|h| h.meta.clone()).unwrap_or_default();
+            self.head = Some(AgentHead { meta, ..AgentHead::new(h.saturating_add(WINDOW_MS)) });
         }
         Ok((self.out, self.head))
     }
 
     /// Counts `n` samples refused by the caller (e.g. collected too far in the future).
     pub fn refuse(mut self, n: u32) -> R<(Appended, Option<AgentHead>), S::Error> {
-        let key = meta_key(self.prefix);
-        let raw = self.get(&key)?;
-        let (refused, names) = match &raw {
-            Some(b) => parse_meta(b.as_ref())?,
-            None => (0, Vec::new()),
-        };
-        let meta = encode_meta(refused + u64::from(n), &names, &[]);
-        self.put(None, key, meta)?;
+        let meta = self.meta()?;
+        let meta =
+            self.write_meta(Meta { refused: meta.refused + u64::from(n), names: meta.names.clone() })?;
+        self.keep_meta(meta);
         self.out.refused = n;
         Ok((self.out, self.head))
     }
@@ -412,7 +472,7 @@ impl<'a, S: Store> Writer<'a, S> {
     fn append_head(&mut self, shard: u32, ts: u64, points: &[(u32, f64)]) -> R<(), S::Error> {
         let head = self.head.as_mut().expect("append_head runs with a head");
         let old = head.blocks.get(&shard);
-        let (bytes, full) = match block::append_to_head(old.map(Vec::as_slice), ts, points)? {
+        let (bytes, full) = match block::append_to_head(old.map(|b| &b[..]), ts, points)? {
             Some(appended) => appended,
             None => {
                 // a sample older than its series' last one: re-encode in time order
@@ -431,7 +491,7 @@ impl<'a, S: Store> Writer<'a, S> {
             self.out.refused += points.len() as u32;
             return Ok(());
         }
-        head.blocks.insert(shard, bytes);
+        head.blocks.insert(shard, bytes.into());
         self.out.stored += points.len() as u32 - full;
         self.out.refused += full;
         Ok(())
