@@ -58,8 +58,9 @@ fn batch_body(agent_id: &str, seq: u64, samples: usize) -> Vec<u8> {
     serde_json::to_vec(&b).unwrap()
 }
 
-/// One agent's token and its pre-signed `(body, signature)` batches.
-type AgentWork = Arc<(String, Vec<(Vec<u8>, String)>)>;
+/// One agent's token and its pre-signed `(body, signature)` batches (bodies as `Bytes`, so a
+/// send copies none).
+type AgentWork = Arc<(String, Vec<(axum::body::Bytes, String)>)>;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -126,7 +127,7 @@ async fn main() {
                 .map(|seq| {
                     let body = batch_body(id, seq, samples);
                     let sig = wire::sign_body(key, &body);
-                    (body, sig)
+                    (axum::body::Bytes::from(body), sig)
                 })
                 .collect();
             Arc::new((token.clone(), bodies))
@@ -134,25 +135,29 @@ async fn main() {
         .collect();
     let body_bytes = work[0].1[0].0.len();
 
-    // timed phase: every agent sends its batches in order, as fast as acks come back
+    // timed phase: every agent sends its batches in order, as fast as acks come back (URLs
+    // parsed once, like a real client's)
+    let ingest_urls: Vec<reqwest::Url> =
+        urls.iter().map(|u| format!("{u}/api/v1/ingest").parse().unwrap()).collect();
     let changes_before = common::leader_changes(&http, &urls).await;
     let started = Instant::now();
     let tasks: Vec<_> = work
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let (http, urls, w) = (http.clone(), urls.clone(), w.clone());
+            let (http, urls, w) = (http.clone(), ingest_urls.clone(), w.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(w.1.len());
                 let mut retries = 0u32;
-                let mut owner: Option<String> = None;
+                // the owner hint as received, and its ingest URL
+                let mut owner: Option<(String, reqwest::Url)> = None;
                 for (n, (body, sig)) in w.1.iter().enumerate() {
                     let mut attempt = 0;
                     loop {
-                        let url = owner.as_ref().unwrap_or(&urls[(i + n + attempt) % 3]);
+                        let url = owner.as_ref().map_or(&urls[(i + n + attempt) % 3], |(_, u)| u);
                         let t = Instant::now();
                         let r = http
-                            .post(format!("{url}/api/v1/ingest"))
+                            .post(url.clone())
                             .bearer_auth(&w.0)
                             .header("content-type", "application/json")
                             .header(wire::SIGNATURE_HEADER, sig)
@@ -163,12 +168,16 @@ async fn main() {
                             Ok(r) if r.status().is_success() => {
                                 lat.push(t.elapsed().as_micros() as u32);
                                 if follow_owner {
-                                    owner = r
-                                        .headers()
-                                        .get(wire::OWNER_HEADER)
-                                        .and_then(|v| v.to_str().ok())
-                                        .map(str::to_string);
+                                    let hint =
+                                        r.headers().get(wire::OWNER_HEADER).and_then(|v| v.to_str().ok());
+                                    if hint != owner.as_ref().map(|(h, _)| h.as_str()) {
+                                        owner = hint.and_then(|h| {
+                                            Some((h.to_string(), format!("{h}/api/v1/ingest").parse().ok()?))
+                                        });
+                                    }
                                 }
+                                // read the answer to its end, or the connection is not reused
+                                let _ = r.bytes().await;
                                 break;
                             }
                             _ if attempt < 20 => {

@@ -439,6 +439,9 @@ fn load_records(path: &Path, data: &sled::Tree) -> Result<HeadMap, Error> {
     let mut n = 0;
     while let Some(r) = reader.next_record()? {
         match r.tree {
+            // a snapshot never carries the state machine's records (one written by an older
+            // version from a tree that held stale ones may): they are set after the load
+            TREE_DATA if r.key.starts_with(SM_PREFIX) => continue,
             TREE_DATA => batch.insert(r.key, r.value),
             TREE_HEADS => {
                 add_head_record(&mut heads, r.key, &r.value)?;
@@ -484,9 +487,10 @@ fn stored_key(index: u64) -> Vec<u8> {
 }
 
 /// Moves the records an older version kept in `sm_meta` (`last_applied`, `membership`,
-/// `stored/<index>`) into `sm_data`, in one batch, then deletes them from `sm_meta`. A crash
-/// between the two leaves both copies; the next open keeps the one in `sm_data` (it is the one
-/// applies have advanced since) and deletes the rest.
+/// `stored/<index>`) into `sm_data`, then deletes them from `sm_meta`. Where both trees hold a
+/// `last_applied` (a crash between the two steps, or a downgraded binary that ran on this
+/// directory after an earlier move), the further one wins with its membership; stored records
+/// of the same entry are the same bytes whichever tree holds them.
 fn move_legacy_records(meta: &sled::Tree, data: &sled::Tree) -> Result<(), Error> {
     let legacy_stored: Vec<(sled::IVec, sled::IVec)> =
         meta.scan_prefix(LEGACY_STORED_PREFIX).collect::<Result<_, _>>()?;
@@ -495,20 +499,27 @@ fn move_legacy_records(meta: &sled::Tree, data: &sled::Tree) -> Result<(), Error
     if legacy_stored.is_empty() && legacy_applied.is_none() && legacy_membership.is_none() {
         return Ok(());
     }
-    if !data.contains_key(KEY_LAST_APPLIED)? {
-        let mut batch = sled::Batch::default();
-        for (k, v) in &legacy_stored {
-            batch.insert([SM_PREFIX, k.as_ref()].concat(), v.clone());
-        }
+    let current = decode_last_applied(data.get(KEY_LAST_APPLIED)?)?;
+    let legacy_is_ahead = decode_last_applied(legacy_applied.as_ref())? > current;
+    let mut batch = sled::Batch::default();
+    for (k, v) in &legacy_stored {
+        batch.insert([SM_PREFIX, k.as_ref()].concat(), v.clone());
+    }
+    if legacy_is_ahead {
         if let Some(v) = &legacy_applied {
             batch.insert(KEY_LAST_APPLIED, v.clone());
         }
         if let Some(v) = &legacy_membership {
             batch.insert(KEY_MEMBERSHIP, v.clone());
         }
-        data.apply_batch(batch)?;
-        tracing::info!(stored = legacy_stored.len(), "state machine records moved to the data tree");
     }
+    data.apply_batch(batch)?;
+    data.flush()?; // the copy is on disk before the originals go
+    tracing::info!(
+        stored = legacy_stored.len(),
+        legacy_is_ahead,
+        "state machine records moved from sm_meta to sm_data"
+    );
     let mut batch = sled::Batch::default();
     for (k, _) in legacy_stored {
         batch.remove(k);
@@ -960,7 +971,7 @@ mod tests {
     #[tokio::test]
     async fn open_moves_the_records_of_the_older_layout_and_rebuilds_the_heads_from_them() {
         let t0 = 1_764_000_000_000u64;
-        for crashed_mid_move in [false, true] {
+        for case in ["clean", "crashed mid-move", "stale copy left by a downgrade"] {
             let dir = tempfile::tempdir().unwrap();
             let (before, applied, membership) = {
                 let mut sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
@@ -985,7 +996,7 @@ mod tests {
                 assert!(sm.data.scan_prefix(SM_PREFIX).next().is_none());
                 assert!(sm.meta.contains_key(LEGACY_LAST_APPLIED).unwrap());
                 assert!(sm.meta.scan_prefix(LEGACY_STORED_PREFIX).next().is_some(), "stored records");
-                if crashed_mid_move {
+                if case == "crashed mid-move" {
                     // the copy reached sm_data, the deletion from sm_meta did not
                     for kv in sm.meta.iter() {
                         let (k, v) = kv.unwrap();
@@ -994,14 +1005,26 @@ mod tests {
                         }
                     }
                 }
+                if case == "stale copy left by a downgrade" {
+                    // an older binary ran after an earlier move: sm_data keeps that move's
+                    // records, sm_meta has the ones the older binary advanced since
+                    let stale =
+                        codec::encode_value("last applied", &Some(log_id::<NodeId>(1, 1, 3))).unwrap();
+                    sm.data.insert(KEY_LAST_APPLIED, stale).unwrap();
+                    let none = codec::encode_value("membership", &Membership::default()).unwrap();
+                    sm.data.insert(KEY_MEMBERSHIP, none).unwrap();
+                }
                 sm.durable.durable_flush().await.unwrap();
                 state
             };
             let sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
-            assert_eq!(sm.reader().last_applied().unwrap(), applied);
-            assert_eq!(sm.membership().unwrap(), membership);
-            assert!(sm.reader().fleet().telemetry_dump("t", "a1").unwrap() == before, "heads rebuilt");
-            assert!(sm.meta.iter().next().is_none(), "nothing left in sm_meta: {crashed_mid_move}");
+            assert_eq!(sm.reader().last_applied().unwrap(), applied, "{case}");
+            assert_eq!(sm.membership().unwrap(), membership, "{case}");
+            assert!(
+                sm.reader().fleet().telemetry_dump("t", "a1").unwrap() == before,
+                "heads rebuilt: {case}"
+            );
+            assert!(sm.meta.iter().next().is_none(), "nothing left in sm_meta: {case}");
         }
     }
 

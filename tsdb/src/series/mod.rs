@@ -444,8 +444,8 @@ impl<'a, S: Store> Writer<'a, S> {
         if let Some(h) =
             self.head.as_ref().map(|h| h.window).filter(|h| h.saturating_add(WINDOW_MS) <= before)
         {
-            self.seal()?;
             let meta = self.head.as_ref().map(|h| h.meta.clone()).unwrap_or_default();
+            self.seal()?; // takes the head
             self.head = Some(AgentHead { meta, ..AgentHead::new(h.saturating_add(WINDOW_MS)) });
         }
         Ok((self.out, self.head))

@@ -169,9 +169,11 @@ proptest! {
         apply(&mut y, &b);
         prop_assert_eq!(&x, &y);
         let before = all_raw(&x);
+        let had_copy = x.head.as_ref().is_some_and(|h| h.meta.0.is_some());
         let (_, head) = Writer::new(&mut x.store, P, x.head.take(), Mode::Apply).seal_idle(u64::MAX).unwrap();
         x.head = head;
         prop_assert_eq!(all_raw(&x), before);
+        prop_assert_eq!(x.head.as_ref().is_some_and(|h| h.meta.0.is_some()), had_copy, "sealing keeps the meta copy");
         prop_assert!(x.head.as_ref().is_some_and(|h| h.blocks.is_empty()), "the head only marks the next window");
     }
 
