@@ -58,6 +58,39 @@ fn batch_body(agent_id: &str, seq: u64, samples: usize) -> Vec<u8> {
     serde_json::to_vec(&b).unwrap()
 }
 
+/// How long one batch may take, retries and waits included, before the bench gives up.
+const BATCH_DEADLINE: Duration = Duration::from_secs(120);
+/// Longest wait a `Retry-After` gets (the hub says 1–2 s).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What the simulated agents met besides acknowledgements.
+#[derive(Default)]
+struct Tally {
+    retries: u32,
+    timeouts: u32,
+    shed: u32,
+    /// Why agents stopped early (the last answer or error).
+    gave_up: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, other: &Tally) {
+        self.retries += other.retries;
+        self.timeouts += other.timeouts;
+        self.shed += other.shed;
+        self.gave_up.extend(other.gave_up.iter().cloned());
+    }
+}
+
+/// The `Retry-After` of a 429 or 503 answer.
+fn retry_after(r: &reqwest::Response) -> Option<Duration> {
+    if !matches!(r.status().as_u16(), 429 | 503) {
+        return None;
+    }
+    let secs = r.headers().get("retry-after")?.to_str().ok()?.parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
 /// One agent's token and its pre-signed `(body, signature)` batches (bodies as `Bytes`, so a
 /// send copies none).
 type AgentWork = Arc<(String, Vec<(axum::body::Bytes, String)>)>;
@@ -148,11 +181,12 @@ async fn main() {
             let (http, urls, w) = (http.clone(), ingest_urls.clone(), w.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(w.1.len());
-                let mut retries = 0u32;
+                let mut tally = Tally::default();
                 // the owner hint as received, and its ingest URL
                 let mut owner: Option<(String, reqwest::Url)> = None;
-                for (n, (body, sig)) in w.1.iter().enumerate() {
+                'batches: for (n, (body, sig)) in w.1.iter().enumerate() {
                     let mut attempt = 0;
+                    let deadline = Instant::now() + BATCH_DEADLINE;
                     loop {
                         let url = owner.as_ref().map_or(&urls[(i + n + attempt) % 3], |(_, u)| u);
                         let t = Instant::now();
@@ -180,29 +214,48 @@ async fn main() {
                                 let _ = r.bytes().await;
                                 break;
                             }
+                            // shed by an overloaded hub: wait as told (bounded), like the agent
+                            Ok(r) if retry_after(&r).is_some() && Instant::now() < deadline => {
+                                tally.shed += 1;
+                                let wait = retry_after(&r).unwrap_or_default().min(MAX_RETRY_AFTER);
+                                let _ = r.bytes().await;
+                                tokio::time::sleep(wait).await;
+                            }
                             _ if attempt < 20 => {
+                                if matches!(&r, Err(e) if e.is_timeout()) {
+                                    tally.timeouts += 1;
+                                }
                                 owner = None;
                                 attempt += 1;
-                                retries += 1;
+                                tally.retries += 1;
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                             }
+                            // out of retries or past the deadline: this agent stops, counted
                             Ok(r) => {
-                                panic!("batch refused: {} {}", r.status(), r.text().await.unwrap_or_default())
+                                tally.gave_up.push(format!(
+                                    "{} {}",
+                                    r.status(),
+                                    r.text().await.unwrap_or_default()
+                                ));
+                                break 'batches;
                             }
-                            Err(e) => panic!("batch failed: {e}"),
+                            Err(e) => {
+                                tally.gave_up.push(e.to_string());
+                                break 'batches;
+                            }
                         }
                     }
                 }
-                (lat, retries)
+                (lat, tally)
             })
         })
         .collect();
     let mut lat = Vec::new();
-    let mut retries = 0;
+    let mut tally = Tally::default();
     for t in tasks {
-        let (l, r) = t.await.unwrap();
+        let (l, t) = t.await.unwrap();
         lat.extend(l);
-        retries += r;
+        tally.add(&t);
     }
     let secs = started.elapsed().as_secs_f64();
     lat.sort_unstable();
@@ -251,7 +304,13 @@ async fn main() {
     println!("{:<44} {:>14.0} {:>14}", "samples/s", rate * samples as f64, "≥ 500000");
     println!("{:<44} {:>14.2} {:>14}", "ack latency p50, ms", pct(&lat, 0.50) / 1000.0, "-");
     println!("{:<44} {:>14.2} {:>14}", "ack latency p99, ms", pct(&lat, 0.99) / 1000.0, "-");
-    println!("{:<44} {:>14} {:>14}", "client retries (503/504/conn)", retries, "-");
+    println!("{:<44} {:>14} {:>14}", "client retries (other 5xx, connection)", tally.retries, "-");
+    println!("{:<44} {:>14} {:>14}", "  of which client timeouts (30 s)", tally.timeouts, "-");
+    println!("{:<44} {:>14} {:>14}", "answers shed with Retry-After (429/503)", tally.shed, "-");
+    println!("{:<44} {:>14} {:>14}", "agents that gave up (20 retries or 120 s)", tally.gave_up.len(), "0");
+    for why in tally.gave_up.iter().take(3) {
+        println!("  gave up: {why}");
+    }
     println!("{:<44} {:>14} {:>14}", "leader changes during the load", leader_changes, "0");
     println!("{:<44} {:>14.0} {:>14}", "hub RSS per idle WebSocket, bytes", per_socket, "≤ 16384");
     println!("{:<44} {:>14.0} {:>14}", "hub RSS per agent after load (3 hubs), bytes", per_actor, "-");
