@@ -135,12 +135,25 @@ impl TestCluster {
         }
     }
 
-    /// Restarts node `i` on its addresses and data dir.
+    /// Restarts node `i` on its addresses and data dir. In one process the stopped node's last
+    /// tasks may still hold its sled database for a moment after `shutdown` returns (a real
+    /// restart is a new process, whose exit releases the lock), so a busy lock is retried for
+    /// up to 10 s.
     pub async fn restart(&mut self, i: usize) {
         let config = self.nodes[i].config.clone();
-        let listener = bind_retry(config.api_addr).await;
-        let handle = monsys::node::start_with_listener(config, listener).await.unwrap();
-        self.nodes[i].handle = Some(handle);
+        for attempt in 1.. {
+            let listener = bind_retry(config.api_addr).await;
+            match monsys::node::start_with_listener(config.clone(), listener).await {
+                Ok(handle) => {
+                    self.nodes[i].handle = Some(handle);
+                    return;
+                }
+                Err(e) if attempt < 50 && format!("{e:#}").contains("could not acquire lock") => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("restart of node {}: {e:#}", i + 1),
+            }
+        }
     }
 
     pub fn running(&self) -> impl Iterator<Item = (usize, &TestNode)> {
