@@ -175,6 +175,11 @@ impl IntoResponse for ApiError {
             let secs = retry_after.as_secs().max(1).to_string();
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&secs).expect("digits"));
         }
+        if let ApiError::PayloadTooLarge { .. } = &self {
+            // the rest of the body is never read, so the connection cannot carry another
+            // request: say so, or a keep-alive client sends its next request into the close
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let ApiError::RateLimited { limit, retry_after } = &self {
             let h = resp.headers_mut();
             h.insert("x-ratelimit-limit", HeaderValue::from(*limit));
@@ -200,6 +205,13 @@ mod tests {
         let resp = ApiError::unavailable("no leader").into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn a_body_too_large_closes_the_connection() {
+        let resp = ApiError::PayloadTooLarge { limit: 10 }.into_response();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(resp.headers()[header::CONNECTION], "close");
     }
 
     #[test]
