@@ -29,6 +29,17 @@ async fn wait_gossip(c: &TestCluster) {
     .await;
 }
 
+/// A 3-node cluster with a leader and full gossip, its URLs, and an enrollment token created
+/// through node `via`.
+async fn ready_cluster(via: usize) -> (TestCluster, Vec<String>, String) {
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    wait_gossip(&c).await;
+    let urls = urls(&c);
+    let enrollment = enrollment_token(&c.http, &urls[via]).await;
+    (c, urls, enrollment)
+}
+
 async fn owner_of(c: &TestCluster, id: &str) -> u64 {
     let (status, doc) = c.get(0, &format!("/api/v1/cluster/placement/agent/{id}")).await;
     assert_eq!(status, 200, "{doc}");
@@ -37,11 +48,7 @@ async fn owner_of(c: &TestCluster, id: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_register_anywhere_and_ingest_through_any_node() {
-    let c = TestCluster::start(3).await;
-    c.wait_leader().await;
-    wait_gossip(&c).await;
-    let urls = urls(&c);
-    let enrollment = enrollment_token(&c.http, &urls[1]).await;
+    let (c, urls, enrollment) = ready_cluster(1).await;
     let mut agents = Vec::new();
     // 12 random agent ids all land on one node of three with probability 3^-11
     for i in 0..12 {
@@ -174,11 +181,7 @@ async fn signatures_duplicates_conflicts_and_replays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limit_rotation_and_re_registration() {
-    let c = TestCluster::start(3).await;
-    c.wait_leader().await;
-    wait_gossip(&c).await;
-    let urls = urls(&c);
-    let enrollment = enrollment_token(&c.http, &urls[0]).await;
+    let (c, urls, enrollment) = ready_cluster(0).await;
     let mut a = TestAgent::register(&c.http, &urls[0], &enrollment, "rl", false).await;
 
     // 60 per minute per agent, counted by the owner whichever node receives the batch
@@ -232,11 +235,7 @@ async fn rate_limit_rotation_and_re_registration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_an_owner_mid_stream_loses_nothing_and_fires_alerts_once() {
-    let mut c = TestCluster::start(3).await;
-    c.wait_leader().await;
-    wait_gossip(&c).await;
-    let all = urls(&c);
-    let enrollment = enrollment_token(&c.http, &all[0]).await;
+    let (mut c, all, enrollment) = ready_cluster(0).await;
     let rules = json!({ "rules": [{ "id": "cpu_high", "metric": "cpu_percent", "threshold": 90.0, "for_samples": 2, "severity": "warning", "enabled": true }] });
     let r = c
         .http
@@ -398,11 +397,7 @@ async fn the_agent_websocket_carries_heartbeats_on_any_node() {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
-    let c = TestCluster::start(3).await;
-    c.wait_leader().await;
-    wait_gossip(&c).await;
-    let all = urls(&c);
-    let enrollment = enrollment_token(&c.http, &all[0]).await;
+    let (c, all, enrollment) = ready_cluster(0).await;
     let a = TestAgent::register(&c.http, &all[1], &enrollment, "ws", false).await;
     let connect = |node: usize, token: String, id: String| {
         let url = format!("{}/ws/agents/{id}", all[node].replace("http://", "ws://"));
@@ -435,11 +430,7 @@ async fn the_agent_websocket_carries_heartbeats_on_any_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingest_is_forwarded_once_to_the_owner_and_never_twice() {
-    let c = TestCluster::start(3).await;
-    c.wait_leader().await;
-    wait_gossip(&c).await;
-    let all = urls(&c);
-    let enrollment = enrollment_token(&c.http, &all[0]).await;
+    let (c, all, enrollment) = ready_cluster(0).await;
     let a = TestAgent::register(&c.http, &all[0], &enrollment, "hop", false).await;
     let owner_id = owner_of(&c, &a.id).await;
     let owner = c.nodes.iter().position(|n| n.id() == owner_id).unwrap();
@@ -507,11 +498,7 @@ async fn ingest_is_forwarded_once_to_the_owner_and_never_twice() {
 /// another read deadlocked with openraft's writer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundreds_of_concurrent_registrations_never_hang_a_node() {
-    let c = TestCluster::start(3).await;
-    c.wait_leader().await;
-    wait_gossip(&c).await;
-    let all = urls(&c);
-    let enrollment = enrollment_token(&c.http, &all[0]).await;
+    let (c, all, enrollment) = ready_cluster(0).await;
     let registrations = (0..1500).map(|i| {
         let (http, url, enrollment) = (c.http.clone(), all[i % 3].clone(), enrollment.clone());
         async move {

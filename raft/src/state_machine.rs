@@ -312,13 +312,16 @@ impl StateMachineStore {
             self.heads.write().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
         let staged = HeadsTx::new(&heads);
         let applied = codec::encode_value("last applied", &Some(last.log_id))?;
-        let mut memberships = Vec::new();
-        for e in run {
-            if let EntryPayload::Membership(m) = &e.payload {
-                memberships
-                    .push(codec::encode_value("membership", &Membership::new(Some(e.log_id), m.clone()))?);
-            }
-        }
+        // the run's last membership entry is the one in effect after it
+        let membership = run
+            .iter()
+            .rev()
+            .find_map(|e| match &e.payload {
+                EntryPayload::Membership(m) => Some(Membership::new(Some(e.log_id), m.clone())),
+                _ => None,
+            })
+            .map(|m| codec::encode_value("membership", &m))
+            .transpose()?;
         let mut first_pre = Prescans::default();
         match &run[0].payload {
             EntryPayload::Normal(Command::Fleet(f)) => first_pre.fleet = fleet::prescan(&self.data, f)?,
@@ -330,7 +333,7 @@ impl StateMachineStore {
         let no_pre = Prescans::default();
         let tx = Tx::new(&self.data);
         tx.insert(KEY_LAST_APPLIED, applied)?;
-        if let Some(m) = memberships.pop() {
+        if let Some(m) = membership {
             tx.insert(KEY_MEMBERSHIP, m)?;
         }
         let mut results = Vec::with_capacity(run.len());
