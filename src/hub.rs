@@ -21,6 +21,7 @@ use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteErro
 use tokio::sync::{Mutex, watch};
 
 use crate::cluster::gossip::LiveView;
+use crate::cluster::view::ClusterState;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::NodeMetrics;
@@ -50,6 +51,8 @@ pub struct HubInner {
     pub reader: StateReader,
     /// Gossip's live view.
     pub live: watch::Receiver<LiveView>,
+    /// The derived cluster view and the index waits (kept current by `cluster::view::spawn`).
+    pub cluster: ClusterState,
     /// Secret of node-to-node traffic.
     pub secret: ClusterSecret,
     /// Metrics registry of this node.
@@ -71,6 +74,18 @@ pub struct HubInner {
     /// `x-monsys-owner` value of this node's agents (`config.agent_url()`, checked at start).
     owner_hint: Option<axum::http::HeaderValue>,
     started: Instant,
+}
+
+impl axum::extract::FromRef<Hub> for Raft {
+    fn from_ref(hub: &Hub) -> Raft {
+        hub.raft.clone()
+    }
+}
+
+impl axum::extract::FromRef<Hub> for ClusterSecret {
+    fn from_ref(hub: &Hub) -> ClusterSecret {
+        hub.secret.clone()
+    }
 }
 
 impl std::ops::Deref for Hub {
@@ -111,7 +126,12 @@ impl Hub {
                 None
             }
         });
+        let cluster = {
+            let (m, live) = (p.raft.metrics().borrow().clone(), p.live.borrow().clone());
+            ClusterState::new(p.id, &m, &live)
+        };
         Hub(Arc::new(HubInner {
+            cluster,
             id: p.id,
             config: p.config,
             raft: p.raft,
@@ -158,15 +178,12 @@ impl Hub {
 
     /// The leader this node knows of, with its address.
     pub fn leader(&self) -> Option<(NodeId, Node)> {
-        let m = self.raft_metrics();
-        let id = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&id)?.clone();
-        Some((id, node))
+        self.cluster.view().leader.clone()
     }
 
     /// Whether this node believes it is the leader.
     pub fn is_leader(&self) -> bool {
-        self.raft_metrics().current_leader == Some(self.id)
+        self.cluster.view().leader.as_ref().is_some_and(|(id, _)| *id == self.id)
     }
 
     /// Seconds since this node started.
@@ -189,9 +206,7 @@ impl Hub {
     /// that is down might come back running an older binary).
     fn voters_support(&self, feature: &str) -> bool {
         let live = self.live.borrow().clone();
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        all_announce(m.membership_config.membership().voter_ids(), &live, feature)
+        all_announce(self.cluster.view().voters.iter().copied(), &live, feature)
     }
 
     /// Proposes `cmd` as an entry of its own (see [`Hub::write`]).
@@ -232,30 +247,7 @@ impl Hub {
     /// there (or about to be). Used by writes that other nodes check locally (tokens).
     pub async fn write_everywhere(&self, cmd: Command, wait: Duration) -> Result<CommandResult, ApiError> {
         let resp = self.commit(cmd).await?;
-        let index = resp.log_id.index;
-        let mut rx = self.raft.metrics();
-        let _ = tokio::time::timeout(wait, async {
-            loop {
-                // read the live voters before borrowing `rx`: `live_voters` reads the same
-                // metrics watch, and a second read while openraft's writer waits for the first
-                // deadlocks (the watch's lock prefers writers)
-                let live = self.live_voters();
-                let replicated = {
-                    let m = rx.borrow();
-                    match &m.replication {
-                        None => true,
-                        Some(r) => live
-                            .keys()
-                            .filter(|id| **id != self.id)
-                            .all(|id| r.get(id).and_then(|l| l.as_ref()).is_some_and(|l| l.index >= index)),
-                    }
-                };
-                if replicated || rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
+        let _ = self.cluster.replicated(resp.log_id.index, wait).await;
         Ok(resp.data)
     }
 
@@ -284,34 +276,14 @@ impl Hub {
 
     /// Waits (at most `wait`) until this node has applied the entry at `index`.
     pub async fn wait_applied(&self, index: u64, wait: Duration) -> bool {
-        let mut rx = self.raft.metrics();
-        tokio::time::timeout(wait, async {
-            loop {
-                if rx.borrow().last_applied.is_some_and(|l| l.index >= index) {
-                    return true;
-                }
-                if rx.changed().await.is_err() {
-                    return false;
-                }
-            }
-        })
-        .await
-        .unwrap_or(false)
+        self.cluster.applied(index, wait).await
     }
 
     /// Waits (at most `wait`) until this node has applied everything in its log, e.g. before
     /// trusting that a token unknown here is unknown to the cluster.
     pub async fn catch_up_locally(&self, wait: Duration) {
-        let target = self.raft_metrics().last_log_index;
-        let mut rx = self.raft.metrics();
-        let _ = tokio::time::timeout(wait, async {
-            loop {
-                if rx.borrow().last_applied.map(|l| l.index) >= target || rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
+        let target = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let _ = self.cluster.applied(target, wait).await;
     }
 
     /// Waits until this node, as leader, has confirmed its leadership with a quorum and applied
@@ -421,14 +393,7 @@ impl Hub {
 
     /// Live members of the Raft configuration that are voters (the placement candidates).
     pub fn live_voters(&self) -> BTreeMap<NodeId, Node> {
-        let m = self.raft_metrics();
-        let live = self.live.borrow().clone();
-        let membership = m.membership_config.membership();
-        membership
-            .voter_ids()
-            .filter(|id| live.contains_key(id))
-            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
-            .collect()
+        self.cluster.view().live_voters.clone()
     }
 
     /// Why this node is not ready to serve, if it is not.
@@ -506,6 +471,7 @@ mod tests {
         let m = LiveMember {
             raft_id: id,
             api_addr: String::new(),
+            raft_addr: String::new(),
             version: String::new(),
             log_features: features.into(),
             generation: 1,

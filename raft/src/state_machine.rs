@@ -301,58 +301,6 @@ impl StateMachineStore {
         Ok(raw.map(|v| codec::decode_value("membership", &v)).transpose()?.unwrap_or_default())
     }
 
-    /// Applies a run of entries as one batch (see [`MAX_RUN`]); only the first may need a
-    /// prescan, which reads the state every earlier run left. On an error nothing of the run
-    /// is written and no head changes.
-    fn apply_run(&self, run: &[Entry<TypeConfig>]) -> Result<Vec<CommandResult>, Error> {
-        let Some(last) = run.last() else { return Ok(Vec::new()) };
-        // readers take the read lock for a whole query, so they never see a sealed block and
-        // the head it came from (or neither)
-        let mut heads =
-            self.heads.write().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
-        let staged = HeadsTx::new(&heads);
-        let applied = codec::encode_value("last applied", &Some(last.log_id))?;
-        // the run's last membership entry is the one in effect after it
-        let membership = run
-            .iter()
-            .rev()
-            .find_map(|e| match &e.payload {
-                EntryPayload::Membership(m) => Some(Membership::new(Some(e.log_id), m.clone())),
-                _ => None,
-            })
-            .map(|m| codec::encode_value("membership", &m))
-            .transpose()?;
-        let mut first_pre = Prescans::default();
-        match &run[0].payload {
-            EntryPayload::Normal(Command::Fleet(f)) => first_pre.fleet = fleet::prescan(&self.data, f)?,
-            EntryPayload::Normal(Command::Identity(i)) => {
-                first_pre.identity = crate::identity::prescan(&self.data, i)?
-            }
-            _ => {}
-        }
-        let no_pre = Prescans::default();
-        let tx = Tx::new(&self.data);
-        tx.insert(KEY_LAST_APPLIED, applied)?;
-        if let Some(m) = membership {
-            tx.insert(KEY_MEMBERSHIP, m)?;
-        }
-        let mut results = Vec::with_capacity(run.len());
-        for (i, entry) in run.iter().enumerate() {
-            let pre = if i == 0 { &first_pre } else { &no_pre };
-            let result = match &entry.payload {
-                EntryPayload::Normal(cmd) => apply_command(&tx, cmd, pre, &staged)?,
-                EntryPayload::Blank | EntryPayload::Membership(_) => CommandResult::Ok,
-            };
-            if let CommandResult::Fleet(fleet::FleetResult::Group(outcomes)) = &result {
-                tx.insert(stored_key(entry.log_id.index), fleet::stored_bitmap(outcomes))?;
-            }
-            results.push(result);
-        }
-        self.data.apply_batch(tx.into_batch())?;
-        staged.finish().publish(&mut heads);
-        Ok(results)
-    }
-
     /// Writes the dump of the current state to a new temp snapshot file (not yet synced).
     async fn dump(&self) -> Result<Prepared, Error> {
         let last_log_id = self.reader().last_applied()?;
@@ -548,6 +496,78 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Io(std::io::Error::other(format!("blocking task failed: {e}"))))?
 }
 
+/// Applies `entries` in runs (see [`MAX_RUN`]); a run that fails stops the rest and is
+/// reported with its last entry's id.
+fn apply_entries(
+    data: &sled::Tree,
+    heads: &SharedHeads,
+    entries: &[Entry<TypeConfig>],
+) -> Result<Vec<CommandResult>, (LogId<NodeId>, Error)> {
+    let mut results = Vec::with_capacity(entries.len());
+    let mut rest = entries;
+    while !rest.is_empty() {
+        let len = 1 + rest[1..].iter().take(MAX_RUN - 1).take_while(|e| !needs_prescan(e)).count();
+        let (run, tail) = rest.split_at(len);
+        let last = run[len - 1].log_id;
+        results.extend(apply_run(data, heads, run).map_err(|e| (last, e))?);
+        rest = tail;
+    }
+    Ok(results)
+}
+
+/// Applies a run of entries as one batch (see [`MAX_RUN`]); only the first may need a
+/// prescan, which reads the state every earlier run left. On an error nothing of the run
+/// is written and no head changes.
+fn apply_run(
+    data: &sled::Tree,
+    heads: &SharedHeads,
+    run: &[Entry<TypeConfig>],
+) -> Result<Vec<CommandResult>, Error> {
+    let Some(last) = run.last() else { return Ok(Vec::new()) };
+    // readers take the read lock for a whole query, so they never see a sealed block and
+    // the head it came from (or neither)
+    let mut heads = heads.write().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
+    let staged = HeadsTx::new(&heads);
+    let applied = codec::encode_value("last applied", &Some(last.log_id))?;
+    // the run's last membership entry is the one in effect after it
+    let membership = run
+        .iter()
+        .rev()
+        .find_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some(Membership::new(Some(e.log_id), m.clone())),
+            _ => None,
+        })
+        .map(|m| codec::encode_value("membership", &m))
+        .transpose()?;
+    let mut first_pre = Prescans::default();
+    match &run[0].payload {
+        EntryPayload::Normal(Command::Fleet(f)) => first_pre.fleet = fleet::prescan(data, f)?,
+        EntryPayload::Normal(Command::Identity(i)) => first_pre.identity = crate::identity::prescan(data, i)?,
+        _ => {}
+    }
+    let no_pre = Prescans::default();
+    let tx = Tx::new(data);
+    tx.insert(KEY_LAST_APPLIED, applied)?;
+    if let Some(m) = membership {
+        tx.insert(KEY_MEMBERSHIP, m)?;
+    }
+    let mut results = Vec::with_capacity(run.len());
+    for (i, entry) in run.iter().enumerate() {
+        let pre = if i == 0 { &first_pre } else { &no_pre };
+        let result = match &entry.payload {
+            EntryPayload::Normal(cmd) => apply_command(&tx, cmd, pre, &staged)?,
+            EntryPayload::Blank | EntryPayload::Membership(_) => CommandResult::Ok,
+        };
+        if let CommandResult::Fleet(fleet::FleetResult::Group(outcomes)) = &result {
+            tx.insert(stored_key(entry.log_id.index), fleet::stored_bitmap(outcomes))?;
+        }
+        results.push(result);
+    }
+    data.apply_batch(tx.into_batch())?;
+    staged.finish().publish(&mut heads);
+    Ok(results)
+}
+
 /// A dumped, not yet published snapshot.
 struct Prepared {
     file: AtomicFile,
@@ -591,22 +611,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        if let Some(last) = entries.last() {
-            self.log
-                .wait_durable(last.log_id.index)
-                .await
-                .sto(ErrorSubject::Apply(last.log_id), ErrorVerb::Write)?;
+        let Some(last) = entries.last().map(|e| e.log_id) else { return Ok(Vec::new()) };
+        self.log.wait_durable(last.index).await.sto(ErrorSubject::Apply(last), ErrorVerb::Write)?;
+        // a run can take a long time under load: on a blocking thread it never holds up the
+        // runtime's workers (Raft heartbeats, HTTP), whose queued tasks would wait behind it
+        let (data, heads) = (self.data.clone(), self.heads.clone());
+        let applied = tokio::task::spawn_blocking(move || apply_entries(&data, &heads, &entries))
+            .await
+            .map_err(|e| (last, Error::Io(std::io::Error::other(format!("apply task failed: {e}")))))
+            .and_then(|r| r);
+        match applied {
+            Ok(results) => Ok(results),
+            Err((at, e)) => Err(e).sto(ErrorSubject::Apply(at), ErrorVerb::Write),
         }
-        let mut results = Vec::with_capacity(entries.len());
-        let mut rest = entries.as_slice();
-        while !rest.is_empty() {
-            let len = 1 + rest[1..].iter().take(MAX_RUN - 1).take_while(|e| !needs_prescan(e)).count();
-            let (run, tail) = rest.split_at(len);
-            let last = run[len - 1].log_id;
-            results.extend(self.apply_run(run).sto(ErrorSubject::Apply(last), ErrorVerb::Write)?);
-            rest = tail;
-        }
-        Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

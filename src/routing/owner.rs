@@ -25,18 +25,16 @@ pub enum Placement {
 /// The current placement view of this node: live voters, epoch = applied index of the
 /// membership it was computed from.
 pub fn view(hub: &Hub) -> PlacementView {
-    let epoch = hub.raft_metrics().membership_config.log_id().map(|l| l.index).unwrap_or(0);
-    PlacementView::new(epoch, hub.live_voters().into_keys())
+    hub.cluster.view().placement.clone()
 }
 
 /// Where `key` lives now, from this node's view.
 pub fn place(hub: &Hub, key: &ActorKey) -> Result<Placement, ApiError> {
-    let voters = hub.live_voters();
-    let view = PlacementView::new(0, voters.keys().copied());
-    match view.owner(key) {
+    let view = hub.cluster.view();
+    match view.placement.owner(key) {
         None => Err(ApiError::unavailable("no live member to place the request on")),
         Some(id) if id == hub.id => Ok(Placement::Local),
-        Some(id) => Ok(Placement::Remote(id, voters[&id].clone())),
+        Some(id) => Ok(Placement::Remote(id, view.live_voters[&id].clone())),
     }
 }
 

@@ -18,6 +18,7 @@ use monsys_proto::agent::{IngestBatch, SignatureError, verify_digest};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::limiter::Gcra;
+use super::registry::InFlight;
 use super::rules::{Decisions, RuleSpec, RuleState};
 
 /// Ingest rate per agent (seed: 60 per minute per agent), with a burst of the same size so a
@@ -116,8 +117,9 @@ pub enum IngestRefusal<E> {
 
 /// Messages of an [`AgentActor`].
 pub enum AgentMsg<E> {
-    /// Verify, limit, evaluate and commit a batch.
-    Ingest(Box<IngestRequest>, RpcReplyPort<Result<CommitOutcome, IngestRefusal<E>>>),
+    /// Verify, limit, evaluate and commit a batch (the request's place in the count of
+    /// requests in flight is given back when the message is dropped).
+    Ingest(Box<IngestRequest>, RpcReplyPort<Result<CommitOutcome, IngestRefusal<E>>>, InFlight),
 }
 
 /// The per-agent actor.
@@ -163,7 +165,12 @@ impl<C: Committer> Actor for AgentActor<C> {
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AgentMsg::Ingest(req, reply) => {
+            AgentMsg::Ingest(req, reply, _place) => {
+                if reply.is_closed() {
+                    // the caller gave up before this batch's turn (it was answered "outcome
+                    // unknown" and retries): nothing is done for nobody, under overload too
+                    return Ok(());
+                }
                 let result = self.ingest(*req, state).await;
                 let _ = reply.send(result); // the caller may have timed out
             }

@@ -3,7 +3,10 @@
 //!
 //! Back-pressure: ractor mailboxes are unbounded, so the registry counts each actor's requests
 //! in flight and refuses more than [`MAX_IN_FLIGHT_PER_AGENT`] (an agent sends one batch at a
-//! time; more means retries piling up) and more than `max_actors` live actors.
+//! time; more means retries piling up) and more than `max_actors` live actors. A request counts
+//! from its send until the actor is done with it ([`InFlight`] travels in the message), so a
+//! caller that gives up (timeout, closed connection) neither leaks its place nor frees it
+//! before the actor has skipped its message.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +23,27 @@ use super::actor::{AgentActor, AgentMsg, CommitOutcome, Committer, IngestRefusal
 pub const MAX_IN_FLIGHT_PER_AGENT: usize = 8;
 /// How long a caller waits for the actor's answer (covers the commit timeout).
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One request's place in an actor's count of requests in flight: taken before the send,
+/// given back when the message is dropped (handled, skipped, or the actor stopped).
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Takes a place, unless `limit` are taken.
+    fn take(count: &Arc<AtomicUsize>, limit: usize) -> Option<InFlight> {
+        if count.fetch_add(1, Ordering::AcqRel) >= limit {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlight(count.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 struct Slot<E> {
     actor: ActorRef<AgentMsg<E>>,
@@ -47,12 +71,9 @@ impl<C: Committer> AgentRegistry<C> {
         req: IngestRequest,
     ) -> Result<CommitOutcome, IngestRefusal<C::Error>> {
         let (actor, in_flight) = self.acquire(agent_id).await?;
-        if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT_PER_AGENT {
-            in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(IngestRefusal::Busy);
-        }
-        let result = actor.call(|reply| AgentMsg::Ingest(Box::new(req), reply), Some(CALL_TIMEOUT)).await;
-        in_flight.fetch_sub(1, Ordering::AcqRel);
+        let place = InFlight::take(&in_flight, MAX_IN_FLIGHT_PER_AGENT).ok_or(IngestRefusal::Busy)?;
+        let result =
+            actor.call(|reply| AgentMsg::Ingest(Box::new(req), reply, place), Some(CALL_TIMEOUT)).await;
         match result {
             Ok(CallResult::Success(r)) => r,
             Ok(CallResult::Timeout) => Err(IngestRefusal::Timeout),

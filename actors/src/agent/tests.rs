@@ -155,3 +155,46 @@ async fn idle_and_moved_actors_are_stopped() {
     assert_eq!(reg.retain(std::time::Duration::ZERO, |_| true).await, 1);
     assert!(reg.agents().await.is_empty());
 }
+
+/// Commits nothing until the gate opens, then records the seqs it committed.
+struct Gated {
+    gate: tokio::sync::Semaphore,
+    seqs: Mutex<Vec<u64>>,
+}
+
+impl Committer for Gated {
+    type Error = String;
+    async fn commit(&self, accepted: Accepted) -> Result<CommitOutcome, String> {
+        let _open = self.gate.acquire().await.map_err(|e| e.to_string())?;
+        let seq = accepted.request.batch.seq;
+        self.seqs.lock().unwrap().push(seq);
+        Ok(CommitOutcome::Stored { last_seq: seq })
+    }
+}
+
+#[tokio::test]
+async fn callers_that_give_up_free_their_place_and_their_batches_are_skipped() {
+    use std::time::Duration;
+    let gated = Arc::new(Gated { gate: tokio::sync::Semaphore::new(0), seqs: Mutex::default() });
+    let reg = AgentRegistry::new(gated.clone(), 100);
+    // the first batch blocks in its commit; every caller gives up (as a dropped connection does)
+    for seq in 1..=registry::MAX_IN_FLIGHT_PER_AGENT as u64 {
+        let call = reg.ingest("a1", request(seq, 1.0, None, false, seq * 1000));
+        assert!(tokio::time::timeout(Duration::from_millis(20), call).await.is_err(), "seq {seq}");
+    }
+    gated.gate.add_permits(1000);
+    // the agent is not refused as busy for ever: its places come back as the actor drains
+    let mut outcome = None;
+    for _ in 0..200 {
+        match reg.ingest("a1", request(100, 1.0, None, false, 100_000)).await {
+            Err(IngestRefusal::Busy) => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => {
+                outcome = Some(other);
+                break;
+            }
+        }
+    }
+    assert!(matches!(outcome, Some(Ok(CommitOutcome::Stored { last_seq: 100 }))), "{outcome:?}");
+    // seq 1 was being committed when its caller left; the queued ones were skipped
+    assert_eq!(*gated.seqs.lock().unwrap(), [1, 100]);
+}

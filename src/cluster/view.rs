@@ -1,0 +1,243 @@
+//! This node's view of the cluster (leader, voters, live voters, placement), derived once per
+//! change of the Raft metrics or of gossip's live set instead of once per request, and the
+//! waits for a log index to be applied here or replicated to every live voter.
+//!
+//! Why: openraft publishes its metrics on a `watch` whose lock prefers writers. With every
+//! request cloning the metrics (placement, leader checks) and every registration waiting on
+//! them with a receiver of its own, thousands of readers held up the Raft core's metrics
+//! updates, and heartbeats with them: 10,000 agents registering at once caused ten elections.
+//! Here one task ([`spawn`]) reads the metrics; requests read an `Arc` of the derived view,
+//! and each index wait is woken once, when its index is reached.
+//!
+//! Consistency: the view trails openraft's metrics by one task wake-up; everything that uses
+//! it (forwarding to the leader, placement) already copes with a view that is a moment old.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use monsys_actors::PlacementView;
+use monsys_raft::{Node, NodeId, RaftMetrics};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::gossip::LiveView;
+use crate::hub::Hub;
+
+/// Abandoned waits (timed out) kept before they are swept.
+const SWEEP_ABOVE: usize = 4096;
+
+/// The derived view.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    /// The leader this node knows of, with its address.
+    pub leader: Option<(NodeId, Node)>,
+    /// Voters of the Raft configuration.
+    pub voters: BTreeSet<NodeId>,
+    /// Voters gossip sees alive, with their addresses (the placement candidates).
+    pub live_voters: BTreeMap<NodeId, Node>,
+    /// Placement over the live voters; epoch = log index of the membership.
+    pub placement: PlacementView,
+}
+
+impl ClusterView {
+    fn derive(m: &RaftMetrics, live: &LiveView) -> ClusterView {
+        let membership = m.membership_config.membership();
+        let leader = m.current_leader.and_then(|id| Some((id, membership.get_node(&id)?.clone())));
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let live_voters: BTreeMap<NodeId, Node> = voters
+            .iter()
+            .filter(|id| live.contains_key(id))
+            .filter_map(|id| membership.get_node(id).map(|n| (*id, n.clone())))
+            .collect();
+        let epoch = m.membership_config.log_id().map(|l| l.index).unwrap_or(0);
+        let placement = PlacementView::new(epoch, live_voters.keys().copied());
+        ClusterView { leader, voters, live_voters, placement }
+    }
+}
+
+/// What the view was derived from, to skip re-deriving it when only log positions moved.
+#[derive(PartialEq)]
+struct Basis {
+    leader: Option<NodeId>,
+    membership: Option<openraft::LogId<NodeId>>,
+    live: usize,
+}
+
+impl Basis {
+    fn of(m: &RaftMetrics, live: &LiveView) -> Basis {
+        Basis {
+            leader: m.current_leader,
+            membership: *m.membership_config.log_id(),
+            live: Arc::as_ptr(live) as usize,
+        }
+    }
+}
+
+/// Waits for an index to be reached.
+#[derive(Default)]
+struct Waits {
+    reached: u64,
+    waiting: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    count: usize,
+}
+
+impl Waits {
+    /// `None` when `index` is reached already, else a receiver woken when it is.
+    fn wait(&mut self, index: u64) -> Option<oneshot::Receiver<()>> {
+        if index <= self.reached {
+            return None;
+        }
+        if self.count > SWEEP_ABOVE {
+            self.waiting.retain(|_, v| {
+                v.retain(|tx| !tx.is_closed());
+                !v.is_empty()
+            });
+            self.count = self.waiting.values().map(Vec::len).sum();
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiting.entry(index).or_default().push(tx);
+        self.count += 1;
+        Some(rx)
+    }
+
+    /// Sets the reached index (it may go down: a new leader's replication starts over) and
+    /// wakes the waits it covers.
+    fn reach(&mut self, index: u64) {
+        self.reached = index;
+        let later = match index.checked_add(1) {
+            Some(next) => self.waiting.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        for tx in std::mem::replace(&mut self.waiting, later).into_values().flatten() {
+            self.count -= 1;
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The view and the waits of one node (in the hub).
+pub struct ClusterState {
+    id: NodeId,
+    view: RwLock<(Arc<ClusterView>, Basis)>,
+    applied: Mutex<Waits>,
+    replicated: Mutex<Waits>,
+}
+
+impl ClusterState {
+    /// The state of node `id` from the current metrics and live set.
+    pub fn new(id: NodeId, m: &RaftMetrics, live: &LiveView) -> ClusterState {
+        let s = ClusterState {
+            id,
+            view: RwLock::new((Arc::new(ClusterView::derive(m, live)), Basis::of(m, live))),
+            applied: Mutex::default(),
+            replicated: Mutex::default(),
+        };
+        s.advance(m);
+        s
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    /// Waits (at most `wait`) until this node has applied `index`; true if it has.
+    pub async fn applied(&self, index: u64, wait: Duration) -> bool {
+        let rx = self.applied.lock().unwrap_or_else(|e| e.into_inner()).wait(index);
+        wait_for(rx, wait).await
+    }
+
+    /// Waits (at most `wait`) until every live voter but this node has `index` in its log, as
+    /// far as this node (the leader) knows; at once on a node that replicates to nobody.
+    pub async fn replicated(&self, index: u64, wait: Duration) -> bool {
+        let rx = self.replicated.lock().unwrap_or_else(|e| e.into_inner()).wait(index);
+        wait_for(rx, wait).await
+    }
+
+    fn update(&self, m: &RaftMetrics, live: &LiveView) {
+        let basis = Basis::of(m, live);
+        if self.view.read().unwrap_or_else(|e| e.into_inner()).1 != basis {
+            let view = Arc::new(ClusterView::derive(m, live));
+            *self.view.write().unwrap_or_else(|e| e.into_inner()) = (view, basis);
+        }
+        self.advance(m);
+    }
+
+    fn advance(&self, m: &RaftMetrics) {
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        self.applied.lock().unwrap_or_else(|e| e.into_inner()).reach(applied);
+        let replicated = match &m.replication {
+            None => u64::MAX,
+            Some(r) => {
+                let view = self.view();
+                let others = view.live_voters.keys().filter(|id| **id != self.id);
+                others.map(|id| r.get(id).copied().flatten().map_or(0, |l| l.index)).min().unwrap_or(u64::MAX)
+            }
+        };
+        self.replicated.lock().unwrap_or_else(|e| e.into_inner()).reach(replicated);
+    }
+}
+
+async fn wait_for(rx: Option<oneshot::Receiver<()>>, wait: Duration) -> bool {
+    match rx {
+        None => true,
+        Some(rx) => matches!(tokio::time::timeout(wait, rx).await, Ok(Ok(()))),
+    }
+}
+
+/// Starts the task that keeps `hub.cluster` current until `shutdown`.
+pub fn spawn(hub: Hub, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(
+        async move {
+            let mut metrics = hub.raft.metrics();
+            let mut live = hub.live.clone();
+            loop {
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() { return },
+                    changed = live.changed() => if changed.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+                // copies taken at once: the metrics lock is held only for the clone
+                let m = metrics.borrow_and_update().clone();
+                let l = live.borrow_and_update().clone();
+                hub.cluster.update(&m, &l);
+            }
+        }
+        .in_current_span(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waits_wake_once_their_index_is_reached() {
+        let mut w = Waits::default();
+        w.reach(5);
+        assert!(w.wait(5).is_none(), "reached already");
+        let (mut six, mut nine) = (w.wait(6).unwrap(), w.wait(9).unwrap());
+        w.reach(7);
+        assert_eq!(six.try_recv(), Ok(()));
+        assert!(nine.try_recv().is_err(), "9 is not reached");
+        w.reach(3); // a new leader starts over: nothing is woken, nothing is lost
+        assert!(nine.try_recv().is_err());
+        w.reach(u64::MAX);
+        assert_eq!(nine.try_recv(), Ok(()));
+        assert_eq!(w.count, 0);
+    }
+
+    #[tokio::test]
+    async fn abandoned_waits_are_swept() {
+        let mut w = Waits::default();
+        for i in 0..(SWEEP_ABOVE as u64 + 10) {
+            drop(w.wait(100 + i)); // the caller timed out
+        }
+        let kept = w.wait(1).unwrap();
+        assert!(w.count <= 11, "swept once past the bound: {} waits kept", w.count);
+        w.reach(1);
+        drop(kept);
+    }
+}
