@@ -51,12 +51,6 @@ pub struct HubArgs {
     /// Gossip address other nodes use to reach this one (host:port).
     #[arg(long, env = "MONSYS_ADVERTISE_GOSSIP_ADDR")]
     pub advertise_gossip_addr: Option<String>,
-    /// TCP listen address of the Raft port (default: the gossip address, over TCP).
-    #[arg(long, env = "MONSYS_RAFT_ADDR")]
-    pub raft_addr: Option<std::net::SocketAddr>,
-    /// Raft address other nodes use to reach this one (host:port).
-    #[arg(long, env = "MONSYS_ADVERTISE_RAFT_ADDR")]
-    pub advertise_raft_addr: Option<String>,
     /// Extra gossip seed (host:port); repeatable.
     #[arg(long = "seed", env = "MONSYS_GOSSIP_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
@@ -102,12 +96,6 @@ impl HubArgs {
         }
         if self.advertise_gossip_addr.is_some() {
             c.advertise_gossip_addr = self.advertise_gossip_addr;
-        }
-        if self.raft_addr.is_some() {
-            c.raft_addr = self.raft_addr;
-        }
-        if self.advertise_raft_addr.is_some() {
-            c.advertise_raft_addr = self.advertise_raft_addr;
         }
         if self.agent_url.is_some() {
             c.agent_url = self.agent_url;

@@ -23,13 +23,6 @@ pub struct Config {
     pub gossip_addr: SocketAddr,
     /// `host:port` other nodes use to gossip with this node (default: `gossip_addr`).
     pub advertise_gossip_addr: Option<String>,
-    /// TCP listen address of the Raft port: peer Raft RPC on a listener and a runtime thread
-    /// of its own, so that client load cannot delay heartbeats (default: `gossip_addr`, the
-    /// same port number over TCP). Port 0 picks a free port.
-    pub raft_addr: Option<SocketAddr>,
-    /// `host:port` other nodes use to reach the Raft port, announced by gossip (default: the
-    /// advertised gossip host with the Raft port's bound port).
-    pub advertise_raft_addr: Option<String>,
     /// Base URL (`scheme://host:port`) at which agents reach this node directly. When set, it
     /// is sent in `x-monsys-owner` on the answers to the agents this node owns, so they skip the
     /// forwarding hop. Unset (the default) or `""`: no hint, agents keep the URLs they were
@@ -77,8 +70,6 @@ impl Default for Config {
             advertise_api_addr: None,
             gossip_addr: "127.0.0.1:7946".parse().expect("static addr"),
             advertise_gossip_addr: None,
-            raft_addr: None,
-            advertise_raft_addr: None,
             agent_url: None,
             gossip_seeds: Vec::new(),
             gossip_interval_ms: 300,
@@ -173,21 +164,6 @@ impl Config {
     pub fn advertised_gossip_addr(&self) -> String {
         self.advertise_gossip_addr.clone().unwrap_or_else(|| self.gossip_addr.to_string())
     }
-
-    /// The TCP address the Raft port listens on.
-    pub fn raft_listen_addr(&self) -> SocketAddr {
-        self.raft_addr.unwrap_or(self.gossip_addr)
-    }
-
-    /// The address peers use for this node's Raft port, once it is bound to `bound_port`.
-    pub fn advertised_raft_addr(&self, bound_port: u16) -> String {
-        if let Some(a) = &self.advertise_raft_addr {
-            return a.clone();
-        }
-        let gossip = self.advertised_gossip_addr();
-        let host = gossip.rsplit_once(':').map_or(gossip.as_str(), |(h, _)| h);
-        format!("{host}:{bound_port}")
-    }
 }
 
 #[cfg(test)]
@@ -238,21 +214,6 @@ mod tests {
             c.agent_url = Some(bad.into());
             assert!(c.validate().is_err(), "{bad} accepted");
         }
-    }
-
-    #[test]
-    fn the_raft_port_defaults_to_the_gossip_port_over_tcp() {
-        let mut c = Config::default();
-        assert_eq!(c.raft_listen_addr(), c.gossip_addr);
-        assert_eq!(c.advertised_raft_addr(7946), "127.0.0.1:7946");
-        c.advertise_gossip_addr = Some("hub1.internal:7000".into());
-        c.raft_addr = Some("0.0.0.0:0".parse().unwrap());
-        assert_eq!(c.raft_listen_addr().port(), 0);
-        assert_eq!(c.advertised_raft_addr(40001), "hub1.internal:40001", "bound port, gossip host");
-        c.advertise_gossip_addr = Some("[fd00::1]:7000".into());
-        assert_eq!(c.advertised_raft_addr(7946), "[fd00::1]:7946");
-        c.advertise_raft_addr = Some("raft.hub1:9000".into());
-        assert_eq!(c.advertised_raft_addr(40001), "raft.hub1:9000");
     }
 
     #[test]

@@ -76,18 +76,6 @@ pub struct HubInner {
     started: Instant,
 }
 
-impl axum::extract::FromRef<Hub> for Raft {
-    fn from_ref(hub: &Hub) -> Raft {
-        hub.raft.clone()
-    }
-}
-
-impl axum::extract::FromRef<Hub> for ClusterSecret {
-    fn from_ref(hub: &Hub) -> ClusterSecret {
-        hub.secret.clone()
-    }
-}
-
 impl std::ops::Deref for Hub {
     type Target = HubInner;
     fn deref(&self) -> &HubInner {
@@ -471,7 +459,6 @@ mod tests {
         let m = LiveMember {
             raft_id: id,
             api_addr: String::new(),
-            raft_addr: String::new(),
             version: String::new(),
             log_features: features.into(),
             generation: 1,

@@ -1,7 +1,6 @@
 //! Wiring and lifecycle of one hub node.
 //!
-//! [`start`] opens the data directory, starts Raft on its own runtime with its Raft port
-//! (`cluster::raft_port`), the HTTP server and gossip, then bootstraps:
+//! [`start`] opens the data directory, starts Raft, the HTTP server and gossip, then bootstraps:
 //! a pristine node without `join` initialises a one-node cluster and installs the admin token; a
 //! pristine node with `join` asks the cluster to add it (learner, catch up, voter); a node with
 //! data simply rejoins its cluster. The returned [`NodeHandle`] owns shutdown.
@@ -19,7 +18,6 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::cluster::gossip::{Gossip, GossipSettings, resolve};
-use crate::cluster::raft_port::{self, RaftPortState, RaftRuntime};
 use crate::cluster::raft_transport::HttpRaftTransport;
 use crate::cluster::seeds;
 use crate::config::Config;
@@ -30,8 +28,7 @@ use crate::secrets::{self, CLUSTER_SECRET_HEADER, ClusterSecret};
 /// How long a graceful HTTP shutdown may wait for open connections.
 const HTTP_DRAIN: Duration = Duration::from_secs(2);
 
-/// A running node. Call [`NodeHandle::shutdown`]; dropping it stops the Raft plane at once
-/// (like a crash of Raft) and leaves the rest running.
+/// A running node. Dropping it leaves the node running; call [`NodeHandle::shutdown`].
 pub struct NodeHandle {
     /// Shared state (for tests and the CLI).
     pub hub: Hub,
@@ -43,8 +40,6 @@ pub struct NodeHandle {
     shutdown_tx: watch::Sender<bool>,
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
-    /// The Raft plane's runtime; stopped last, by [`NodeHandle::shutdown`] or a drop.
-    raft_rt: RaftRuntime,
 }
 
 /// Starts a node, binding `config.api_addr`.
@@ -72,38 +67,24 @@ pub async fn start_with_listener(mut config: Config, listener: TcpListener) -> a
 async fn start_node(config: Config, listener: TcpListener, id: u64) -> anyhow::Result<NodeHandle> {
     let api_addr = listener.local_addr()?;
     let secret = ClusterSecret::load_or_create(&config.data_dir, config.cluster_secret.as_deref())?;
-    let raft_listener = raft_port::bind(config.raft_listen_addr())?;
-    let raft_addr = config.advertised_raft_addr(raft_listener.local_addr()?.port());
     let storage = monsys_raft::open(&config.data_dir, &config.raft).await?;
     let raft_config = Arc::new(config.raft.to_config(&config.cluster_name)?);
-    let transport = Arc::new(HttpRaftTransport::new(secret.clone()));
-    let network = NetworkFactory::new(transport.clone(), &config.raft);
-    // the Raft core and everything it spawns run on the Raft runtime
-    let raft_rt = RaftRuntime::new(id)?;
-    let (log, sm) = (storage.log, storage.sm);
-    let raft =
-        raft_rt.handle().spawn(Raft::new(id, raft_config, network, log, sm).in_current_span()).await??;
-    tracing::info!(%api_addr, %raft_addr, data_dir = %config.data_dir.display(), "raft started");
+    let network = NetworkFactory::new(Arc::new(HttpRaftTransport::new(secret.clone())), &config.raft);
+    let raft = Raft::new(id, raft_config, network, storage.log, storage.sm).await?;
+    tracing::info!(%api_addr, data_dir = %config.data_dir.display(), "raft started");
 
-    let gossip = Arc::new(start_gossip(&config, id, &raft, &raft_addr).await?);
-    transport.set_live(gossip.watch());
+    let gossip = Arc::new(start_gossip(&config, id, &raft).await?);
     let hub = Hub::new(HubParts {
         id,
         config: config.clone(),
         raft: raft.clone(),
         reader: storage.reader,
         live: gossip.watch(),
-        secret: secret.clone(),
+        secret,
         metrics: NodeMetrics::new(),
         mailer: crate::mail::from_config(&config).map_err(|e| anyhow::anyhow!("mail configuration: {e}"))?,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    raft_port::serve(
-        raft_rt.handle(),
-        raft_listener,
-        RaftPortState { raft: raft.clone(), secret },
-        shutdown_rx.clone(),
-    )?;
     let (batcher, batch_task) = crate::write_batch::WriteBatcher::spawn(hub.clone());
     hub.set_batcher(batcher);
     let (group, group_task) = crate::ingest::group::GroupCommitter::spawn(hub.clone());
@@ -112,7 +93,6 @@ async fn start_node(config: Config, listener: TcpListener, id: u64) -> anyhow::R
     let server = spawn_server(listener, hub.clone(), shutdown_rx.clone());
     let mut tasks = vec![
         seeds::spawn(raft.clone(), gossip.clone(), id, shutdown_rx.clone()),
-        spawn_leader_watch(hub.clone(), shutdown_rx.clone()),
         crate::cluster::view::spawn(hub.clone(), shutdown_rx.clone()),
         group_task,
         batch_task,
@@ -121,10 +101,10 @@ async fn start_node(config: Config, listener: TcpListener, id: u64) -> anyhow::R
     ];
     tasks.extend(crate::ingest::jobs::spawn(hub.clone(), plane, shutdown_rx));
     let admin_token = bootstrap(&hub).await?;
-    Ok(NodeHandle { hub, api_addr, admin_token, gossip, shutdown_tx, server, tasks, raft_rt })
+    Ok(NodeHandle { hub, api_addr, admin_token, gossip, shutdown_tx, server, tasks })
 }
 
-async fn start_gossip(config: &Config, id: u64, raft: &Raft, raft_addr: &str) -> anyhow::Result<Gossip> {
+async fn start_gossip(config: &Config, id: u64, raft: &Raft) -> anyhow::Result<Gossip> {
     let advertise = resolve(&config.advertised_gossip_addr()).await?;
     let mut seeds = config.gossip_seeds.clone();
     let membership = raft.metrics().borrow().membership_config.clone();
@@ -136,7 +116,6 @@ async fn start_gossip(config: &Config, id: u64, raft: &Raft, raft_addr: &str) ->
         listen_addr: config.gossip_addr,
         advertise_addr: advertise,
         api_addr: config.advertised_api_addr(),
-        raft_addr: raft_addr.to_string(),
         cluster_name: config.cluster_name.clone(),
         seeds,
         interval: Duration::from_millis(config.gossip_interval_ms),
@@ -153,29 +132,6 @@ fn spawn_server(listener: TcpListener, hub: Hub, mut shutdown: watch::Receiver<b
             });
             if let Err(e) = graceful.await {
                 tracing::error!(error = %e, "http server failed");
-            }
-        }
-        .in_current_span(),
-    )
-}
-
-/// Counts leader changes for `/metrics` and logs them.
-fn spawn_leader_watch(hub: Hub, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(
-        async move {
-            let mut metrics = hub.raft.metrics();
-            let mut leader = metrics.borrow().current_leader;
-            loop {
-                tokio::select! {
-                    changed = metrics.changed() => if changed.is_err() { return },
-                    _ = shutdown.changed() => return,
-                }
-                let now = metrics.borrow().current_leader;
-                if now != leader {
-                    tracing::info!(from = ?leader, to = ?now, "leader changed");
-                    hub.metrics.leader_changed();
-                    leader = now;
-                }
             }
         }
         .in_current_span(),
@@ -311,6 +267,5 @@ impl NodeHandle {
         if let Ok(gossip) = Arc::try_unwrap(self.gossip) {
             gossip.shutdown().await;
         }
-        drop(self.raft_rt);
     }
 }

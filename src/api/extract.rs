@@ -7,14 +7,14 @@
 //! - [`IfMatch`]: an optional expected revision from `If-Match`.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::hub::Hub;
-use crate::secrets::{CLUSTER_SECRET_HEADER, ClusterSecret, token_matches};
+use crate::secrets::{CLUSTER_SECRET_HEADER, token_matches};
 
 /// A JSON request body.
 pub struct JsonBody<T>(pub T);
@@ -128,18 +128,15 @@ impl FromRequestParts<Hub> for ClusterAuth {
 /// Proof that the request carries the cluster secret (internal routes only).
 pub struct PeerAuth;
 
-impl<S: Send + Sync> FromRequestParts<S> for PeerAuth
-where
-    ClusterSecret: FromRef<S>,
-{
+impl FromRequestParts<Hub> for PeerAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, ApiError> {
         let secret = parts
             .headers
             .get(CLUSTER_SECRET_HEADER)
             .ok_or_else(|| ApiError::Unauthorized("missing cluster secret".into()))?;
-        if ClusterSecret::from_ref(state).verify(secret.to_str().unwrap_or_default()) {
+        if hub.secret.verify(secret.to_str().unwrap_or_default()) {
             Ok(PeerAuth)
         } else {
             Err(ApiError::Unauthorized("invalid cluster secret".into()))

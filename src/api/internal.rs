@@ -1,8 +1,7 @@
 //! Node-to-node routes under `/internal/v1`, authenticated with the cluster secret.
 //!
 //! `POST /internal/v1/raft/{append|vote|snapshot}` carries openraft RPCs as opaque bytes; the
-//! `monsys-raft` crate encodes and decodes them. The same handler serves the Raft port
-//! (`cluster::raft_port`), whose state carries only the Raft handle and the secret. A bad or missing secret gets 401 before the body
+//! `monsys-raft` crate encodes and decodes them. A bad or missing secret gets 401 before the body
 //! is looked at, so nothing is applied.
 
 use axum::body::Bytes;
@@ -15,16 +14,16 @@ use super::extract::PeerAuth;
 use crate::error::ApiError;
 use crate::hub::Hub;
 
-/// `POST /internal/v1/raft/{kind}`, on the HTTP port and on the Raft port.
+/// `POST /internal/v1/raft/{kind}`.
 pub async fn raft_rpc(
-    State(raft): State<monsys_raft::Raft>,
+    State(hub): State<Hub>,
     _: PeerAuth,
     Path(kind): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let kind = RpcKind::from_path_segment(&kind)
         .ok_or_else(|| ApiError::NotFound(format!("unknown raft rpc {kind:?}")))?;
-    let reply = serve_rpc(&raft, kind, &body).await.map_err(|e| {
+    let reply = serve_rpc(&hub.raft, kind, &body).await.map_err(|e| {
         if e.is_bad_request() {
             ApiError::BadRequest(e.to_string())
         } else {

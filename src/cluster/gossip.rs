@@ -1,7 +1,7 @@
 //! Gossip membership with chitchat over UDP.
 //!
-//! Each node announces small, node-level facts only: its Raft id, HTTP and Raft-port addresses
-//! and binary version; the chitchat id carries the gossip address and a generation (start time in unix ms),
+//! Each node announces small, node-level facts only: its Raft id, HTTP address and binary
+//! version; the chitchat id carries the gossip address and a generation (start time in unix ms),
 //! so a restarted node is a new incarnation and the old one fades out as dead. The live set is
 //! republished on a `watch` channel as a [`LiveView`] keyed by Raft id (highest generation wins).
 //!
@@ -28,7 +28,6 @@ use tracing::Instrument;
 
 const KEY_RAFT_ID: &str = "raft_id";
 const KEY_API_ADDR: &str = "api_addr";
-const KEY_RAFT_ADDR: &str = "raft_addr";
 const KEY_VERSION: &str = "version";
 const KEY_LOG_FEATURES: &str = "log_features";
 
@@ -39,9 +38,6 @@ pub struct LiveMember {
     pub raft_id: u64,
     /// HTTP address announced by the member.
     pub api_addr: String,
-    /// Raft-port address announced by the member (empty: a version without one; its Raft RPC
-    /// goes to the HTTP port).
-    pub raft_addr: String,
     /// Binary version announced by the member.
     pub version: String,
     /// Log features the member can apply (comma-separated; see `monsys_raft::LOG_FEATURES`).
@@ -67,8 +63,6 @@ pub struct GossipSettings {
     pub advertise_addr: SocketAddr,
     /// HTTP address to announce.
     pub api_addr: String,
-    /// Raft-port address to announce.
-    pub raft_addr: String,
     /// Cluster name (chitchat cluster id).
     pub cluster_name: String,
     /// Seeds (`host:port`).
@@ -109,7 +103,6 @@ impl Gossip {
         let initial = vec![
             (KEY_RAFT_ID.to_string(), s.raft_id.to_string()),
             (KEY_API_ADDR.to_string(), s.api_addr.clone()),
-            (KEY_RAFT_ADDR.to_string(), s.raft_addr.clone()),
             (KEY_VERSION.to_string(), monsys_proto::VERSION.to_string()),
             (KEY_LOG_FEATURES.to_string(), monsys_raft::LOG_FEATURES.join(",")),
         ];
@@ -168,7 +161,6 @@ fn to_live_view(nodes: &BTreeMap<ChitchatId, NodeState>) -> LiveView {
         let member = LiveMember {
             raft_id,
             api_addr: state.get(KEY_API_ADDR).unwrap_or_default().to_string(),
-            raft_addr: state.get(KEY_RAFT_ADDR).unwrap_or_default().to_string(),
             version: state.get(KEY_VERSION).unwrap_or_default().to_string(),
             log_features: state.get(KEY_LOG_FEATURES).unwrap_or_default().to_string(),
             generation: id.generation_id,

@@ -1,9 +1,7 @@
-//! Cluster wiring of a node: gossip membership, the Raft plane (its runtime and port), the Raft
-//! transport over HTTP, the task that keeps gossip connected to every Raft member, and the
-//! derived cluster view requests read.
+//! Cluster wiring of a node: gossip membership, the Raft transport over HTTP, the task that
+//! keeps gossip connected to every Raft member, and the derived cluster view requests read.
 
 pub mod gossip;
-pub mod raft_port;
 pub mod raft_transport;
 pub mod seeds;
 pub mod view;

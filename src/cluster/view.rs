@@ -9,8 +9,10 @@
 //! Here one task ([`spawn`]) reads the metrics; requests read an `Arc` of the derived view,
 //! and each index wait is woken once, when its index is reached.
 //!
-//! Consistency: the view trails openraft's metrics by one task wake-up; everything that uses
-//! it (forwarding to the leader, placement) already copes with a view that is a moment old.
+//! Consistency: the view trails openraft's metrics by at most [`COALESCE`] plus a task
+//! wake-up; everything that uses it (forwarding to the leader, placement) already copes with a
+//! view that is a moment old. The same task counts leader changes for `/metrics` (one
+//! subscriber to openraft's metrics instead of two).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,6 +29,10 @@ use crate::hub::Hub;
 
 /// Abandoned waits (timed out) kept before they are swept.
 const SWEEP_ABOVE: usize = 4096;
+/// Pause after each update, so that a burst of metrics changes (openraft publishes after
+/// nearly every step of its core: thousands a second under load) wakes the task once. The
+/// first change after a quiet spell is seen at once; waits and views lag by at most this.
+const COALESCE: Duration = Duration::from_millis(2);
 
 /// The derived view.
 #[derive(Debug, Clone)]
@@ -187,12 +193,14 @@ async fn wait_for(rx: Option<oneshot::Receiver<()>>, wait: Duration) -> bool {
     }
 }
 
-/// Starts the task that keeps `hub.cluster` current until `shutdown`.
+/// Starts the task that keeps `hub.cluster` current and counts leader changes until
+/// `shutdown`.
 pub fn spawn(hub: Hub, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(
         async move {
             let mut metrics = hub.raft.metrics();
             let mut live = hub.live.clone();
+            let mut leader = metrics.borrow().current_leader;
             loop {
                 tokio::select! {
                     changed = metrics.changed() => if changed.is_err() { return },
@@ -203,6 +211,12 @@ pub fn spawn(hub: Hub, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
                 let m = metrics.borrow_and_update().clone();
                 let l = live.borrow_and_update().clone();
                 hub.cluster.update(&m, &l);
+                if m.current_leader != leader {
+                    tracing::info!(from = ?leader, to = ?m.current_leader, "leader changed");
+                    hub.metrics.leader_changed();
+                    leader = m.current_leader;
+                }
+                tokio::time::sleep(COALESCE).await;
             }
         }
         .in_current_span(),

@@ -107,7 +107,6 @@ impl TestCluster {
             api_addr: listener.local_addr().unwrap(),
             agent_url: Some(format!("http://{}", listener.local_addr().unwrap())),
             gossip_addr: format!("127.0.0.1:{}", free_udp_port()).parse().unwrap(),
-            raft_addr: Some("127.0.0.1:0".parse().unwrap()),
             gossip_interval_ms: 100,
             data_dir: self.dir.path().join(format!("node{}", index + 1)),
             cluster_secret: Some(SECRET.into()),
