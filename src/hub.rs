@@ -181,12 +181,17 @@ impl Hub {
 
     /// Proposes `cmd` and waits until it is committed and applied here.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, ApiError> {
-        match self.batcher.get() {
-            Some(batcher) if cmd.batchable() && self.voters_support(monsys_raft::LOG_FEATURE_BATCH) => {
+        Ok(self.write_at(cmd).await?.0)
+    }
+
+    /// [`Hub::write`], also returning the log index of the entry that carried the command.
+    async fn write_at(&self, cmd: Command) -> Result<(CommandResult, u64), ApiError> {
+        match (self.batcher.get(), cmd.batch_feature()) {
+            (Some(batcher), Some(feature)) if self.voters_support(feature) => {
                 monsys_raft::check_command_size(&cmd).map_err(|e| ApiError::BadRequest(e.to_string()))?;
                 batcher.submit(cmd).await
             }
-            _ => self.commit_now(cmd).await,
+            _ => self.commit(cmd).await.map(|r| (r.data, r.log_id.index)),
         }
     }
 
@@ -197,13 +202,8 @@ impl Hub {
         all_announce(self.cluster.view().voters.iter().copied(), &live, feature)
     }
 
-    /// Proposes `cmd` as an entry of its own (see [`Hub::write`]).
-    pub(crate) async fn commit_now(&self, cmd: Command) -> Result<CommandResult, ApiError> {
-        Ok(self.commit(cmd).await?.data)
-    }
-
     /// Proposes `cmd` on this node (the leader), with the size check and the commit timeout.
-    async fn commit(
+    pub(crate) async fn commit(
         &self,
         cmd: Command,
     ) -> Result<openraft::raft::ClientWriteResponse<monsys_raft::TypeConfig>, ApiError> {
@@ -234,9 +234,10 @@ impl Hub {
     /// its log, so that a request arriving at any node right after the answer finds it applied
     /// there (or about to be). Used by writes that other nodes check locally (tokens).
     pub async fn write_everywhere(&self, cmd: Command, wait: Duration) -> Result<CommandResult, ApiError> {
-        let resp = self.commit(cmd).await?;
-        let _ = self.cluster.replicated(resp.log_id.index, wait).await;
-        Ok(resp.data)
+        // batched with concurrent writes (a flood of registrations is a few entries, not one each)
+        let (result, index) = self.write_at(cmd).await?;
+        let _ = self.cluster.replicated(index, wait).await;
+        Ok(result)
     }
 
     /// Like [`Hub::write`], and then waits (at most `wait` in all) until every live voter has

@@ -30,7 +30,8 @@ const BATCH_BUDGET_BYTES: u64 = monsys_raft::MAX_VALUE_BYTES - 4 * 1024;
 /// Commands waiting for a batch before submissions are refused.
 const QUEUE_CAPACITY: usize = 4096;
 
-type Reply = oneshot::Sender<Result<CommandResult, ApiError>>;
+/// A command's result and the log index of the entry that carried it.
+type Reply = oneshot::Sender<Result<(CommandResult, u64), ApiError>>;
 
 /// Handle of a node's write batcher.
 #[derive(Clone)]
@@ -45,8 +46,9 @@ impl WriteBatcher {
         (WriteBatcher { tx }, tokio::spawn(run(hub, rx)))
     }
 
-    /// Commits `cmd` (alone or in a batch) and returns its own result.
-    pub async fn submit(&self, cmd: Command) -> Result<CommandResult, ApiError> {
+    /// Commits `cmd` (alone or in a batch) and returns its own result and the log index of the
+    /// entry that carried it.
+    pub async fn submit(&self, cmd: Command) -> Result<(CommandResult, u64), ApiError> {
         let (reply, rx) = oneshot::channel();
         self.tx.try_send((cmd, reply)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ApiError::Unavailable {
@@ -94,15 +96,15 @@ async fn run(hub: Hub, mut rx: mpsc::Receiver<(Command, Reply)>) {
 async fn commit(hub: &Hub, mut batch: Vec<(Command, Reply)>) {
     if batch.len() == 1 {
         let (cmd, reply) = batch.pop().expect("one command");
-        let _ = reply.send(hub.commit_now(cmd).await);
+        let _ = reply.send(hub.commit(cmd).await.map(|r| (r.data, r.log_id.index)));
         return;
     }
     let n = batch.len();
     let (cmds, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
-    match hub.commit_now(Command::Batch(cmds)).await {
-        Ok(CommandResult::Batch(results)) if results.len() == n => {
+    match hub.commit(Command::Batch(cmds)).await.map(|r| (r.data, r.log_id.index)) {
+        Ok((CommandResult::Batch(results), index)) if results.len() == n => {
             for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok(result));
+                let _ = reply.send(Ok((result, index)));
             }
         }
         Ok(other) => {

@@ -499,6 +499,8 @@ async fn ingest_is_forwarded_once_to_the_owner_and_never_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundreds_of_concurrent_registrations_never_hang_a_node() {
     let (c, all, enrollment) = ready_cluster(0).await;
+    let leader = c.wait_leader().await;
+    let log_before = c.nodes[leader].hub().raft_metrics().last_log_index.unwrap_or(0);
     let registrations = (0..1500).map(|i| {
         let (http, url, enrollment) = (c.http.clone(), all[i % 3].clone(), enrollment.clone());
         async move {
@@ -522,4 +524,7 @@ async fn hundreds_of_concurrent_registrations_never_hang_a_node() {
         let r = c.http.get(format!("{url}/api/v1/health")).timeout(Duration::from_secs(5)).send().await;
         assert!(r.is_ok_and(|r| r.status().is_success()), "{url} stopped answering");
     }
+    // concurrent registrations share entries (before: one entry, sync and replication each)
+    let entries = c.nodes[leader].hub().raft_metrics().last_log_index.unwrap_or(0) - log_before;
+    assert!(entries < 750, "1500 registrations took {entries} log entries");
 }

@@ -54,21 +54,32 @@ pub enum Command {
 
 /// Log features this binary can apply, announced over gossip. A proposer uses a feature only
 /// once every voter announces it, so a rolling upgrade never hands a node an entry it cannot
-/// decode. `batch`: [`Command::Batch`].
-pub const LOG_FEATURES: &[&str] = &[LOG_FEATURE_BATCH];
+/// decode or would apply differently. `batch`: [`Command::Batch`]; `batch-register`: agent
+/// registrations inside a batch.
+pub const LOG_FEATURES: &[&str] = &[LOG_FEATURE_BATCH, LOG_FEATURE_BATCH_REGISTER];
 /// See [`LOG_FEATURES`].
 pub const LOG_FEATURE_BATCH: &str = "batch";
+/// See [`LOG_FEATURES`].
+pub const LOG_FEATURE_BATCH_REGISTER: &str = "batch-register";
 
 impl Command {
     /// Whether the command may travel inside a [`Command::Batch`]: it reads nothing outside
     /// its run's write set (no prescan) and the state machine keeps nothing per entry for it
-    /// (fleet commands are excluded: group outcomes are recorded per entry index for the
-    /// telemetry replay).
+    /// (so of the fleet commands only registrations: group outcomes are recorded per entry
+    /// index for the telemetry replay).
     pub fn batchable(&self) -> bool {
+        self.batch_feature().is_some()
+    }
+
+    /// The log feature every voter must announce before the command is proposed inside a
+    /// batch (`None`: never batched). Registrations came later than the rest: a replica
+    /// without `batch-register` refuses them inside a batch.
+    pub fn batch_feature(&self) -> Option<&'static str> {
         match self {
-            Command::PutSettings { .. } => true,
-            Command::Identity(i) => !crate::identity::needs_prescan(i),
-            Command::Noop | Command::InitAdminToken { .. } | Command::Fleet(_) | Command::Batch(_) => false,
+            Command::PutSettings { .. } => Some(LOG_FEATURE_BATCH),
+            Command::Identity(i) => (!crate::identity::needs_prescan(i)).then_some(LOG_FEATURE_BATCH),
+            Command::Fleet(crate::fleet::FleetCommand::Register(_)) => Some(LOG_FEATURE_BATCH_REGISTER),
+            Command::Noop | Command::InitAdminToken { .. } | Command::Fleet(_) | Command::Batch(_) => None,
         }
     }
 }

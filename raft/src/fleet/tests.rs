@@ -465,3 +465,33 @@ async fn samples_from_the_future_are_refused_and_idle_heads_are_sealed_by_expiry
     assert_eq!(h1[0].1.count, 1);
     assert_eq!(fleet.telemetry_bytes().unwrap()[T], stored_bytes(&fleet, &id));
 }
+
+#[tokio::test]
+async fn registrations_in_one_batch_apply_as_if_one_after_another() {
+    let (_d, mut sm) = sm().await;
+    run(&mut sm, token(1, Some(2))).await;
+    let reg = |machine, key, sha, at| Command::Fleet(registration(machine, key, sha, at));
+    assert!(reg("a", None, 2, 10).batchable(), "registrations may be batched");
+    let results = apply_commands(
+        &mut sm,
+        vec![Command::Batch(vec![
+            reg("a", Some(7), 2, 10),
+            reg("a", Some(7), 3, 11), // the same host again: same id, token 2 replaced
+            reg("a", Some(8), 4, 12), // another key for it: refused
+            reg("b", None, 5, 13),    // uses the token's second use
+            reg("c", None, 6, 14),    // no use left
+        ])],
+    )
+    .await;
+    let CommandResult::Batch(mut r) = results.into_iter().next().unwrap() else { panic!("not a batch") };
+    let (a, pinned, created) = registered(r.remove(0));
+    assert!(pinned && created);
+    assert_eq!(registered(r.remove(0)), (a.clone(), true, false));
+    assert_eq!(r.remove(0), CommandResult::FleetRejected(FleetRejection::SigningKeyMismatch));
+    assert!(registered(r.remove(0)).2, "b is new");
+    assert_eq!(r.remove(0), CommandResult::FleetRejected(FleetRejection::EnrollmentRefused));
+    let fleet = sm.reader().fleet();
+    assert_eq!(fleet.agent_by_token(&[2; 32]).unwrap(), None);
+    assert_eq!(fleet.agent_by_token(&[3; 32]).unwrap(), Some((T.into(), a)));
+    assert_eq!(fleet.agents(T).unwrap().len(), 2);
+}
