@@ -164,14 +164,18 @@ impl Hub {
         self.raft.metrics().borrow().clone()
     }
 
-    /// The leader this node knows of, with its address.
+    /// The leader this node knows of, with its address. Read from openraft's metrics (a short
+    /// borrow, no copy of the metrics): routing to the leader must not lag an election.
     pub fn leader(&self) -> Option<(NodeId, Node)> {
-        self.cluster.view().leader.clone()
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        Some((id, m.membership_config.membership().get_node(&id)?.clone()))
     }
 
-    /// Whether this node believes it is the leader.
+    /// Whether this node believes it is the leader (fresh, like [`Hub::leader`]).
     pub fn is_leader(&self) -> bool {
-        self.cluster.view().leader.as_ref().is_some_and(|(id, _)| *id == self.id)
+        self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
     /// Seconds since this node started.
@@ -187,7 +191,7 @@ impl Hub {
     /// [`Hub::write`], also returning the log index of the entry that carried the command.
     async fn write_at(&self, cmd: Command) -> Result<(CommandResult, u64), ApiError> {
         match (self.batcher.get(), cmd.batch_feature()) {
-            (Some(batcher), Some(feature)) if self.voters_support(feature) => {
+            (Some(batcher), Some(feature)) if self.members_support(feature) => {
                 monsys_raft::check_command_size(&cmd).map_err(|e| ApiError::BadRequest(e.to_string()))?;
                 batcher.submit(cmd).await
             }
@@ -195,11 +199,12 @@ impl Hub {
         }
     }
 
-    /// Whether every voter is live in gossip and announces the log feature `feature` (a voter
-    /// that is down might come back running an older binary).
-    fn voters_support(&self, feature: &str) -> bool {
+    /// Whether every member (voters and learners: all apply the log) is live in gossip and
+    /// announces the log feature `feature` (a member that is down might come back running an
+    /// older binary).
+    fn members_support(&self, feature: &str) -> bool {
         let live = self.live.borrow().clone();
-        all_announce(self.cluster.view().voters.iter().copied(), &live, feature)
+        all_announce(self.cluster.view().members.iter().copied(), &live, feature)
     }
 
     /// Proposes `cmd` on this node (the leader), with the size check and the commit timeout.

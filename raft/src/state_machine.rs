@@ -688,6 +688,21 @@ mod tests {
         Command::PutSettings { tenant: tenant.into(), expected_revision, settings, at_ms }
     }
 
+    /// Opens the store in `dir` again. The dropped store's sled threads may hold its lock for
+    /// a moment after the drop (a real restart is a new process), so a busy lock is retried.
+    async fn reopen(dir: &std::path::Path) -> StateMachineStore {
+        for _ in 0..50 {
+            match storage::open(dir, &Options::default()).await {
+                Ok(s) => return s.sm,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+        panic!("the store's lock stayed busy for 5 s")
+    }
+
     async fn apply(sm: &mut StateMachineStore, cmds: Vec<Command>) -> Vec<CommandResult> {
         super::test_support::apply_commands(sm, cmds).await
     }
@@ -1037,7 +1052,7 @@ mod tests {
                 sm.durable.durable_flush().await.unwrap();
                 state
             };
-            let sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+            let sm = reopen(dir.path()).await;
             assert_eq!(sm.reader().last_applied().unwrap(), applied, "{case}");
             assert_eq!(sm.membership().unwrap(), membership, "{case}");
             assert!(

@@ -1,4 +1,4 @@
-//! This node's view of the cluster (leader, voters, live voters, placement), derived once per
+//! This node's view of the cluster (voters, live voters, placement), derived once per
 //! change of the Raft metrics or of gossip's live set instead of once per request, and the
 //! waits for a log index to be applied here or replicated to every live voter.
 //!
@@ -10,8 +10,9 @@
 //! and each index wait is woken once, when its index is reached.
 //!
 //! Consistency: the view trails openraft's metrics by at most [`COALESCE`] plus a task
-//! wake-up; everything that uses it (forwarding to the leader, placement) already copes with a
-//! view that is a moment old. The same task counts leader changes for `/metrics` (one
+//! wake-up; what uses it (placement, the log-feature gate) copes with a view that is a moment
+//! old. Leader checks and routing to the leader do not use it: `Hub::leader` and
+//! `Hub::is_leader` take a short borrow of the metrics (no copy), so they never lag an election. The same task counts leader changes for `/metrics` (one
 //! subscriber to openraft's metrics instead of two).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,10 +38,10 @@ const COALESCE: Duration = Duration::from_millis(2);
 /// The derived view.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
-    /// The leader this node knows of, with its address.
-    pub leader: Option<(NodeId, Node)>,
     /// Voters of the Raft configuration.
     pub voters: BTreeSet<NodeId>,
+    /// Every node of the Raft configuration, voters and learners (all of them apply the log).
+    pub members: BTreeSet<NodeId>,
     /// Voters gossip sees alive, with their addresses (the placement candidates).
     pub live_voters: BTreeMap<NodeId, Node>,
     /// Placement over the live voters; epoch = log index of the membership.
@@ -50,8 +51,8 @@ pub struct ClusterView {
 impl ClusterView {
     fn derive(m: &RaftMetrics, live: &LiveView) -> ClusterView {
         let membership = m.membership_config.membership();
-        let leader = m.current_leader.and_then(|id| Some((id, membership.get_node(&id)?.clone())));
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
         let live_voters: BTreeMap<NodeId, Node> = voters
             .iter()
             .filter(|id| live.contains_key(id))
@@ -59,25 +60,27 @@ impl ClusterView {
             .collect();
         let epoch = m.membership_config.log_id().map(|l| l.index).unwrap_or(0);
         let placement = PlacementView::new(epoch, live_voters.keys().copied());
-        ClusterView { leader, voters, live_voters, placement }
+        ClusterView { voters, members, live_voters, placement }
     }
 }
 
-/// What the view was derived from, to skip re-deriving it when only log positions moved.
-#[derive(PartialEq)]
+/// What the view was derived from, to skip re-deriving it when only log positions moved. It
+/// holds the live set it saw, so the set's address cannot be reused by a newer one.
 struct Basis {
     leader: Option<NodeId>,
     membership: Option<openraft::LogId<NodeId>>,
-    live: usize,
+    live: LiveView,
 }
 
 impl Basis {
     fn of(m: &RaftMetrics, live: &LiveView) -> Basis {
-        Basis {
-            leader: m.current_leader,
-            membership: *m.membership_config.log_id(),
-            live: Arc::as_ptr(live) as usize,
-        }
+        Basis { leader: m.current_leader, membership: *m.membership_config.log_id(), live: live.clone() }
+    }
+
+    fn same(&self, other: &Basis) -> bool {
+        self.leader == other.leader
+            && self.membership == other.membership
+            && Arc::ptr_eq(&self.live, &other.live)
     }
 }
 
@@ -87,6 +90,9 @@ struct Waits {
     reached: u64,
     waiting: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
     count: usize,
+    /// Waits left by the last sweep (the next sweep runs at twice as many, so sweeping stays
+    /// linear in the number of waits however many are alive).
+    kept: usize,
 }
 
 impl Waits {
@@ -95,12 +101,13 @@ impl Waits {
         if index <= self.reached {
             return None;
         }
-        if self.count > SWEEP_ABOVE {
+        if self.count > SWEEP_ABOVE.max(2 * self.kept) {
             self.waiting.retain(|_, v| {
                 v.retain(|tx| !tx.is_closed());
                 !v.is_empty()
             });
             self.count = self.waiting.values().map(Vec::len).sum();
+            self.kept = self.count;
         }
         let (tx, rx) = oneshot::channel();
         self.waiting.entry(index).or_default().push(tx);
@@ -162,13 +169,26 @@ impl ClusterState {
         wait_for(rx, wait).await
     }
 
+    /// Re-derives the view from the current metrics and live set at once (for a caller that
+    /// found the view empty, e.g. in the moment after a start, before the task caught up).
+    pub fn refresh(&self, raft: &monsys_raft::Raft, live: &watch::Receiver<LiveView>) -> Arc<ClusterView> {
+        let m = raft.metrics().borrow().clone();
+        let l = live.borrow().clone();
+        self.derive(&m, &l); // the waits stay with the task: an older copy must not lower them
+        self.view()
+    }
+
     fn update(&self, m: &RaftMetrics, live: &LiveView) {
+        self.derive(m, live);
+        self.advance(m);
+    }
+
+    fn derive(&self, m: &RaftMetrics, live: &LiveView) {
         let basis = Basis::of(m, live);
-        if self.view.read().unwrap_or_else(|e| e.into_inner()).1 != basis {
+        if !self.view.read().unwrap_or_else(|e| e.into_inner()).1.same(&basis) {
             let view = Arc::new(ClusterView::derive(m, live));
             *self.view.write().unwrap_or_else(|e| e.into_inner()) = (view, basis);
         }
-        self.advance(m);
     }
 
     fn advance(&self, m: &RaftMetrics) {
@@ -201,10 +221,12 @@ pub fn spawn(hub: Hub, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
             let mut metrics = hub.raft.metrics();
             let mut live = hub.live.clone();
             let mut leader = metrics.borrow().current_leader;
+            let mut gossip_open = true;
             loop {
                 tokio::select! {
                     changed = metrics.changed() => if changed.is_err() { return },
-                    changed = live.changed() => if changed.is_err() { return },
+                    // gossip stopping freezes the live set, not the Raft side of the view
+                    changed = live.changed(), if gossip_open => gossip_open = changed.is_ok(),
                     _ = shutdown.changed() => return,
                 }
                 // copies taken at once: the metrics lock is held only for the clone

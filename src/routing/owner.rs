@@ -30,7 +30,10 @@ pub fn view(hub: &Hub) -> PlacementView {
 
 /// Where `key` lives now, from this node's view.
 pub fn place(hub: &Hub, key: &ActorKey) -> Result<Placement, ApiError> {
-    let view = hub.cluster.view();
+    let mut view = hub.cluster.view();
+    if view.placement.owner(key).is_none() {
+        view = hub.cluster.refresh(&hub.raft, &hub.live); // the task may not have caught up yet
+    }
     match view.placement.owner(key) {
         None => Err(ApiError::unavailable("no live member to place the request on")),
         Some(id) if id == hub.id => Ok(Placement::Local),
