@@ -71,7 +71,7 @@ impl Command {
         self.batch_feature().is_some()
     }
 
-    /// The log feature every voter must announce before the command is proposed inside a
+    /// The log feature every member must announce before the command is proposed inside a
     /// batch (`None`: never batched). Registrations came later than the rest: a replica
     /// without `batch-register` refuses them inside a batch.
     pub fn batch_feature(&self) -> Option<&'static str> {

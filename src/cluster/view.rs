@@ -1,19 +1,19 @@
-//! This node's view of the cluster (voters, live voters, placement), derived once per
+//! This node's view of the cluster (members, live voters, placement), derived once per
 //! change of the Raft metrics or of gossip's live set instead of once per request, and the
 //! waits for a log index to be applied here or replicated to every live voter.
 //!
 //! Why: openraft publishes its metrics on a `watch` whose lock prefers writers. With every
 //! request cloning the metrics (placement, leader checks) and every registration waiting on
 //! them with a receiver of its own, thousands of readers held up the Raft core's metrics
-//! updates, and heartbeats with them: 10,000 agents registering at once caused ten elections.
-//! Here one task ([`spawn`]) reads the metrics; requests read an `Arc` of the derived view,
+//! updates (and the core with them) while 10,000 agents registered at once. Here one task ([`spawn`]) reads the metrics; requests read an `Arc` of the derived view,
 //! and each index wait is woken once, when its index is reached.
 //!
 //! Consistency: the view trails openraft's metrics by at most [`COALESCE`] plus a task
 //! wake-up; what uses it (placement, the log-feature gate) copes with a view that is a moment
 //! old. Leader checks and routing to the leader do not use it: `Hub::leader` and
-//! `Hub::is_leader` take a short borrow of the metrics (no copy), so they never lag an election. The same task counts leader changes for `/metrics` (one
-//! subscriber to openraft's metrics instead of two).
+//! `Hub::is_leader` take a short borrow of the metrics (no copy), so they never lag an
+//! election. The same task counts leader changes for `/metrics` (one subscriber to openraft's
+//! metrics instead of two).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -38,8 +38,6 @@ const COALESCE: Duration = Duration::from_millis(2);
 /// The derived view.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
-    /// Voters of the Raft configuration.
-    pub voters: BTreeSet<NodeId>,
     /// Every node of the Raft configuration, voters and learners (all of them apply the log).
     pub members: BTreeSet<NodeId>,
     /// Voters gossip sees alive, with their addresses (the placement candidates).
@@ -51,16 +49,15 @@ pub struct ClusterView {
 impl ClusterView {
     fn derive(m: &RaftMetrics, live: &LiveView) -> ClusterView {
         let membership = m.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
-        let live_voters: BTreeMap<NodeId, Node> = voters
-            .iter()
+        let live_voters: BTreeMap<NodeId, Node> = membership
+            .voter_ids()
             .filter(|id| live.contains_key(id))
-            .filter_map(|id| membership.get_node(id).map(|n| (*id, n.clone())))
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
             .collect();
         let epoch = m.membership_config.log_id().map(|l| l.index).unwrap_or(0);
         let placement = PlacementView::new(epoch, live_voters.keys().copied());
-        ClusterView { voters, members, live_voters, placement }
+        ClusterView { members, live_voters, placement }
     }
 }
 

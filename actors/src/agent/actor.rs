@@ -167,8 +167,8 @@ impl<C: Committer> Actor for AgentActor<C> {
         match msg {
             AgentMsg::Ingest(req, reply, _place) => {
                 if reply.is_closed() {
-                    // the caller gave up before this batch's turn (it was answered "outcome
-                    // unknown" and retries): nothing is done for nobody, under overload too
+                    // the caller gave up before this batch's turn (timed out or disconnected;
+                    // the agent retries the same seq): do no work for nobody
                     return Ok(());
                 }
                 let result = self.ingest(*req, state).await;
