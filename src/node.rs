@@ -119,6 +119,7 @@ async fn start_gossip(config: &Config, id: u64, raft: &Raft) -> anyhow::Result<G
         cluster_name: config.cluster_name.clone(),
         seeds,
         interval: Duration::from_millis(config.gossip_interval_ms),
+        stall_limit: crate::cluster::gossip::STALL_LIMIT,
     })
     .await
 }

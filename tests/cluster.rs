@@ -222,3 +222,42 @@ async fn concurrent_writes_keep_their_own_outcomes() {
     let (_, doc) = c.get(1, "/api/v1/settings").await;
     assert_eq!(doc["revision"], 41);
 }
+
+/// Gossip keeps its own time: with every worker of the runtime the nodes share stuck for
+/// 5 s (an overload, at its worst), no node sees another go dead. When gossip ran on those
+/// workers, its failure detector found every peer silent for 5 s and the live set flapped,
+/// which moves agents' placement exactly when there is no CPU to spare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_liveness_survives_a_stalled_runtime() {
+    let c = TestCluster::start(3).await;
+    c.wait_for("gossip sees every voter", Duration::from_secs(20), |c| async move {
+        c.running().all(|(_, n)| n.hub().live_voters().len() == 3)
+    })
+    .await;
+    let mut live: Vec<_> = c.running().map(|(_, n)| n.hub().live.clone()).collect();
+    for rx in &mut live {
+        rx.mark_unchanged();
+    }
+    // stall both workers at once (the test body runs on a thread of its own)
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let stalls: Vec<_> = (0..2)
+        .map(|_| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait();
+                std::thread::sleep(Duration::from_secs(5));
+            })
+        })
+        .collect();
+    barrier.wait();
+    for s in stalls {
+        s.await.unwrap();
+    }
+    // give a flap time to surface after the workers are back
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (i, rx) in live.iter().enumerate() {
+        let now = rx.borrow().keys().copied().collect::<Vec<_>>();
+        assert!(!rx.has_changed().unwrap(), "node {} saw the live set change; now {now:?}", i + 1);
+        assert_eq!(now, vec![1, 2, 3]);
+    }
+}
