@@ -230,12 +230,16 @@ async fn spawn_on_own_thread(
                 let Some(chitchat) = chitchat else { return };
                 let mut stop_rx = stop_rx; // dropped by `Gossip`: shutdown or drop
                 let mut stalled = false;
+                let mut stale_checks = 0u32;
                 loop {
                     tokio::select! {
                         _ = &mut stop_rx => return,
                         _ = tokio::time::sleep(BEAT) => {}
                     }
-                    let now = beat.age() > stall_limit;
+                    // stale at two checks in a row: a whole process resumed after a pause
+                    // (SIGSTOP, a VM freeze) renews its beat within one
+                    stale_checks = if beat.age() > stall_limit { stale_checks + 1 } else { 0 };
+                    let now = stale_checks >= 2;
                     if now != stalled {
                         stalled = now;
                         if stalled {
