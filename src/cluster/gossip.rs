@@ -99,15 +99,7 @@ impl Gossip {
     /// Starts gossip and the task that turns chitchat's live set into a [`LiveView`].
     pub async fn start(s: GossipSettings) -> anyhow::Result<Gossip> {
         let beat = Beat::default();
-        let beat_task = tokio::spawn({
-            let beat = beat.clone();
-            async move {
-                loop {
-                    beat.now();
-                    tokio::time::sleep(BEAT).await;
-                }
-            }
-        });
+        let beat_task = beat.renew_every(BEAT);
         Self::start_with(s, beat, Some(beat_task)).await
     }
 
@@ -274,6 +266,17 @@ impl Beat {
         self.0.1.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Renews the beat every `period` from the current runtime, until the task is aborted.
+    fn renew_every(&self, period: Duration) -> JoinHandle<()> {
+        let beat = self.clone();
+        tokio::spawn(async move {
+            loop {
+                beat.now();
+                tokio::time::sleep(period).await;
+            }
+        })
+    }
+
     fn age(&self) -> Duration {
         let last = self.0.1.load(std::sync::atomic::Ordering::Relaxed);
         Duration::from_millis((self.0.0.elapsed().as_millis() as u64).saturating_sub(last))
@@ -355,15 +358,7 @@ mod tests {
             .await
             .unwrap();
         let b = Gossip::start(settings(2, pb, vec![format!("127.0.0.1:{pa}")])).await.unwrap();
-        let renew = tokio::spawn({
-            let beat = beat.clone();
-            async move {
-                loop {
-                    beat.now();
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        });
+        let renew = beat.renew_every(Duration::from_millis(50));
         wait("b sees a", || b.live().contains_key(&1)).await;
         // a beats for longer than its stall limit: it stays live
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -373,13 +368,7 @@ mod tests {
         wait("b drops the stalled a", || !b.live().contains_key(&1)).await;
         assert!(b.live().contains_key(&2), "b still sees itself");
         // and comes back once it runs again
-        beat.now();
-        let _renew = tokio::spawn(async move {
-            loop {
-                beat.now();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        });
+        let _renew = beat.renew_every(Duration::from_millis(50));
         wait("b sees a again", || b.live().contains_key(&1)).await;
         a.shutdown().await;
         b.shutdown().await;
