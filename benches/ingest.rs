@@ -7,7 +7,10 @@
 //! `INGEST_SOCKETS` idle WebSockets for the memory figure (default 1000), `INGEST_FOLLOW_OWNER`
 //! (default 1: like the real agent, each simulated agent sends to the node named by the
 //! `x-monsys-owner` hint once it has one; 0: every batch goes to the next node in turn, so about
-//! two in three are forwarded, the worst case of "any node"). Every phase is
+//! two in three are forwarded, the worst case of "any node"), `INGEST_PEER` (default `floor`:
+//! afterwards the same agents and batches drive the floor peer, three processes doing only the
+//! per-batch front end — HTTP, token lookup, JSON, SHA-256, Ed25519, the seq check — with no
+//! Raft and no storage, and the ratio of the two is printed; `none` skips it). Every phase is
 //! bounded in count and time; the cluster runs on 127.0.0.1 in a temp dir and is killed at the
 //! end.
 //!
@@ -22,8 +25,10 @@ use monsys_proto::agent::{self as wire, IngestBatch, Sample};
 use serde_json::{Value, json};
 
 mod common;
+#[path = "ingest/floor.rs"]
+mod floor;
 
-use common::{TOKEN, env, monsys_cluster, pct, rss_kib};
+use common::{TOKEN, cpu_secs, env, monsys_cluster, pct, rss_kib};
 
 fn batch_body(agent_id: &str, seq: u64, samples: usize) -> Vec<u8> {
     let cores = samples.saturating_sub(10).max(1);
@@ -95,42 +100,28 @@ fn retry_after(r: &reqwest::Response) -> Option<Duration> {
 /// send copies none).
 type AgentWork = Arc<(String, Vec<(axum::body::Bytes, String)>)>;
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("ingest: bench");
         return;
     }
-    let (agents, batches, samples, sockets) = (
-        env("INGEST_AGENTS", 1000),
-        env("INGEST_BATCHES", 30).min(60),
-        env("INGEST_SAMPLES", 50),
-        env("INGEST_SOCKETS", 1000),
-    );
-    let follow_owner = env("INGEST_FOLLOW_OWNER", 1) == 1;
-    let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    if floor::serve_if_asked() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(bench());
+}
 
-    let hubs = monsys_cluster(dir.path(), &http).await;
-    let urls: Vec<String> = hubs.iter().map(|h| h.url.clone()).collect();
-    let rss_idle: Vec<u64> = hubs.iter().map(|h| rss_kib(h.child.id())).collect();
-
-    // register (concurrently, spread over the nodes)
-    let r = http
-        .post(format!("{}/api/v1/enrollment-tokens", urls[0]))
-        .bearer_auth(TOKEN)
-        .json(&json!({"name":"bench"}))
-        .send()
-        .await
-        .unwrap();
-    let enrollment = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
-    let started = Instant::now();
-    let registered: Vec<(String, String, SigningKey)> = futures::future::join_all((0..agents).map(|i| {
-        let (http, url, enrollment) = (http.clone(), urls[i % 3].clone(), enrollment.clone());
+/// Registers `agents` simulated agents concurrently, spread over `urls` (`enrollment`: the
+/// enrollment token; the floor peer takes any). Returns id, token and signing key of each.
+async fn register_agents(
+    http: &reqwest::Client,
+    urls: &[String],
+    enrollment: &str,
+    agents: usize,
+) -> Vec<(String, String, SigningKey)> {
+    futures::future::join_all((0..agents).map(|i| {
+        let (http, url, enrollment) = (http.clone(), urls[i % urls.len()].clone(), enrollment.to_string());
         async move {
             let key = SigningKey::from_bytes(&[(i % 251) as u8 + 1; 32]);
             let body = json!({
@@ -149,11 +140,12 @@ async fn main() {
             panic!("agent {i} could not register");
         }
     }))
-    .await;
-    let register_secs = started.elapsed().as_secs_f64();
+    .await
+}
 
-    // pre-build and sign every body
-    let work: Vec<AgentWork> = registered
+/// Builds and signs every body of every agent (before the timed phase).
+fn sign_all(registered: &[(String, String, SigningKey)], batches: usize, samples: usize) -> Vec<AgentWork> {
+    registered
         .iter()
         .map(|(id, token, key)| {
             let bodies = (1..=batches as u64)
@@ -165,14 +157,49 @@ async fn main() {
                 .collect();
             Arc::new((token.clone(), bodies))
         })
-        .collect();
-    let body_bytes = work[0].1[0].0.len();
+        .collect()
+}
 
-    // timed phase: every agent sends its batches in order, as fast as acks come back (URLs
-    // parsed once, like a real client's)
+/// What one timed phase measured.
+struct Load {
+    /// Ack latencies, µs, sorted.
+    lat: Vec<u32>,
+    tally: Tally,
+    secs: f64,
+    /// CPU seconds the servers and this client used during the phase.
+    server_cpu: f64,
+    client_cpu: f64,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.lat.len() as f64 / self.secs
+    }
+
+    /// CPU µs per acknowledged batch: servers, client.
+    fn cpu_per_batch(&self) -> (f64, f64) {
+        let n = self.lat.len().max(1) as f64;
+        (self.server_cpu * 1e6 / n, self.client_cpu * 1e6 / n)
+    }
+}
+
+/// CPU seconds used so far by `servers` and by this process.
+fn cpu_now(servers: &[common::Proc]) -> (f64, f64) {
+    (servers.iter().map(|p| cpu_secs(p.child.id())).sum(), cpu_secs(std::process::id()))
+}
+
+/// The timed phase: every agent sends its batches in order, as fast as acks come back (URLs
+/// parsed once, like a real client's).
+async fn drive(
+    http: &reqwest::Client,
+    servers: &[common::Proc],
+    work: &[AgentWork],
+    follow_owner: bool,
+) -> Load {
+    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let cpu_before = cpu_now(servers);
     let ingest_urls: Vec<reqwest::Url> =
         urls.iter().map(|u| format!("{u}/api/v1/ingest").parse().unwrap()).collect();
-    let changes_before = common::leader_changes(&http, &urls).await;
     let started = Instant::now();
     let tasks: Vec<_> = work
         .iter()
@@ -188,7 +215,7 @@ async fn main() {
                     let mut attempt = 0;
                     let deadline = Instant::now() + BATCH_DEADLINE;
                     loop {
-                        let url = owner.as_ref().map_or(&urls[(i + n + attempt) % 3], |(_, u)| u);
+                        let url = owner.as_ref().map_or(&urls[(i + n + attempt) % urls.len()], |(_, u)| u);
                         let t = Instant::now();
                         let r = http
                             .post(url.clone())
@@ -258,8 +285,63 @@ async fn main() {
         tally.add(&t);
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_now(servers);
     lat.sort_unstable();
-    let acked = lat.len();
+    Load { lat, tally, secs, server_cpu: cpu_after.0 - cpu_before.0, client_cpu: cpu_after.1 - cpu_before.1 }
+}
+
+/// The same agents and batches against the floor peer (see `floor`), after the cluster is
+/// gone.
+async fn floor_run(
+    http: &reqwest::Client,
+    agents: usize,
+    batches: usize,
+    samples: usize,
+    follow_owner: bool,
+) -> Load {
+    let servers = floor::start(http).await;
+    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let registered = register_agents(http, &urls, "", agents).await;
+    let work = sign_all(&registered, batches, samples);
+    drive(http, &servers, &work, follow_owner).await
+}
+
+async fn bench() {
+    let (agents, batches, samples, sockets) = (
+        env("INGEST_AGENTS", 1000),
+        env("INGEST_BATCHES", 30).min(60),
+        env("INGEST_SAMPLES", 50),
+        env("INGEST_SOCKETS", 1000),
+    );
+    let follow_owner = env("INGEST_FOLLOW_OWNER", 1) == 1;
+    let with_floor = std::env::var("INGEST_PEER").map_or(true, |p| p == "floor");
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    let hubs = monsys_cluster(dir.path(), &http).await;
+    let urls: Vec<String> = hubs.iter().map(|h| h.url.clone()).collect();
+    let rss_idle: Vec<u64> = hubs.iter().map(|h| rss_kib(h.child.id())).collect();
+
+    let r = http
+        .post(format!("{}/api/v1/enrollment-tokens", urls[0]))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name":"bench"}))
+        .send()
+        .await
+        .unwrap();
+    let enrollment = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let registered = register_agents(&http, &urls, &enrollment, agents).await;
+    let register_secs = started.elapsed().as_secs_f64();
+    let work = sign_all(&registered, batches, samples);
+    let body_bytes = work[0].1[0].0.len();
+
+    let changes_before = common::leader_changes(&http, &urls).await;
+    let load = drive(&http, &hubs, &work, follow_owner).await;
     let rss_loaded: Vec<u64> = hubs.iter().map(|h| rss_kib(h.child.id())).collect();
     let leader_changes = common::leader_changes(&http, &urls).await - changes_before;
 
@@ -292,8 +374,14 @@ async fn main() {
     let per_actor = rss_loaded.iter().zip(&rss_idle).map(|(l, i)| l.saturating_sub(*i)).sum::<u64>() as f64
         * 1024.0
         / agents as f64;
+    let open_sockets = open.len();
+    drop(open);
+    drop(hubs);
 
-    let rate = acked as f64 / secs;
+    let floor =
+        if with_floor { Some(floor_run(&http, agents, batches, samples, follow_owner).await) } else { None };
+
+    let (lat, tally, rate) = (&load.lat, &load.tally, load.rate());
     println!(
         "\ningest bench: 3 hubs (release) on 127.0.0.1, {agents} agents × {batches} signed batches, {samples} samples ({body_bytes} B body), {}",
         if follow_owner { "agents follow the owner hint" } else { "every batch to the next node in turn" }
@@ -302,8 +390,8 @@ async fn main() {
     println!("{:<44} {:>14.1} {:>14}", "registration, agents/s", agents as f64 / register_secs, "-");
     println!("{:<44} {:>14.0} {:>14}", "batches/s acknowledged after commit", rate, "≥ 10000");
     println!("{:<44} {:>14.0} {:>14}", "samples/s", rate * samples as f64, "≥ 500000");
-    println!("{:<44} {:>14.2} {:>14}", "ack latency p50, ms", pct(&lat, 0.50) / 1000.0, "-");
-    println!("{:<44} {:>14.2} {:>14}", "ack latency p99, ms", pct(&lat, 0.99) / 1000.0, "-");
+    println!("{:<44} {:>14.2} {:>14}", "ack latency p50, ms", pct(lat, 0.50) / 1000.0, "-");
+    println!("{:<44} {:>14.2} {:>14}", "ack latency p99, ms", pct(lat, 0.99) / 1000.0, "-");
     println!("{:<44} {:>14} {:>14}", "client retries (other 5xx, connection)", tally.retries, "-");
     println!("{:<44} {:>14} {:>14}", "  of which client timeouts (30 s)", tally.timeouts, "-");
     println!("{:<44} {:>14} {:>14}", "answers shed with Retry-After (429/503)", tally.shed, "-");
@@ -314,9 +402,26 @@ async fn main() {
     println!("{:<44} {:>14} {:>14}", "leader changes during the load", leader_changes, "0");
     println!("{:<44} {:>14.0} {:>14}", "hub RSS per idle WebSocket, bytes", per_socket, "≤ 16384");
     println!("{:<44} {:>14.0} {:>14}", "hub RSS per agent after load (3 hubs), bytes", per_actor, "-");
+    let (hub_cpu, client_cpu) = load.cpu_per_batch();
+    println!("{:<44} {:>14.0} {:>14}", "CPU per batch, 3 hubs, µs", hub_cpu, "-");
+    println!("{:<44} {:>14.0} {:>14}", "CPU per batch, bench client, µs", client_cpu, "-");
+    println!("{:<44} {:>14.0} {:>14}", "CPU per batch, all, µs", hub_cpu + client_cpu, "≤ 200 (2 cores)");
     println!("{:<44} {:>14} {:>14}", "ratio batches/s ÷ target", format!("{:.2}", rate / 10_000.0), "≥ 1.00");
     println!(
-        "RSS KiB idle {rss_idle:?} → loaded {rss_loaded:?}; node 1 with {} sockets: {before} → {after}",
-        open.len()
+        "RSS KiB idle {rss_idle:?} → loaded {rss_loaded:?}; node 1 with {open_sockets} sockets: {before} → {after}"
     );
+    if let Some(f) = floor {
+        println!(
+            "\nfloor peer, same agents and batches: 3 processes that only read, authenticate, parse, hash and verify each batch and answer from memory (no Raft, no storage)"
+        );
+        println!("{:<44} {:>14.0} {:>14}", "floor batches/s", f.rate(), "-");
+        println!("{:<44} {:>14.2} {:>14}", "floor ack latency p50, ms", pct(&f.lat, 0.50) / 1000.0, "-");
+        println!("{:<44} {:>14.2} {:>14}", "floor ack latency p99, ms", pct(&f.lat, 0.99) / 1000.0, "-");
+        println!("{:<44} {:>14} {:>14}", "floor agents that gave up", f.tally.gave_up.len(), "0");
+        let (server_cpu, client_cpu) = f.cpu_per_batch();
+        println!("{:<44} {:>14.0} {:>14}", "floor CPU per batch, 3 servers, µs", server_cpu, "-");
+        println!("{:<44} {:>14.0} {:>14}", "floor CPU per batch, bench client, µs", client_cpu, "-");
+        println!("{:<44} {:>14} {:>14}", "ratio cluster ÷ floor", format!("{:.2}", rate / f.rate()), "-");
+        println!("{:<44} {:>14} {:>14}", "ratio floor ÷ target", format!("{:.2}", f.rate() / 10_000.0), "-");
+    }
 }

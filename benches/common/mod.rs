@@ -46,6 +46,16 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time a process has used (user + system), seconds: `/proc/<pid>/stat` counts it in
+/// USER_HZ ticks, which are 1/100 s on every Linux.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // the fields after the command name (which may hold spaces) start after the last ')'
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 /// Starts a `monsys hub` as node `id`, joining `join`: the release build of this package, or
 /// the binary named by `MONSYS_BENCH_BIN` (to compare two builds side by side).
 pub fn start_hub(dir: &std::path::Path, id: u64, join: Option<&str>) -> Proc {
