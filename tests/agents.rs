@@ -179,6 +179,49 @@ async fn signatures_duplicates_conflicts_and_replays() {
     assert_eq!(verify["ok"], true, "{verify}");
 }
 
+/// A host whose clock runs more than 10 minutes fast keeps reporting: its batches are stored
+/// (seq, alerts, inventory) and only their samples, which cannot be placed in time, are refused
+/// and counted. Refusing the batch with a 422 made `monsys agent` drop it, so such a host lost
+/// all its telemetry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fast_agent_clock_loses_only_its_samples_not_its_batches() {
+    let c = TestCluster::start(1).await;
+    c.wait_leader().await;
+    let url = c.nodes[0].url();
+    let enrollment = enrollment_token(&c.http, &url).await;
+    let a = TestAgent::register(&c.http, &url, &enrollment, "fast-clock", false).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let batch_at = |seq: u64, collected_at_ms: u64| {
+        let mut b: Value = serde_json::from_slice(&a.body(seq, 5.0)).unwrap();
+        b["collected_at_ms"] = json!(collected_at_ms);
+        serde_json::to_vec(&b).unwrap()
+    };
+
+    let (status, r) = a.post(&url, &batch_at(1, now + 11 * 60_000), None).await.unwrap();
+    assert_eq!((status, r["status"].as_str()), (200, Some("stored")), "{r}");
+    let doc = agent_doc(&c, 0, &a.id).await;
+    assert_eq!((doc["last_seq"].as_u64(), doc["samples_refused"].as_u64()), (Some(1), Some(2)), "{doc}");
+
+    // once the clock is right again, samples are stored and nothing more is refused
+    let (status, r) = a.post(&url, &batch_at(2, now), None).await.unwrap();
+    assert_eq!((status, r["status"].as_str()), (200, Some("stored")), "{r}");
+    let doc = agent_doc(&c, 0, &a.id).await;
+    assert_eq!((doc["batches"].as_u64(), doc["samples_refused"].as_u64()), (Some(2), Some(2)), "{doc}");
+    let query = format!(
+        "/api/v1/agents/{}/metrics?metric=cpu_percent&interval=raw&from={}&to={}",
+        a.id,
+        now - 1,
+        now + 20 * 60_000
+    );
+    let (status, m) = c.get(0, &query).await;
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(
+        m["series"][0]["points"],
+        json!([{ "t": now, "v": 5.0 }]),
+        "batch 2's sample is stored, batch 1's is not: {m}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limit_rotation_and_re_registration() {
     let (c, urls, enrollment) = ready_cluster(0).await;

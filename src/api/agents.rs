@@ -3,7 +3,8 @@
 //!
 //! Consistency: reads are linearizable by default (leader, read-index barrier) and
 //! `?consistency=local` answers from the receiving node's applied state. Writes return once
-//! committed on a quorum. Until user accounts exist these routes take the cluster admin token.
+//! committed on a quorum. Every route takes a session, an API key or the admin token and checks
+//! an `agents:*` permission.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -175,6 +176,7 @@ pub async fn get(
     let a = find(&hub, &auth.tenant, &id)?;
     let mut body = agent_json(&a, offline_after_ms(&hub, &auth.tenant)?, now_ms());
     body["open_alerts"] = json!(hub.reader.fleet().open_alerts(&auth.tenant, &id)?.len());
+    body["samples_refused"] = json!(hub.reader.fleet().telemetry_head(&auth.tenant, &id)?.refused);
     Ok(Json(body).into_response())
 }
 
