@@ -132,6 +132,14 @@ impl Config {
         if let Some(secret) = &self.cluster_secret {
             anyhow::ensure!(secret.len() >= 16, "cluster_secret must be at least 16 characters");
         }
+        if let Some(token) = &self.admin_token {
+            // credentials are told apart by prefix: without it the token would be installed
+            // but never recognised as the admin token
+            anyhow::ensure!(
+                token.starts_with(crate::auth::principal::ADMIN_PREFIX) && token.len() >= 20,
+                "admin_token must start with msa_ and have at least 16 characters after it"
+            );
+        }
         if let Some(url) = &self.join {
             anyhow::ensure!(url.starts_with("http://"), "join must be an http:// URL, got {url}");
         }
@@ -183,6 +191,14 @@ mod tests {
     fn example_config_documents_the_defaults() {
         let example: Config = toml::from_str(include_str!("../config/monsys.example.toml")).unwrap();
         assert_eq!(example, Config::default());
+    }
+
+    #[test]
+    fn an_admin_token_without_its_prefix_is_refused() {
+        let with = |t: &str| Config { admin_token: Some(t.into()), ..Config::default() }.validate();
+        assert!(with("my-secret-admin-token-value").is_err(), "no msa_ prefix");
+        assert!(with("msa_short").is_err(), "too short");
+        with("msa_0123456789abcdef").unwrap();
     }
 
     #[test]

@@ -190,6 +190,83 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The code of `GET /api/v1/ready`'s 503 (not an [`ApiError`]: that answer carries details of
+/// its own).
+pub const NOT_READY: &str = "not_ready";
+
+/// Every `code` an error answer can carry (the OpenAPI document's `Error.code` enum lists the
+/// same set; a test compares them).
+pub const CODES: &[&str] = &[
+    NOT_READY,
+    "bad_request",
+    "invalid_body",
+    "validation_failed",
+    "unauthorized",
+    "not_found",
+    "method_not_allowed",
+    "revision_mismatch",
+    "conflict",
+    "payload_too_large",
+    "unsupported_media_type",
+    "unavailable",
+    "outcome_unknown",
+    "internal",
+    "forbidden",
+    "signature_missing",
+    "signature_invalid",
+    "replay_rejected",
+    "seq_conflict",
+    "signing_key_mismatch",
+    "rate_limited",
+];
+
+/// The `code` of an error answer that did not come from an [`ApiError`], by its status.
+fn code_of_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::GATEWAY_TIMEOUT => "outcome_unknown",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
+
+/// Gives an error answer that is not JSON — an extractor's plain-text rejection (a path
+/// segment that does not parse, a WebSocket route called without an upgrade, a body over the
+/// route's limit) — the API's `{"error","code","details"}` body, keeping its status and
+/// headers. Answers that are not errors, or are JSON already, pass unchanged.
+pub async fn json_error_body(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 8 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let error =
+        if text.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
+    let body = ErrorBody { error, code: code_of_status(status).into(), details: None };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let bytes = serde_json::to_vec(&body).expect("an error body serialises");
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
 impl From<monsys_raft::Error> for ApiError {
     fn from(e: monsys_raft::Error) -> Self {
         ApiError::Internal(e.to_string())
@@ -212,6 +289,103 @@ mod tests {
         let resp = ApiError::PayloadTooLarge { limit: 10 }.into_response();
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(resp.headers()[header::CONNECTION], "close");
+    }
+
+    /// One error of each variant: the match has no wildcard, so a new variant does not compile
+    /// until it is added here (and its code to [`CODES`]).
+    fn one_of_each() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::BadRequest(String::new()),
+            ApiError::InvalidBody(String::new()),
+            ApiError::Validation(Vec::new()),
+            ApiError::Unauthorized(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::MethodNotAllowed,
+            ApiError::RevisionMismatch { current: 1 },
+            ApiError::Conflict(String::new()),
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::UnsupportedMediaType(String::new()),
+            ApiError::unavailable(""),
+            ApiError::Indeterminate(String::new()),
+            ApiError::Forbidden(String::new()),
+            ApiError::SignatureMissing,
+            ApiError::SignatureInvalid(String::new()),
+            ApiError::Replay(String::new()),
+            ApiError::SeqConflict(String::new()),
+            ApiError::SigningKeyMismatch,
+            ApiError::RateLimited { retry_after: Duration::from_secs(1), limit: 1 },
+            ApiError::Internal(String::new()),
+        ];
+        for e in &all {
+            match e {
+                ApiError::BadRequest(_)
+                | ApiError::InvalidBody(_)
+                | ApiError::Validation(_)
+                | ApiError::Unauthorized(_)
+                | ApiError::NotFound(_)
+                | ApiError::MethodNotAllowed
+                | ApiError::RevisionMismatch { .. }
+                | ApiError::Conflict(_)
+                | ApiError::PayloadTooLarge { .. }
+                | ApiError::UnsupportedMediaType(_)
+                | ApiError::Unavailable { .. }
+                | ApiError::Indeterminate(_)
+                | ApiError::Forbidden(_)
+                | ApiError::SignatureMissing
+                | ApiError::SignatureInvalid(_)
+                | ApiError::Replay(_)
+                | ApiError::SeqConflict(_)
+                | ApiError::SigningKeyMismatch
+                | ApiError::RateLimited { .. }
+                | ApiError::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn codes_lists_the_code_of_every_variant_once() {
+        let mut codes: std::collections::BTreeSet<&str> =
+            one_of_each().iter().map(|e| e.status_and_code().1).collect();
+        codes.insert(NOT_READY);
+        let listed: std::collections::BTreeSet<&str> = CODES.iter().copied().collect();
+        assert_eq!(codes, listed);
+        assert_eq!(listed.len(), CODES.len(), "a code listed twice");
+        for status in [400u16, 401, 403, 404, 405, 409, 413, 415, 422, 426, 429, 500, 502, 503, 504] {
+            let code = code_of_status(StatusCode::from_u16(status).unwrap());
+            assert!(listed.contains(code), "{status} maps to unlisted {code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_text_error_answers_become_json_and_keep_their_status() {
+        let plain = (StatusCode::BAD_REQUEST, "Invalid URL: Cannot parse `abc` to a `u64`").into_response();
+        let resp = json_error_body(plain).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "bad_request");
+        assert_eq!(v["error"], "Invalid URL: Cannot parse `abc` to a `u64`");
+
+        let empty = StatusCode::UPGRADE_REQUIRED.into_response();
+        let resp = json_error_body(empty).await;
+        assert_eq!(resp.status(), StatusCode::UPGRADE_REQUIRED);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (v["code"].as_str(), v["error"].as_str()),
+            (Some("bad_request"), Some("upgrade required"))
+        );
+
+        // JSON errors and successes pass unchanged
+        let api = ApiError::SeqConflict("seq 3".into()).into_response();
+        let resp = json_error_body(api).await;
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["code"], "seq_conflict");
+        let ok = json_error_body((StatusCode::OK, "plain success").into_response()).await;
+        let body = axum::body::to_bytes(ok.into_body(), 1 << 16).await.unwrap();
+        assert_eq!(&body[..], b"plain success");
     }
 
     #[test]

@@ -241,3 +241,77 @@ async fn every_documented_route_exists() {
     }
     assert!(checked >= 10, "checked {checked} operations");
 }
+
+/// Requests that an extractor refuses before any handler runs (a path segment that is not a
+/// number, a WebSocket route called without an upgrade, a query of the wrong type) get the
+/// same JSON error body as every other error; they were plain text before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extractor_rejections_are_json_errors() {
+    let c = TestCluster::start(1).await;
+    c.wait_leader().await;
+    let url = c.nodes[0].url();
+    let r =
+        c.http.delete(format!("{url}/api/v1/cluster/members/abc")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let (s, b) = split(r).await;
+    assert_error(s, &b, 400, "bad_request");
+    assert!(b["error"].as_str().unwrap().contains("abc"), "{b}");
+
+    let (s, b) = split(c.http.get(format!("{url}/ws/alerts?ticket=mst_x")).send().await.unwrap()).await;
+    assert!(b.is_object(), "JSON body: {b}");
+    assert!((400..500).contains(&s), "{s} {b}");
+    assert_eq!(b["code"], if s == 405 { "method_not_allowed" } else { "bad_request" }, "{b}");
+
+    let (s, b) = split(
+        c.http
+            .post(format!("{url}/internal/v1/wait-applied?index=abc&wait_ms=1"))
+            .header("x-monsys-cluster-secret", common::SECRET)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(s, &b, 400, "bad_request");
+}
+
+/// The OpenAPI document's error codes are exactly the codes the API answers with.
+#[test]
+fn documented_error_codes_are_the_codes_the_api_uses() {
+    let spec: Value = serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+    let documented: std::collections::BTreeSet<String> = spec["components"]["schemas"]["Error"]["properties"]
+        ["code"]["enum"]
+        .as_array()
+        .expect("Error.code enum")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    let used: std::collections::BTreeSet<String> =
+        monsys::error::CODES.iter().map(|c| c.to_string()).collect();
+    assert_eq!(documented, used);
+}
+
+/// Every route of the route table (`src/api/mod.rs`) is in the OpenAPI document with the same
+/// methods: with `every_documented_route_exists`, the two cannot drift either way.
+#[test]
+fn every_routed_path_is_documented() {
+    let spec: Value = serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+    let table = include_str!("../src/api/mod.rs");
+    let mut checked = 0;
+    for chunk in table.split(".route(\"").skip(1) {
+        let (path, rest) = chunk.split_once('"').unwrap();
+        let call = rest.split(".route").next().unwrap().split(';').next().unwrap();
+        let ops =
+            spec["paths"][path].as_object().unwrap_or_else(|| panic!("{path} is routed but not documented"));
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let routed = call.contains(&format!(" {method}(")) || call.contains(&format!(".{method}("));
+            assert_eq!(
+                routed,
+                ops.contains_key(method),
+                "{method} {path}: routed {routed}, documented {}",
+                !routed
+            );
+            checked += routed as usize;
+        }
+    }
+    assert!(checked >= 40, "checked {checked} routes");
+}

@@ -683,6 +683,21 @@ async fn invitations_and_password_resets_by_mail() {
     }
     assert_eq!(login(&c, 1, "new@example.com", PW).await.0, 401);
     assert_eq!(login(&c, 1, "new@example.com", "a brand new passphrase").await.0, 200);
+
+    // a mail that cannot be sent: the invitation is committed, so the answer is a 201 that says
+    // so (a 503 promises that nothing was applied); once mail works, a new invitation goes out
+    let leader = c.wait_leader().await;
+    let outbox = c.nodes[leader].config.data_dir.join("outbox");
+    std::fs::remove_dir_all(&outbox).unwrap();
+    std::fs::write(&outbox, b"not a directory").unwrap();
+    let invite = json!({ "email": "later@example.com", "role": "viewer" });
+    let (s, v) = call(&c, 1, "POST", "/api/v1/auth/invitations", &owner, Some(invite.clone())).await;
+    assert_eq!((s, v["mail_sent"].as_bool()), (201, Some(false)), "{v}");
+    assert!(v["mail_error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    std::fs::remove_file(&outbox).unwrap();
+    let (s, v) = call(&c, 1, "POST", "/api/v1/auth/invitations", &owner, Some(invite)).await;
+    assert_eq!((s, v["mail_sent"].as_bool()), (201, Some(true)), "{v}");
+    token_from_outbox(&c, leader, "later@example.com", "Invitation token: ").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -33,7 +33,7 @@ pub async fn ready(State(hub): State<Hub>) -> Response {
         Some(reason) => {
             let body = json!({
                 "error": format!("not ready: {reason}"),
-                "code": "not_ready",
+                "code": crate::error::NOT_READY,
                 "details": { "leader": m.current_leader, "node_id": hub.id },
             });
             let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();

@@ -85,17 +85,18 @@ pub async fn invite(
         b.role,
         public_url(&hub)
     );
-    hub.mailer
-        .send(Mail { to: email.clone(), subject: "Your monsys invitation".into(), body })
-        .await
-        .map_err(|e| {
-            ApiError::unavailable(format!("the invitation is stored but the mail could not be sent: {e}"))
-        })?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "email": email, "role": b.role, "expires_at_ms": now + INVITE_LIFETIME_MS })),
-    )
-        .into_response())
+    // The invitation is committed: a failed mail is reported in the 201, not as a 503 (which
+    // promises that nothing was applied; a retry creates a new invitation either way).
+    let mut answer = json!({ "email": email, "role": b.role, "expires_at_ms": now + INVITE_LIFETIME_MS });
+    match hub.mailer.send(Mail { to: email.clone(), subject: "Your monsys invitation".into(), body }).await {
+        Ok(()) => answer["mail_sent"] = json!(true),
+        Err(e) => {
+            tracing::warn!(error = %e, "invitation stored but its mail was not sent");
+            answer["mail_sent"] = json!(false);
+            answer["mail_error"] = json!(e);
+        }
+    }
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 /// `POST /api/v1/auth/accept-invite` body.

@@ -1,5 +1,11 @@
 //! Per-request observability: a tracing span with node id and request id, the `x-request-id`
-//! response header, and the HTTP metrics (by matched route, method and status).
+//! response header, and the HTTP metrics (by matched route, method and status). It is the
+//! outermost layer, so it also gives error answers that are not JSON yet (extractor
+//! rejections) the API's error body ([`crate::error::json_error_body`]).
+//!
+//! The span is at `info`, so every event of a request at the default filter — a warning, a
+//! failed request — carries the node id and request id; the `answered` line per request is at
+//! `debug`.
 
 use std::time::Instant;
 
@@ -36,9 +42,10 @@ pub async fn observe(State(hub): State<Hub>, req: Request, next: Next) -> Respon
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     let span =
-        tracing::debug_span!("request", node = hub.id, request_id = %request_id, %method, route = %route);
+        tracing::info_span!("request", node = hub.id, request_id = %request_id, %method, route = %route);
     let started = Instant::now();
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = crate::error::json_error_body(resp).await;
     let elapsed = started.elapsed();
     span.in_scope(|| {
         tracing::debug!(status = resp.status().as_u16(), ms = elapsed.as_millis() as u64, "answered")
