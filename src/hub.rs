@@ -34,6 +34,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new learner may take to catch up before the join is reported failed.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a promotion waits for a learner to catch up before it is refused.
+const PROMOTE_CATCH_UP: Duration = Duration::from_secs(10);
 
 /// Shared state of one node.
 #[derive(Clone)]
@@ -310,18 +312,78 @@ impl Hub {
                 req.id
             )));
         }
+        if membership.get_node(&req.id).is_none() {
+            self.check_joiner(&req).await?;
+        }
         tracing::info!(id = req.id, %node, "adding learner");
-        let added = tokio::time::timeout(CATCH_UP_TIMEOUT, self.raft.add_learner(req.id, node, true)).await;
+        let added = tokio::time::timeout(CATCH_UP_TIMEOUT, self.raft.add_learner(req.id, node, false)).await;
         membership_result(added)?;
+        self.wait_caught_up(req.id, CATCH_UP_TIMEOUT).await?;
         if req.promote {
             self.change_voters(ChangeMembers::AddVoterIds(BTreeSet::from([req.id]))).await?;
         }
         Ok(self.status())
     }
 
-    /// Promotes a learner to voter.
+    /// Asks a node about to be added for its own Raft state: it must answer with this
+    /// cluster's secret, be the node id it is added as, and have no log of its own. A node that
+    /// started its own cluster (no `--join`) or kept a removed member's data would otherwise
+    /// take this cluster's entries over its own ones at the same terms and indexes, and serve
+    /// a mix of both.
+    async fn check_joiner(&self, req: &JoinRequest) -> Result<(), ApiError> {
+        let state = self.forwarder.node_state(&req.api_addr).await?;
+        if state.node_id != req.id {
+            return Err(ApiError::Conflict(format!(
+                "the node at {} is node {}, not node {}",
+                req.api_addr, state.node_id, req.id
+            )));
+        }
+        if state.has_log {
+            return Err(ApiError::Conflict(format!(
+                "node {} already has a Raft log of its own (last index {:?}, term {}): it started a \
+                 cluster of its own or was a member before; stop it, empty its data directory and \
+                 start it with --join",
+                req.id, state.last_log_index, state.term
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits (at most `limit`) until the leader has replicated to `id` every entry it had when
+    /// the wait began. openraft's blocking `add_learner` gives up after a short wait and says
+    /// nothing, so a node that could not be reached used to be promoted regardless.
+    async fn wait_caught_up(&self, id: NodeId, limit: Duration) -> Result<(), ApiError> {
+        let target = self.raft_metrics().last_log_index.unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let m = self.raft_metrics();
+            let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
+            if matched.is_some_and(|i| i >= target) {
+                return Ok(());
+            }
+            if m.current_leader != Some(self.id) {
+                return Err(ApiError::unavailable("leadership changed while a node was catching up; retry"));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::Conflict(format!(
+                    "node {id} has not caught up with the log within {limit:?} (replicated up to \
+                     {matched:?} of {target}); it stays a learner (is it running and reachable?)"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Promotes a learner to voter once it has caught up with the log.
     pub async fn promote_member(&self, id: NodeId) -> Result<ClusterStatus, ApiError> {
         let _guard = self.membership_lock.lock().await;
+        let membership = self.raft_metrics().membership_config.membership().clone();
+        if membership.get_node(&id).is_none() {
+            return Err(ApiError::NotFound(format!("node {id} is not a member")));
+        }
+        if !membership.voter_ids().any(|v| v == id) {
+            self.wait_caught_up(id, PROMOTE_CATCH_UP).await?;
+        }
         self.change_voters(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
         Ok(self.status())
     }

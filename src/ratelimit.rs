@@ -22,7 +22,7 @@ use crate::api::settings::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::routing::owner::{Placement, place};
-use crate::secrets::CLUSTER_SECRET_HEADER;
+use crate::secrets::FORWARDER_SECRET_HEADER;
 
 /// Header carrying the original client address on forwarded requests (trusted only together
 /// with the cluster secret).
@@ -95,7 +95,7 @@ impl FromRequestParts<Hub> for ClientIp {
 pub fn client_ip(parts: &Parts, hub: &Hub) -> Option<IpAddr> {
     let from_peer = parts
         .headers
-        .get(CLUSTER_SECRET_HEADER)
+        .get(FORWARDER_SECRET_HEADER)
         .and_then(|s| s.to_str().ok())
         .is_some_and(|s| hub.secret.verify(s));
     if from_peer

@@ -17,6 +17,10 @@ use subtle::ConstantTimeEq;
 
 /// Header carrying the cluster secret on internal requests.
 pub const CLUSTER_SECRET_HEADER: &str = "x-monsys-cluster-secret";
+/// Header with which a forwarding node proves it is a node of the cluster (so the receiver
+/// trusts the client IP it relays). It is not the caller's credential: a forwarded request
+/// keeps the caller's own headers, and the receiver authenticates those.
+pub const FORWARDER_SECRET_HEADER: &str = "x-monsys-forwarder-secret";
 
 /// Reads the node id from `<dir>/node_id`, or stores `configured` (or a random id) there.
 /// A configured id that differs from the stored one is refused: a data directory has one id.

@@ -261,3 +261,53 @@ async fn gossip_liveness_survives_a_stalled_runtime() {
         assert_eq!(now, vec![1, 2, 3]);
     }
 }
+
+/// Adding a node checks the caller, not the forwarding node: a follower used to vouch with its
+/// own cluster secret for any caller, so anyone could add a node through a follower. The node
+/// to add must answer with the cluster's secret and have no log of its own: one that had
+/// started a cluster of its own was added and, its entries sitting at the same terms and
+/// indexes as the cluster's, served a mix of both (its own admin token among them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_callers_with_credentials_add_only_pristine_nodes() {
+    use serde_json::json;
+    let mut c = TestCluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let follower = c.follower().await;
+    let members = format!("{}/api/v1/cluster/members", c.nodes[follower].url());
+    let join = json!({ "id": 77, "api_addr": "127.0.0.1:1", "gossip_addr": "127.0.0.1:2" });
+
+    let (s, b) = common::split(c.http.post(&members).json(&join).send().await.unwrap()).await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("unauthorized")), "no credentials: {b}");
+    let wrong = c
+        .http
+        .post(&members)
+        .header("x-monsys-cluster-secret", "wrong-wrong-wrong-wrong")
+        .json(&join)
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = common::split(wrong).await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("unauthorized")), "wrong secret: {b}");
+    // with the admin token, but nothing answers at the address: refused before anything changes
+    let (s, b) =
+        common::split(c.http.post(&members).bearer_auth(common::TOKEN).json(&join).send().await.unwrap())
+            .await;
+    assert_eq!((s, b["code"].as_str()), (503, Some("unavailable")), "unreachable node: {b}");
+    assert_eq!(c.nodes[leader].hub().status().members.len(), 3, "nothing was added");
+
+    // a node that started a cluster of its own (same secret, no --join)
+    let stray = c.add_node(None).await;
+    c.wait_for("the stray node leads its own cluster", Duration::from_secs(20), |c| async move {
+        c.nodes[stray].hub().raft_metrics().current_leader == Some(c.nodes[stray].id())
+    })
+    .await;
+    let cfg = &c.nodes[stray].config;
+    let join = json!({
+        "id": c.nodes[stray].id(), "api_addr": cfg.api_addr.to_string(), "gossip_addr": cfg.gossip_addr.to_string(),
+    });
+    let r = c.http.post(&members).bearer_auth(common::TOKEN).json(&join).send().await.unwrap();
+    let (s, b) = common::split(r).await;
+    assert_eq!((s, b["code"].as_str()), (409, Some("conflict")), "{b}");
+    assert!(b["error"].as_str().unwrap().contains("Raft log of its own"), "{b}");
+    assert_eq!(c.nodes[leader].hub().status().members.len(), 3, "nothing was added");
+}

@@ -62,3 +62,18 @@ pub struct JoinRequest {
 fn yes() -> bool {
     true
 }
+
+/// A node's own Raft state, as `GET /internal/v1/node` reports it to the leader before the
+/// leader adds it: only a node with no log of its own may join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeState {
+    /// The node's Raft id.
+    pub node_id: u64,
+    /// Whether the node has a Raft log or vote of its own (it started a cluster, or was a
+    /// member of one).
+    pub has_log: bool,
+    /// Its last log index, if any.
+    pub last_log_index: Option<u64>,
+    /// Its current term.
+    pub term: u64,
+}

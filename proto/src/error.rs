@@ -1,7 +1,8 @@
 //! The JSON error body: `{"error", "code", "details"}`.
 //!
 //! `error` is a human sentence, `code` a stable machine string (documented in the OpenAPI
-//! document), `details` optional structured context (field errors, leader hints, retry delays).
+//! document), `details` structured context (field errors, leader hints, retry delays) or `null`; every
+//! body carries all three keys.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +13,7 @@ pub struct ErrorBody {
     pub error: String,
     /// Stable machine-readable code, e.g. `revision_mismatch`.
     pub code: String,
-    /// Optional structured context.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Structured context, `null` when there is none.
+    #[serde(default)]
     pub details: Option<serde_json::Value>,
 }

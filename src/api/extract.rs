@@ -46,7 +46,7 @@ fn json_error(rejection: JsonRejection, limit: usize) -> ApiError {
 
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    value.strip_prefix("Bearer ").map(str::trim)
+    crate::auth::principal::bearer_token(value)
 }
 
 /// Proof that the request carries the cluster admin token.

@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use monsys_proto::cluster::NodeState;
 use monsys_raft::network::{RpcKind, serve_rpc};
 
 use super::extract::PeerAuth;
@@ -98,4 +99,18 @@ pub async fn rate_limit(
         Err(w) => w.as_millis().max(1) as u64,
     };
     Ok(axum::Json(serde_json::json!({ "retry_after_ms": wait })).into_response())
+}
+
+/// `GET /internal/v1/node`: this node's own Raft state (see [`NodeState`]), asked by a leader
+/// before it adds the node.
+pub async fn node_state(State(hub): State<Hub>, _: PeerAuth) -> Result<Response, ApiError> {
+    let m = hub.raft_metrics();
+    let initialized = hub.raft.is_initialized().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let state = NodeState {
+        node_id: hub.id,
+        has_log: initialized || m.last_log_index.is_some() || m.current_term > 0,
+        last_log_index: m.last_log_index,
+        term: m.current_term,
+    };
+    Ok(axum::Json(state).into_response())
 }

@@ -111,6 +111,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/internal/v1/propose", post(internal::propose))
         .route("/internal/v1/wait-applied", post(internal::wait_applied))
         .route("/internal/v1/ratelimit", post(internal::rate_limit))
+        .route("/internal/v1/node", get(internal::node_state))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
     let max_body = hub.config.max_body_bytes;
     Router::new()

@@ -84,13 +84,20 @@ impl Auth {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme name is case-insensitive
+/// (RFC 9110), so `bearer` and `BEARER` work too.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+}
+
 /// The presented token: bearer, `X-Api-Key`, or the session cookie.
 pub fn presented_token(parts: &Parts) -> Option<String> {
     let h = &parts.headers;
     if let Some(v) = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-        && let Some(t) = v.strip_prefix("Bearer ")
+        && let Some(t) = bearer_token(v)
     {
-        return Some(t.trim().to_string());
+        return Some(t.to_string());
     }
     if let Some(v) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(v.trim().to_string());
@@ -203,4 +210,19 @@ pub async fn authenticate(hub: &Hub, token: &str) -> Result<Auth, ApiError> {
         });
     }
     Err(invalid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        for v in ["Bearer mss_x", "bearer mss_x", "BEARER  mss_x ", " Bearer mss_x"] {
+            assert_eq!(bearer_token(v), Some("mss_x"), "{v:?}");
+        }
+        for v in ["Basic mss_x", "Bearer", "Bearer   ", "Bearermss_x", ""] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
+    }
 }

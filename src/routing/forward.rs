@@ -1,8 +1,10 @@
 //! One-hop HTTP forwarding of a buffered request to another node.
 //!
-//! The forwarded request keeps method, path, query, body and the client's headers (so the
-//! receiving node authenticates the original caller), gains `x-monsys-hop: 1` and the cluster
-//! secret header, and its response is relayed as is. A forwarder has its own connection pool,
+//! The forwarded request keeps method, path, query, body and the client's headers, its
+//! credentials included (so the receiving node authenticates the original caller, never the
+//! forwarding node), gains `x-monsys-hop: 1` and the forwarder's proof of membership
+//! (`x-monsys-forwarder-secret`, which vouches only for the relayed client IP), and its
+//! response is relayed as is. A forwarder has its own connection pool,
 //! separate from Raft RPC traffic.
 //!
 //! Failure semantics: a connection that could not be opened means the request was never
@@ -18,7 +20,7 @@ use axum::response::Response;
 
 use super::HOP_HEADER;
 use crate::error::ApiError;
-use crate::secrets::{CLUSTER_SECRET_HEADER, ClusterSecret};
+use crate::secrets::{CLUSTER_SECRET_HEADER, ClusterSecret, FORWARDER_SECRET_HEADER};
 
 /// Forwards requests to peer nodes.
 #[derive(Clone)]
@@ -55,7 +57,7 @@ impl Forwarder {
                 req = req.header(name, value);
             }
         }
-        req = req.header(HOP_HEADER, "1").header(CLUSTER_SECRET_HEADER, self.secret.expose());
+        req = req.header(HOP_HEADER, "1").header(FORWARDER_SECRET_HEADER, self.secret.expose());
         if let Some(ip) = client_ip {
             req = req.header(crate::ratelimit::CLIENT_IP_HEADER, ip.to_string());
         }
@@ -133,6 +135,32 @@ impl Forwarder {
         }
     }
 
+    /// The Raft state of the node at `addr` (`GET /internal/v1/node`). Errors say why it could
+    /// not be asked: unreachable (503), or it refused this cluster's secret (409).
+    pub async fn node_state(&self, addr: &str) -> Result<monsys_proto::cluster::NodeState, ApiError> {
+        let resp = self
+            .client
+            .get(format!("http://{addr}/internal/v1/node"))
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| ApiError::unavailable(format!("could not reach the node at {addr}: {e}")))?;
+        match resp.status().as_u16() {
+            200 => resp
+                .json()
+                .await
+                .map_err(|e| ApiError::unavailable(format!("the node at {addr} answered garbage: {e}"))),
+            401 => Err(ApiError::Conflict(format!(
+                "the node at {addr} refused this cluster's secret: start it with the cluster's secret"
+            ))),
+            404 | 405 => Err(ApiError::Conflict(format!(
+                "the node at {addr} does not answer GET /internal/v1/node: is it a monsys hub of this version?"
+            ))),
+            status => Err(ApiError::unavailable(format!("the node at {addr} answered {status}"))),
+        }
+    }
+
     /// Asks the node at `addr` to wait until it has applied `index`; true if it confirmed.
     pub async fn wait_applied(&self, addr: &str, index: u64, wait: Duration) -> bool {
         let url =
@@ -162,6 +190,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::UPGRADE
         || name.as_str() == "keep-alive"
         || name.as_str() == HOP_HEADER
-        || name.as_str() == CLUSTER_SECRET_HEADER
+        || name.as_str() == FORWARDER_SECRET_HEADER
         || name.as_str() == crate::ratelimit::CLIENT_IP_HEADER
 }
