@@ -99,7 +99,8 @@ pub enum SettingsCommand {
     Get,
     /// Replace the settings with a JSON file; with --revision, only if unchanged since.
     Put {
-        /// JSON file with the full settings document.
+        /// JSON file with the full settings document, or what `settings get` prints (its
+        /// revision is then the expected one unless --revision is given).
         file: PathBuf,
         /// Expected revision (compare-and-set).
         #[arg(long)]
@@ -109,6 +110,11 @@ pub enum SettingsCommand {
 
 /// Runs a `ctl` command; returns the process exit code.
 pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        reqwest::Url::parse(&args.url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()),
+        "--url must be a node's URL like http://127.0.0.1:8080, got {:?}",
+        args.url
+    );
     let client = Client {
         http: reqwest::Client::new(),
         url: args.url.trim_end_matches('/').to_string(),
@@ -155,18 +161,40 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let body: Value = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", file.display()))?;
+            let (body, revision) = settings_body(body, revision);
             client.call(reqwest::Method::PUT, "/api/v1/settings", Some(body), revision).await
         }
     }?;
-    match result {
-        Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            Ok(0)
-        }
-        Err(v) => {
-            eprintln!("{}", serde_json::to_string_pretty(&v)?);
-            Ok(1)
-        }
+    let (text, code) = match result {
+        Ok(v) => (serde_json::to_string_pretty(&v)?, 0),
+        Err(v) => (serde_json::to_string_pretty(&v)?, 1),
+    };
+    print_all(code == 0, &text)?;
+    Ok(code)
+}
+
+/// The body and expected revision of `settings put`: the settings document itself, or what
+/// `settings get` prints (`{"revision", "settings"}`), whose revision is then the expected one
+/// unless `--revision` says otherwise.
+fn settings_body(doc: Value, revision: Option<u64>) -> (Value, Option<u64>) {
+    match (doc.get("settings"), doc.get("revision").and_then(Value::as_u64)) {
+        (Some(settings), Some(rev)) if settings.is_object() => (settings.clone(), revision.or(Some(rev))),
+        _ => (doc, revision),
+    }
+}
+
+/// Writes `text` to stdout (`ok`) or stderr; a reader that went away (`ctl … | head`) is not
+/// an error.
+fn print_all(ok: bool, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let written = if ok {
+        writeln!(std::io::stdout().lock(), "{text}")
+    } else {
+        writeln!(std::io::stderr().lock(), "{text}")
+    };
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 
@@ -213,5 +241,21 @@ impl Client {
         let value = serde_json::from_str(&text)
             .unwrap_or_else(|_| serde_json::json!({ "status": status.as_u16(), "body": text }));
         Ok(if ok { Ok(value) } else { Err(value) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::settings_body;
+
+    #[test]
+    fn settings_put_takes_what_settings_get_prints() {
+        let settings = json!({ "refresh_interval_secs": 30 });
+        let printed = json!({ "revision": 4, "settings": settings });
+        assert_eq!(settings_body(printed.clone(), None), (settings.clone(), Some(4)));
+        assert_eq!(settings_body(printed, Some(9)), (settings.clone(), Some(9)), "--revision wins");
+        assert_eq!(settings_body(settings.clone(), None), (settings, None), "a bare document");
     }
 }

@@ -36,7 +36,9 @@ pub fn load_or_create_node_id(dir: &Path, configured: Option<u64>) -> anyhow::Re
             Ok(stored)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = configured.unwrap_or_else(|| rand::thread_rng().next_u64().max(1) >> 1).max(1);
+            // 53 bits: JSON readers that hold numbers as doubles (JavaScript, jq 1.6) keep ids
+            // exact
+            let id = configured.unwrap_or_else(|| rand::thread_rng().next_u64() >> 11).max(1);
             write_private(&path, id.to_string().as_bytes())?;
             Ok(id)
         }
@@ -130,6 +132,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = load_or_create_node_id(dir.path(), None).unwrap();
         assert_ne!(a, 0);
+        assert!(a < 1 << 53, "{a} is exact as a JSON double");
         assert_eq!(load_or_create_node_id(dir.path(), None).unwrap(), a);
         assert!(load_or_create_node_id(dir.path(), Some(a.wrapping_add(1).max(1))).is_err());
     }

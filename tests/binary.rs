@@ -124,8 +124,16 @@ async fn first_start_prints_a_token_and_restart_keeps_the_data() {
     wait_ready(&hub2.url).await;
     let (code, out) = ctl(&hub2.url, &token, &["settings", "get"]);
     assert_eq!(code, 0, "{out}");
-    let (_, status) = ctl(&hub.url, &token, &["cluster", "status"]);
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-    let voters = status["members"].as_array().unwrap().iter().filter(|m| m["role"] == "voter").count();
-    assert_eq!(voters, 2, "{status}");
+    // ready as a learner; a voter once the leader has seen it catch up
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = ctl(&hub.url, &token, &["cluster", "status"]);
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let voters = status["members"].as_array().unwrap().iter().filter(|m| m["role"] == "voter").count();
+        if voters == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the joined node never became a voter: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -336,7 +336,7 @@ impl Collector {
                 pid,
                 name: p.name,
                 user: p.uid.and_then(|u| self.users.get(&u).cloned()),
-                cpu_percent: cpu as f32,
+                cpu_percent: stored_precision("cpu_percent", cpu) as f32,
                 mem_bytes: p.rss_bytes,
             });
         }

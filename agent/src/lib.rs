@@ -276,6 +276,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // CPU and rate metrics are deltas between two readings: one reading a second before the
+    // first batch gives that batch them too
+    agent.collector.collect(now_ms());
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut tick = tokio::time::interval(Duration::from_secs(args.interval_secs.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -45,6 +45,12 @@ impl Sender {
     /// A sender over `hubs` (base URLs) with a per-request timeout.
     pub fn new(hubs: Vec<String>, timeout: Duration) -> anyhow::Result<Sender> {
         anyhow::ensure!(!hubs.is_empty(), "at least one --hub URL is needed");
+        for h in &hubs {
+            anyhow::ensure!(
+                reqwest::Url::parse(h).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()),
+                "--hub must be a hub's URL like http://10.0.0.1:8080, got {h:?}"
+            );
+        }
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
@@ -74,7 +80,7 @@ impl Sender {
                 self.follow(&owner, hint);
                 return verdict;
             }
-            tracing::debug!(%owner, "hinted owner did not take the batch; back to the hub list");
+            tracing::info!(%owner, "hinted owner did not take the batch; back to the hub list");
             self.owner = None;
             self.failed_hints.insert(owner, Instant::now());
         }
@@ -87,7 +93,7 @@ impl Sender {
                 return verdict;
             }
             if let Verdict::Retry { reason, .. } = &verdict {
-                tracing::debug!(%reason, "hub did not take the batch; failing over");
+                tracing::warn!(hub = %base, %reason, "hub did not take the batch; failing over to the next one");
             }
             self.current = (self.current + 1) % self.hubs.len();
             last = verdict;

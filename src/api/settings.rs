@@ -64,6 +64,7 @@ pub async fn put(
 ) -> Result<Response, ApiError> {
     auth.require(Permission::SettingsWrite)?;
     settings.validate().map_err(ApiError::Validation)?;
+    retention_in_order(&settings.retention).map_err(ApiError::Validation)?;
     let cmd = Command::PutSettings {
         tenant: auth.tenant.clone(),
         expected_revision: expected,
@@ -118,4 +119,48 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Coarser resolutions are kept at least as long as finer ones (raw ≤ 1m ≤ 5m ≤ 1h): history
+/// views fall back to coarser data for older ranges, so keeping 1h rollups shorter than 1m
+/// ones leaves a gap nobody asked for. Checked here, not in [`Settings::validate`], which the
+/// state machine also runs on apply: a rule added there would refuse, on replay, a settings
+/// write that replicas of the previous version applied.
+fn retention_in_order(
+    r: &monsys_proto::settings::Retention,
+) -> Result<(), Vec<monsys_proto::settings::FieldError>> {
+    let spans = [
+        ("retention.raw_hours", u64::from(r.raw_hours)),
+        ("retention.rollup_1m_days", u64::from(r.rollup_1m_days) * 24),
+        ("retention.rollup_5m_days", u64::from(r.rollup_5m_days) * 24),
+        ("retention.rollup_1h_days", u64::from(r.rollup_1h_days) * 24),
+    ];
+    let errors: Vec<_> = spans
+        .windows(2)
+        .filter(|w| w[1].1 < w[0].1)
+        .map(|w| monsys_proto::settings::FieldError {
+            field: w[1].0.into(),
+            message: format!("must keep data at least as long as {} does", w[0].0),
+        })
+        .collect();
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use monsys_proto::settings::Retention;
+
+    use super::retention_in_order;
+
+    #[test]
+    fn coarser_rollups_may_not_be_kept_shorter_than_finer_ones() {
+        assert!(retention_in_order(&Retention::default()).is_ok());
+        let inverted = Retention { rollup_1h_days: 1, ..Retention::default() };
+        let errors = retention_in_order(&inverted).unwrap_err();
+        assert_eq!(errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["retention.rollup_1h_days"]);
+        let raw_too_long = Retention { raw_hours: 24 * 15, ..Retention::default() };
+        assert_eq!(retention_in_order(&raw_too_long).unwrap_err()[0].field, "retention.rollup_1m_days");
+        let equal = Retention { raw_hours: 24, rollup_1m_days: 1, rollup_5m_days: 1, rollup_1h_days: 1 };
+        assert!(retention_in_order(&equal).is_ok());
+    }
 }
