@@ -34,6 +34,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new learner may take to catch up before the join is reported failed.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long an audit event recorded after the fact waits for every member to support it.
+const AUDIT_WAIT: Duration = Duration::from_secs(10);
 /// How long a promotion waits for a learner to catch up before it is refused.
 const PROMOTE_CATCH_UP: Duration = Duration::from_secs(10);
 
@@ -204,9 +206,47 @@ impl Hub {
     /// Whether every member (voters and learners: all apply the log) is live in gossip and
     /// announces the log feature `feature` (a member that is down might come back running an
     /// older binary).
-    fn members_support(&self, feature: &str) -> bool {
+    pub fn members_support(&self, feature: &str) -> bool {
         let live = self.live.borrow().clone();
         all_announce(self.cluster.view().members.iter().copied(), &live, feature)
+    }
+
+    /// Appends an audit event to `tenant`'s log for a change that is already done (a
+    /// membership change, an enrollment-token revocation), in the background: every member
+    /// must announce `record-audit` first (a node that just joined is live in gossip a moment
+    /// after its answer), so it waits for that up to [`AUDIT_WAIT`]. Best effort after the
+    /// fact: if it cannot be written the change stands and a warning says what went unaudited.
+    pub fn record_audit(&self, tenant: &str, event_type: &str, actor: &str, details: serde_json::Value) {
+        let hub = self.clone();
+        let cmd = monsys_raft::fleet::FleetCommand::RecordAudit {
+            tenant: tenant.to_string(),
+            at_ms: crate::api::settings::now_ms(),
+            event_type: event_type.to_string(),
+            actor: actor.to_string(),
+            details: details.to_string(),
+        };
+        let task = async move {
+            let monsys_raft::fleet::FleetCommand::RecordAudit { event_type, details, .. } = &cmd else {
+                return;
+            };
+            let (event_type, details) = (event_type.clone(), details.clone());
+            let deadline = tokio::time::Instant::now() + AUDIT_WAIT;
+            while !hub.members_support(monsys_raft::LOG_FEATURE_RECORD_AUDIT) {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        event_type,
+                        details,
+                        "not audited: not every member announces record-audit"
+                    );
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if let Err(e) = hub.write(Command::Fleet(cmd)).await {
+                tracing::warn!(event_type, details, error = %e, "audit event not written");
+            }
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(task));
     }
 
     /// Proposes `cmd` on this node (the leader), with the size check and the commit timeout.

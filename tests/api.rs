@@ -315,3 +315,63 @@ fn every_routed_path_is_documented() {
     }
     assert!(checked >= 40, "checked {checked} routes");
 }
+
+/// Settings changes and enrollment-token revocations are in the audit log with who made them;
+/// a settings event lists each changed field with its old and new value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settings_changes_and_token_revocations_are_audited() {
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    // a settings write is audited in its own entry once every member announces that it can
+    // apply the audited form (gossip, moments after the start)
+    c.wait_for("every member announces settings-audit", std::time::Duration::from_secs(20), |c| async move {
+        c.running().all(|(_, n)| n.hub().members_support(monsys_raft::LOG_FEATURE_SETTINGS_AUDIT))
+    })
+    .await;
+    let follower = c.follower().await;
+    assert_eq!(c.put_refresh(follower, 42).await.0, 200);
+    let url = c.nodes[follower].url();
+    let (s, t) = split(
+        c.http
+            .post(format!("{url}/api/v1/enrollment-tokens"))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "name": "audited" }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 201, "{t}");
+    let id = t["id"].as_str().unwrap();
+    let r = c
+        .http
+        .delete(format!("{url}/api/v1/enrollment-tokens/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    // the revocation's event is written just after the answer
+    let mut audit = Value::Null;
+    for _ in 0..100 {
+        audit = c.get(0, "/api/v1/audit?limit=1000").await.1;
+        if audit.to_string().contains("enrollment_token_revoked") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let events = audit["events"].as_array().unwrap();
+    let find =
+        |t: &str| events.iter().find(|e| e["event_type"] == t).unwrap_or_else(|| panic!("no {t} in {audit}"));
+    let changed = find("settings_changed");
+    assert_eq!(changed["actor"], "admin-token", "{changed}");
+    let details = &changed["details"];
+    assert_eq!(details["changes"], json!({ "refresh_interval_secs": [15, 42] }), "{details}");
+    assert_eq!(details["revision"], 1);
+    let revoked = find("enrollment_token_revoked");
+    assert_eq!(revoked["actor"], "admin-token");
+    assert_eq!(revoked["details"]["id"], id, "{revoked}");
+    let (_, verify) = c.get(0, "/api/v1/audit/verify").await;
+    assert_eq!(verify["ok"], true, "the chain still verifies: {verify}");
+}

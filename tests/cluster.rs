@@ -178,6 +178,36 @@ async fn adding_and_removing_nodes_online_loses_no_acknowledged_write() {
         c.nodes[new].hub().raft_metrics().membership_config.membership().voter_ids().collect();
     assert_eq!(voters.len(), 3);
     assert!(!voters.contains(&removed_id));
+
+    // both changes are in the operator tenant's audit log, with who made them (written just
+    // after each answer, once every member announces it can apply the event)
+    let mut audit = serde_json::Value::Null;
+    for _ in 0..100 {
+        audit = c.get(new, "/api/v1/audit?limit=1000").await.1;
+        let text = audit.to_string();
+        if text.contains("cluster_member_added") && text.contains("cluster_member_removed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events: Vec<(String, String, u64)> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"].as_str().unwrap().starts_with("cluster_member_"))
+        .map(|e| {
+            (
+                e["event_type"].as_str().unwrap().to_string(),
+                e["actor"].as_str().unwrap().to_string(),
+                e["details"]["node_id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(events.contains(&("cluster_member_added".into(), "cluster-secret".into(), new_id)), "{events:?}");
+    assert!(
+        events.contains(&("cluster_member_removed".into(), "admin-token".into(), removed_id)),
+        "{events:?}"
+    );
 }
 
 /// Concurrent writes are batched into shared entries by the leader; each keeps its own

@@ -50,17 +50,38 @@ pub enum Command {
     /// replication round), applied in order; each has its own result. Only
     /// [`Command::batchable`] commands may be inside: any other is refused on apply.
     Batch(Vec<Command>),
+    /// [`Command::PutSettings`] that also appends a `settings_changed` audit event naming the
+    /// actor and each changed field with its old and new value (log feature
+    /// `settings-audit`).
+    PutSettingsAudited {
+        /// Tenant the settings belong to.
+        tenant: String,
+        /// Revision the writer read; `None` writes unconditionally.
+        expected_revision: Option<u64>,
+        /// The new settings.
+        settings: Settings,
+        /// Proposer's wall clock, unix milliseconds.
+        at_ms: u64,
+        /// Who changed them (user id, `api-key:<id>`, `admin-token`).
+        actor: String,
+    },
 }
 
 /// Log features this binary can apply, announced over gossip. A proposer uses a feature only
 /// once every voter announces it, so a rolling upgrade never hands a node an entry it cannot
 /// decode or would apply differently. `batch`: [`Command::Batch`]; `batch-register`: agent
-/// registrations inside a batch.
-pub const LOG_FEATURES: &[&str] = &[LOG_FEATURE_BATCH, LOG_FEATURE_BATCH_REGISTER];
+/// registrations inside a batch; `settings-audit`: [`Command::PutSettingsAudited`];
+/// `record-audit`: `FleetCommand::RecordAudit`.
+pub const LOG_FEATURES: &[&str] =
+    &[LOG_FEATURE_BATCH, LOG_FEATURE_BATCH_REGISTER, LOG_FEATURE_SETTINGS_AUDIT, LOG_FEATURE_RECORD_AUDIT];
 /// See [`LOG_FEATURES`].
 pub const LOG_FEATURE_BATCH: &str = "batch";
 /// See [`LOG_FEATURES`].
 pub const LOG_FEATURE_BATCH_REGISTER: &str = "batch-register";
+/// [`Command::PutSettingsAudited`]; see [`LOG_FEATURES`].
+pub const LOG_FEATURE_SETTINGS_AUDIT: &str = "settings-audit";
+/// `FleetCommand::RecordAudit`; see [`LOG_FEATURES`].
+pub const LOG_FEATURE_RECORD_AUDIT: &str = "record-audit";
 
 impl Command {
     /// Whether the command may travel inside a [`Command::Batch`]: it reads nothing outside
@@ -77,6 +98,7 @@ impl Command {
     pub fn batch_feature(&self) -> Option<&'static str> {
         match self {
             Command::PutSettings { .. } => Some(LOG_FEATURE_BATCH),
+            Command::PutSettingsAudited { .. } => Some(LOG_FEATURE_SETTINGS_AUDIT),
             Command::Identity(i) => (!crate::identity::needs_prescan(i)).then_some(LOG_FEATURE_BATCH),
             Command::Fleet(crate::fleet::FleetCommand::Register(_)) => Some(LOG_FEATURE_BATCH_REGISTER),
             Command::Noop | Command::InitAdminToken { .. } | Command::Fleet(_) | Command::Batch(_) => None,
@@ -215,6 +237,16 @@ mod tests {
                 "02000000abababababababababababababababababababababababababababababababab",
             ),
             (Command::Batch(vec![Command::Noop]), "05000000010000000000000000000000"),
+            (
+                Command::PutSettingsAudited {
+                    tenant: "a".into(),
+                    expected_revision: None,
+                    settings: settings(),
+                    at_ms: 0,
+                    actor: "u".into(),
+                },
+                "06000000010000000000000061000f000000015a00000058020000300000000e0000005a000000da0200000000000000000000010000000000000075",
+            ),
         ];
         let doc = SettingsDoc { tenant: "acme".into(), revision: 4, updated_at_ms: 5, settings: settings() };
         let results = [

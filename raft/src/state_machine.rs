@@ -157,6 +157,75 @@ struct Prescans {
     identity: crate::identity::Prescan,
 }
 
+/// Applies a settings write (compare-and-set on the revision, validated again); with an
+/// actor, also appends a `settings_changed` audit event with each changed field's old and new
+/// value.
+fn put_settings(
+    data: &Tx<'_>,
+    tenant: &str,
+    expected_revision: Option<u64>,
+    settings: &Settings,
+    at_ms: u64,
+    actor: Option<&str>,
+) -> Result<CommandResult, Error> {
+    let key = settings_key(tenant);
+    let current = decode_doc(tenant, data.get(&key)?)?;
+    if let Some(expected) = expected_revision.filter(|r| *r != current.revision) {
+        tracing::debug!(%tenant, expected, current = current.revision, "settings revision mismatch");
+        return Ok(CommandResult::Rejected(Rejection::RevisionMismatch { current: current.revision }));
+    }
+    if let Err(errors) = settings.validate() {
+        let msg: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+        return Ok(CommandResult::Rejected(Rejection::Invalid(msg.join("; "))));
+    }
+    let doc = SettingsDoc {
+        tenant: tenant.to_string(),
+        revision: current.revision + 1,
+        updated_at_ms: at_ms,
+        settings: settings.clone(),
+    };
+    if let Some(actor) = actor {
+        let details = serde_json::json!({
+            "revision": doc.revision,
+            "changes": changed_fields(&current.settings, settings),
+        });
+        fleet::audit(data, tenant, at_ms, "settings_changed", actor, None, &details.to_string())?;
+    }
+    let value = codec::encode_value("settings", &doc)?;
+    data.insert(key, value)?;
+    Ok(CommandResult::Settings(doc))
+}
+
+/// Each field that differs between two settings documents, by dotted path: `[old, new]`.
+/// Deterministic (serde_json's maps are ordered), as everything applied must be.
+fn changed_fields(old: &Settings, new: &Settings) -> serde_json::Map<String, serde_json::Value> {
+    fn walk(
+        path: &str,
+        a: &serde_json::Value,
+        b: &serde_json::Value,
+        out: &mut serde_json::Map<String, serde_json::Value>,
+    ) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                for (k, va) in x {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    walk(&p, va, y.get(k).unwrap_or(&serde_json::Value::Null), out);
+                }
+            }
+            _ if a != b => {
+                out.insert(path.to_string(), serde_json::json!([a, b]));
+            }
+            _ => {}
+        }
+    }
+    let mut out = serde_json::Map::new();
+    let (a, b) = (serde_json::to_value(old), serde_json::to_value(new));
+    if let (Ok(a), Ok(b)) = (a, b) {
+        walk("", &a, &b, &mut out);
+    }
+    out
+}
+
 /// Applies one command to the run's write set.
 fn apply_command(
     data: &Tx<'_>,
@@ -181,27 +250,10 @@ fn apply_command(
         Command::Identity(i) => crate::identity::apply(data, i, &pre.identity),
         Command::Noop => Ok(CommandResult::Ok),
         Command::PutSettings { tenant, expected_revision, settings, at_ms } => {
-            let key = settings_key(tenant);
-            let current = decode_doc(tenant, data.get(&key)?)?;
-            if let Some(expected) = expected_revision.filter(|r| *r != current.revision) {
-                tracing::debug!(%tenant, expected, current = current.revision, "settings revision mismatch");
-                return Ok(CommandResult::Rejected(Rejection::RevisionMismatch {
-                    current: current.revision,
-                }));
-            }
-            if let Err(errors) = settings.validate() {
-                let msg: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
-                return Ok(CommandResult::Rejected(Rejection::Invalid(msg.join("; "))));
-            }
-            let doc = SettingsDoc {
-                tenant: tenant.clone(),
-                revision: current.revision + 1,
-                updated_at_ms: *at_ms,
-                settings: settings.clone(),
-            };
-            let value = codec::encode_value("settings", &doc)?;
-            data.insert(key, value)?;
-            Ok(CommandResult::Settings(doc))
+            put_settings(data, tenant, *expected_revision, settings, *at_ms, None)
+        }
+        Command::PutSettingsAudited { tenant, expected_revision, settings, at_ms, actor } => {
+            put_settings(data, tenant, *expected_revision, settings, *at_ms, Some(actor))
         }
         Command::InitAdminToken { sha256 } => {
             if data.get(KEY_ADMIN_TOKEN)?.is_some() {

@@ -124,9 +124,12 @@ pub async fn revoke_enrollment_token(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     auth.require(Permission::EnrollmentManage)?;
-    let cmd = FleetCommand::RevokeEnrollmentToken { tenant: auth.tenant.clone(), id };
+    let cmd = FleetCommand::RevokeEnrollmentToken { tenant: auth.tenant.clone(), id: id.clone() };
     match hub.write(Command::Fleet(cmd)).await? {
-        CommandResult::Ok => Ok(StatusCode::NO_CONTENT.into_response()),
+        CommandResult::Ok => {
+            hub.record_audit(&auth.tenant, "enrollment_token_revoked", &auth.actor(), json!({ "id": id }));
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         CommandResult::FleetRejected(FleetRejection::NotFound) => {
             Err(ApiError::NotFound("no such enrollment token".into()))
         }

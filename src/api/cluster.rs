@@ -14,6 +14,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use monsys_actors::ActorKey;
+use monsys_proto::DEFAULT_TENANT;
 use monsys_proto::cluster::{ClusterStatus, JoinRequest};
 use serde_json::json;
 
@@ -32,12 +33,15 @@ pub async fn status(State(hub): State<Hub>, auth: Auth) -> Result<Json<ClusterSt
 /// `POST /api/v1/cluster/members`.
 pub async fn add(
     State(hub): State<Hub>,
-    _: ClusterAuth,
+    auth: ClusterAuth,
     JsonBody(req): JsonBody<JoinRequest>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     validate_addr("api_addr", &req.api_addr)?;
     validate_addr("gossip_addr", &req.gossip_addr)?;
-    Ok(Json(hub.add_member(req).await?))
+    let details = json!({ "node_id": req.id, "api_addr": req.api_addr, "promote": req.promote });
+    let status = hub.add_member(req).await?;
+    hub.record_audit(DEFAULT_TENANT, "cluster_member_added", auth.actor(), details);
+    Ok(Json(status))
 }
 
 /// `POST /api/v1/cluster/members/{id}/promote`.
@@ -47,7 +51,9 @@ pub async fn promote(
     Path(id): Path<u64>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     auth.require(Permission::ClusterWrite)?;
-    Ok(Json(hub.promote_member(id).await?))
+    let status = hub.promote_member(id).await?;
+    hub.record_audit(DEFAULT_TENANT, "cluster_member_promoted", &auth.actor(), json!({ "node_id": id }));
+    Ok(Json(status))
 }
 
 /// `DELETE /api/v1/cluster/members/{id}`.
@@ -57,7 +63,9 @@ pub async fn remove(
     Path(id): Path<u64>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     auth.require(Permission::ClusterWrite)?;
-    Ok(Json(hub.remove_member(id).await?))
+    let status = hub.remove_member(id).await?;
+    hub.record_audit(DEFAULT_TENANT, "cluster_member_removed", &auth.actor(), json!({ "node_id": id }));
+    Ok(Json(status))
 }
 
 /// `GET /api/v1/cluster/placement/{kind}/{key}`.

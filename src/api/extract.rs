@@ -105,8 +105,24 @@ impl FromRequestParts<Hub> for AgentAuth {
     }
 }
 
-/// Proof that the request comes from the cluster operator or a node of the cluster.
-pub struct ClusterAuth;
+/// Proof that the request comes from the cluster operator (admin token) or a node of the
+/// cluster (cluster secret).
+pub enum ClusterAuth {
+    /// The admin token.
+    Admin,
+    /// The cluster secret.
+    Secret,
+}
+
+impl ClusterAuth {
+    /// Who, for the audit log.
+    pub fn actor(&self) -> &'static str {
+        match self {
+            ClusterAuth::Admin => "admin-token",
+            ClusterAuth::Secret => "cluster-secret",
+        }
+    }
+}
 
 impl FromRequestParts<Hub> for ClusterAuth {
     type Rejection = ApiError;
@@ -115,13 +131,13 @@ impl FromRequestParts<Hub> for ClusterAuth {
         if let Some(secret) = parts.headers.get(CLUSTER_SECRET_HEADER) {
             let secret = secret.to_str().unwrap_or_default();
             return if hub.secret.verify(secret) {
-                Ok(ClusterAuth)
+                Ok(ClusterAuth::Secret)
             } else {
                 Err(ApiError::Unauthorized("invalid cluster secret".into()))
             };
         }
         let token = bearer(parts).ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-        check_admin(hub, token).map(|_| ClusterAuth)
+        check_admin(hub, token).map(|_| ClusterAuth::Admin)
     }
 }
 

@@ -65,15 +65,25 @@ pub async fn put(
     auth.require(Permission::SettingsWrite)?;
     settings.validate().map_err(ApiError::Validation)?;
     retention_in_order(&settings.retention).map_err(ApiError::Validation)?;
-    let cmd = Command::PutSettings {
-        tenant: auth.tenant.clone(),
-        expected_revision: expected,
-        settings,
-        at_ms: now_ms(),
-    };
+    let (tenant, at_ms) = (auth.tenant.clone(), now_ms());
     if hub.config.unsafe_ack_before_commit {
+        let cmd = Command::PutSettings { tenant, expected_revision: expected, settings, at_ms };
         return unsafe_ack_before_commit(&hub, cmd);
     }
+    // audited in the same entry once every member can apply that; until then (a rolling
+    // upgrade, a member down) the write goes unaudited, and says so in the log
+    let cmd = if hub.members_support(monsys_raft::LOG_FEATURE_SETTINGS_AUDIT) {
+        Command::PutSettingsAudited {
+            tenant,
+            expected_revision: expected,
+            settings,
+            at_ms,
+            actor: auth.actor(),
+        }
+    } else {
+        tracing::warn!("settings write not audited: not every member announces settings-audit");
+        Command::PutSettings { tenant, expected_revision: expected, settings, at_ms }
+    };
     match hub.write(cmd).await? {
         CommandResult::Settings(doc) => Ok(with_etag(doc)),
         CommandResult::Rejected(Rejection::RevisionMismatch { current }) => {

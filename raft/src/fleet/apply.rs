@@ -333,6 +333,10 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &FleetCommand, pre: &Prescan, heads: &Head
             put(tx, "anomaly", key, &a)?;
             Ok(ok(FleetResult::Anomaly(a)))
         }
+        FleetCommand::RecordAudit { tenant, at_ms, event_type, actor, details } => {
+            audit(tx, tenant, *at_ms, event_type, actor, None, details)?;
+            Ok(CommandResult::Ok)
+        }
     }
 }
 

@@ -87,6 +87,21 @@ pub enum FleetCommand {
         /// Proposer's clock.
         at_ms: u64,
     },
+    /// Appends an audit event for a change made outside the replicated state machine's
+    /// commands (membership changes) or by a command that records none (log feature
+    /// `record-audit`).
+    RecordAudit {
+        /// Tenant whose audit log gets the event.
+        tenant: String,
+        /// Proposer's clock.
+        at_ms: u64,
+        /// Event type, e.g. `cluster_member_added`.
+        event_type: String,
+        /// Who.
+        actor: String,
+        /// Details (JSON text).
+        details: String,
+    },
 }
 
 /// What a [`FleetCommand`] produced.
