@@ -436,6 +436,7 @@ impl Hub {
             return Err(ApiError::NotFound(format!("node {id} is not a member")));
         }
         let is_voter = membership.voter_ids().any(|v| v == id);
+        let addr = membership.get_node(&id).map(|n| n.api_addr.clone()).unwrap_or_default();
         let change = if is_voter {
             if membership.voter_ids().count() == 1 {
                 return Err(ApiError::Conflict("cannot remove the last voter".into()));
@@ -445,7 +446,32 @@ impl Hub {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
         self.change_voters(change).await?;
+        if id == self.id {
+            // the change is committed; stepping down and stopping follow shortly
+            self.removed(self.id, Duration::from_secs(1));
+        } else {
+            let (forwarder, me) = (self.forwarder.clone(), self.id);
+            tokio::spawn(async move { forwarder.notify_removed(&addr, id, me).await });
+        }
         Ok(self.status())
+    }
+
+    /// This node was removed from the cluster (by node `by`): writes the marker, then after
+    /// `delay` stops Raft so that it does not campaign (see `cluster::removed`).
+    pub fn removed(&self, by: NodeId, delay: Duration) {
+        tracing::error!(by, "this node was removed from the cluster; stopping Raft");
+        if let Err(e) =
+            crate::cluster::removed::mark(&self.config.data_dir, by, crate::api::settings::now_ms())
+        {
+            tracing::error!(error = %e, "cannot write the removal marker");
+        }
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(error = %e, "raft shutdown after removal");
+            }
+        });
     }
 
     async fn change_voters(&self, change: ChangeMembers<NodeId, Node>) -> Result<(), ApiError> {
@@ -494,6 +520,9 @@ impl Hub {
 
     /// Why this node is not ready to serve, if it is not.
     pub fn not_ready_reason(&self) -> Option<String> {
+        if let Some(why) = crate::cluster::removed::marker(&self.config.data_dir) {
+            return Some(format!("{why}; empty the data directory and start with --join to serve again"));
+        }
         let m = self.raft_metrics();
         if m.current_leader.is_none() {
             return Some("no leader known".into());

@@ -59,6 +59,7 @@ pub async fn start_with_listener(mut config: Config, listener: TcpListener) -> a
     }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    crate::cluster::removed::refuse_start(&config.data_dir)?;
     let id = secrets::load_or_create_node_id(&config.data_dir, config.node_id)?;
     let span = tracing::info_span!("node", node = id);
     start_node(config, listener, id).instrument(span).await

@@ -160,7 +160,21 @@ async fn adding_and_removing_nodes_online_loses_no_acknowledged_write() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acked, last_acked, uncertain) = writer.await.unwrap();
     assert!(acked > 0, "some writes were acknowledged during the changes");
+    // the removed node is told: it stops Raft, says so on /ready and will not start again on
+    // its old data (it used to campaign for ever with a rising term)
+    c.wait_for("the removed node knows it", Duration::from_secs(20), |c| async move {
+        let r = c.http.get(format!("{}/api/v1/ready", c.nodes[2].url())).send().await;
+        match r {
+            Ok(r) => r.text().await.unwrap_or_default().contains("removed from the cluster"),
+            Err(_) => false,
+        }
+    })
+    .await;
     c.crash(2).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let restarted = monsys::node::start_with_listener(c.nodes[2].config.clone(), listener).await;
+    let err = restarted.err().expect("a removed node does not start on its old data").to_string();
+    assert!(err.contains("removed from the cluster") && err.contains("--join"), "{err}");
     let (status, doc) = c.get(new, "/api/v1/settings").await;
     assert_eq!(status, 200, "{doc}");
     assert!(

@@ -114,3 +114,26 @@ pub async fn node_state(State(hub): State<Hub>, _: PeerAuth) -> Result<Response,
     };
     Ok(axum::Json(state).into_response())
 }
+
+/// `POST /internal/v1/removed` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemovedNotice {
+    /// The node that was removed (must be this one).
+    pub node_id: u64,
+    /// The leader that removed it.
+    pub by: u64,
+}
+
+/// `POST /internal/v1/removed`: the leader tells this node it is no longer a member.
+pub async fn removed(
+    State(hub): State<Hub>,
+    _: PeerAuth,
+    super::extract::JsonBody(n): super::extract::JsonBody<RemovedNotice>,
+) -> Result<Response, ApiError> {
+    if n.node_id != hub.id {
+        return Err(ApiError::Conflict(format!("this is node {}, not node {}", hub.id, n.node_id)));
+    }
+    hub.removed(n.by, std::time::Duration::ZERO);
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}

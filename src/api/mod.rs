@@ -112,6 +112,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/internal/v1/wait-applied", post(internal::wait_applied))
         .route("/internal/v1/ratelimit", post(internal::rate_limit))
         .route("/internal/v1/node", get(internal::node_state))
+        .route("/internal/v1/removed", post(internal::removed))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
     let max_body = hub.config.max_body_bytes;
     Router::new()

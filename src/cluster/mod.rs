@@ -1,7 +1,9 @@
 //! Cluster wiring of a node: gossip membership, the Raft transport over HTTP, the task that
-//! keeps gossip connected to every Raft member, and the derived cluster view requests read.
+//! keeps gossip connected to every Raft member, the derived cluster view requests read, and
+//! what a node does once it is removed.
 
 pub mod gossip;
 pub mod raft_transport;
+pub mod removed;
 pub mod seeds;
 pub mod view;

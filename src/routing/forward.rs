@@ -161,6 +161,24 @@ impl Forwarder {
         }
     }
 
+    /// Tells node `id` at `addr` that it was removed from the cluster (best effort: a node
+    /// that is down is not told, see `cluster::removed`).
+    pub async fn notify_removed(&self, addr: &str, id: u64, by: u64) {
+        let sent = self
+            .client
+            .post(format!("http://{addr}/internal/v1/removed"))
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .timeout(Duration::from_secs(2))
+            .json(&serde_json::json!({ "node_id": id, "by": by }))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => tracing::info!(id, %addr, "removed node told"),
+            Ok(r) => tracing::warn!(id, %addr, status = %r.status(), "removed node refused the notice"),
+            Err(e) => tracing::warn!(id, %addr, error = %e, "removed node could not be told (down?)"),
+        }
+    }
+
     /// Asks the node at `addr` to wait until it has applied `index`; true if it confirmed.
     pub async fn wait_applied(&self, addr: &str, index: u64, wait: Duration) -> bool {
         let url =
