@@ -179,7 +179,11 @@ impl Hub {
 
     /// Whether this node believes it is the leader (fresh, like [`Hub::leader`]).
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        // a leader that removed itself keeps its vote (openraft still names it leader) but is
+        // not in the configuration any more
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.id) && m.membership_config.membership().get_node(&self.id).is_some()
     }
 
     /// Seconds since this node started.
@@ -242,8 +246,24 @@ impl Hub {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            if let Err(e) = hub.write(Command::Fleet(cmd)).await {
-                tracing::warn!(event_type, details, error = %e, "audit event not written");
+            let cmd = Command::Fleet(cmd);
+            loop {
+                // to whichever node leads by then (this one may have stepped down meanwhile)
+                let Err(e) = hub.propose(cmd.clone()).await else { return };
+                if !matches!(e, ApiError::Unavailable { .. }) {
+                    // it may have been written: trying again could record it twice
+                    tracing::warn!(event_type, details, error = %e, "audit event perhaps not written");
+                    return;
+                }
+                // a leader that removed itself never learns its successor: ask the members
+                if hub.propose_to_members(&cmd).await {
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(event_type, details, error = %e, "audit event not written");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };
         tokio::spawn(tracing::Instrument::in_current_span(task));
@@ -261,6 +281,26 @@ impl Hub {
             }
             Ok(r) => r.map_err(write_error),
         }
+    }
+
+    /// Offers `cmd` to each other member of the configuration this node knows until one, the
+    /// leader, takes it (for a node that does not know the leader); whether one did.
+    async fn propose_to_members(&self, cmd: &Command) -> bool {
+        let Ok(body) = monsys_raft::encode_command(cmd) else { return false };
+        let members: Vec<String> = self
+            .raft_metrics()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(_, n)| n.api_addr.clone())
+            .collect();
+        for addr in members {
+            if self.forwarder.propose(&addr, body.clone()).await.is_ok() {
+                return true;
+            }
+        }
+        false
     }
 
     /// Proposes `cmd` through the leader: locally when this node leads, otherwise as one
@@ -405,9 +445,12 @@ impl Hub {
                 return Err(ApiError::unavailable("leadership changed while a node was catching up; retry"));
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(ApiError::Conflict(format!(
-                    "node {id} has not caught up with the log within {limit:?} (replicated up to \
-                     {matched:?} of {target}); it stays a learner (is it running and reachable?)"
+                // the learner is added (so not a 503) and a retry is safe: it skips the probe
+                // and waits again, so a joiner keeps retrying a long snapshot install
+                return Err(ApiError::Indeterminate(format!(
+                    "node {id} is a learner but has not caught up with the log within {limit:?} \
+                     (replicated up to {matched:?} of {target}); retry to promote it once it has \
+                     (is it running and reachable?)"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -422,7 +465,11 @@ impl Hub {
             return Err(ApiError::NotFound(format!("node {id} is not a member")));
         }
         if !membership.voter_ids().any(|v| v == id) {
-            self.wait_caught_up(id, PROMOTE_CATCH_UP).await?;
+            // nothing changed yet: a refusal, not an unknown outcome
+            self.wait_caught_up(id, PROMOTE_CATCH_UP).await.map_err(|e| match e {
+                ApiError::Indeterminate(m) => ApiError::Conflict(m),
+                other => other,
+            })?;
         }
         self.change_voters(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
         Ok(self.status())

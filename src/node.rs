@@ -150,6 +150,7 @@ async fn bootstrap(hub: &Hub) -> anyhow::Result<Option<String>> {
             Ok(None)
         }
         (None, false) => {
+            hub.config.check_admin_token()?;
             let me = self_node(hub);
             tracing::info!("initialising a new single-node cluster");
             hub.raft.initialize(std::collections::BTreeMap::from([(hub.id, me)])).await?;

@@ -25,7 +25,7 @@ use crate::routing::owner::{Placement, place};
 use crate::secrets::FORWARDER_SECRET_HEADER;
 
 /// Header carrying the original client address on forwarded requests (trusted only together
-/// with the cluster secret).
+/// with a valid forwarder secret, `x-monsys-forwarder-secret`).
 pub const CLIENT_IP_HEADER: &str = "x-monsys-client-ip";
 
 const fn per(rate: u32, secs: u64) -> Policy {

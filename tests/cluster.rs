@@ -355,3 +355,51 @@ async fn only_callers_with_credentials_add_only_pristine_nodes() {
     assert!(b["error"].as_str().unwrap().contains("Raft log of its own"), "{b}");
     assert_eq!(c.nodes[leader].hub().status().members.len(), 3, "nothing was added");
 }
+
+/// A leader can remove itself: the change is audited (by the new leader, the old one having
+/// stepped down before the event was written: it used to be lost), the old leader stops
+/// calling itself leader (openraft keeps its vote, so it used to answer leader-routed requests
+/// itself with 503) and knows it was removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_that_removes_itself_is_audited_and_steps_aside() {
+    let c = TestCluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let leader_id = c.nodes[leader].id();
+    let r = c
+        .http
+        .delete(format!("{}/api/v1/cluster/members/{leader_id}", c.nodes[leader].url()))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = common::split(r).await;
+    assert_eq!(status, 200, "{body}");
+    let other = (leader + 1) % 3;
+    c.wait_for(
+        "the old leader steps aside and knows it was removed",
+        Duration::from_secs(20),
+        |c| async move {
+            let ready = c.http.get(format!("{}/api/v1/ready", c.nodes[leader].url())).send().await;
+            let removed = match ready {
+                Ok(r) => r.text().await.unwrap_or_default().contains("removed from the cluster"),
+                Err(_) => false,
+            };
+            removed && !c.nodes[leader].hub().is_leader()
+        },
+    )
+    .await;
+    let mut audit = serde_json::Value::Null;
+    for _ in 0..100 {
+        audit = c.get(other, "/api/v1/audit?limit=1000").await.1;
+        let found = audit["events"].as_array().is_some_and(|events| {
+            events
+                .iter()
+                .any(|e| e["event_type"] == "cluster_member_removed" && e["details"]["node_id"] == leader_id)
+        });
+        if found {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no cluster_member_removed event for node {leader_id}: {audit}");
+}
