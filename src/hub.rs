@@ -222,18 +222,15 @@ impl Hub {
     /// fact: if it cannot be written the change stands and a warning says what went unaudited.
     pub fn record_audit(&self, tenant: &str, event_type: &str, actor: &str, details: serde_json::Value) {
         let hub = self.clone();
-        let cmd = monsys_raft::fleet::FleetCommand::RecordAudit {
+        let (event_type, details) = (event_type.to_string(), details.to_string());
+        let cmd = Command::Fleet(monsys_raft::fleet::FleetCommand::RecordAudit {
             tenant: tenant.to_string(),
             at_ms: crate::api::settings::now_ms(),
-            event_type: event_type.to_string(),
+            event_type: event_type.clone(),
             actor: actor.to_string(),
-            details: details.to_string(),
-        };
+            details: details.clone(),
+        });
         let task = async move {
-            let monsys_raft::fleet::FleetCommand::RecordAudit { event_type, details, .. } = &cmd else {
-                return;
-            };
-            let (event_type, details) = (event_type.clone(), details.clone());
             let deadline = tokio::time::Instant::now() + AUDIT_WAIT;
             while !hub.members_support(monsys_raft::LOG_FEATURE_RECORD_AUDIT) {
                 if tokio::time::Instant::now() >= deadline {
@@ -246,7 +243,6 @@ impl Hub {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let cmd = Command::Fleet(cmd);
             loop {
                 // to whichever node leads by then (this one may have stepped down meanwhile)
                 let Err(e) = hub.propose(cmd.clone()).await else { return };

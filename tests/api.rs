@@ -353,14 +353,10 @@ async fn settings_changes_and_token_revocations_are_audited() {
     assert_eq!(r.status(), 204);
 
     // the revocation's event is written just after the answer
-    let mut audit = Value::Null;
-    for _ in 0..100 {
-        audit = c.get(0, "/api/v1/audit?limit=1000").await.1;
-        if audit.to_string().contains("enrollment_token_revoked") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let audit = common::wait_audit(&c, 0, |events| {
+        events.iter().any(|e| e["event_type"] == "enrollment_token_revoked")
+    })
+    .await;
     let events = audit["events"].as_array().unwrap();
     let find =
         |t: &str| events.iter().find(|e| e["event_type"] == t).unwrap_or_else(|| panic!("no {t} in {audit}"));

@@ -195,15 +195,11 @@ async fn adding_and_removing_nodes_online_loses_no_acknowledged_write() {
 
     // both changes are in the operator tenant's audit log, with who made them (written just
     // after each answer, once every member announces it can apply the event)
-    let mut audit = serde_json::Value::Null;
-    for _ in 0..100 {
-        audit = c.get(new, "/api/v1/audit?limit=1000").await.1;
-        let text = audit.to_string();
-        if text.contains("cluster_member_added") && text.contains("cluster_member_removed") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let has = |events: &[serde_json::Value], t: &str| events.iter().any(|e| e["event_type"] == t);
+    let audit = common::wait_audit(&c, new, |events| {
+        has(events, "cluster_member_added") && has(events, "cluster_member_removed")
+    })
+    .await;
     let events: Vec<(String, String, u64)> = audit["events"]
         .as_array()
         .unwrap()
@@ -388,18 +384,12 @@ async fn a_leader_that_removes_itself_is_audited_and_steps_aside() {
         },
     )
     .await;
-    let mut audit = serde_json::Value::Null;
-    for _ in 0..100 {
-        audit = c.get(other, "/api/v1/audit?limit=1000").await.1;
-        let found = audit["events"].as_array().is_some_and(|events| {
-            events
-                .iter()
-                .any(|e| e["event_type"] == "cluster_member_removed" && e["details"]["node_id"] == leader_id)
-        });
-        if found {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("no cluster_member_removed event for node {leader_id}: {audit}");
+    let removed = |e: &serde_json::Value| {
+        e["event_type"] == "cluster_member_removed" && e["details"]["node_id"] == leader_id
+    };
+    let audit = common::wait_audit(&c, other, |events| events.iter().any(removed)).await;
+    assert!(
+        audit["events"].as_array().is_some_and(|events| events.iter().any(removed)),
+        "no cluster_member_removed event for node {leader_id}: {audit}"
+    );
 }

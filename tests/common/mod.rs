@@ -256,6 +256,20 @@ async fn bind_retry(addr: std::net::SocketAddr) -> TcpListener {
     panic!("cannot rebind {addr}");
 }
 
+/// Polls node `i`'s audit log (up to 20 s) until `found` holds for its events, which
+/// events written just after an answer need; returns the last log read either way.
+pub async fn wait_audit(c: &TestCluster, i: usize, found: impl Fn(&[Value]) -> bool) -> Value {
+    let mut audit = Value::Null;
+    for _ in 0..100 {
+        audit = c.get(i, "/api/v1/audit?limit=1000").await.1;
+        if audit["events"].as_array().is_some_and(|events| found(events)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    audit
+}
+
 pub async fn split(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
