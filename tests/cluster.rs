@@ -195,9 +195,12 @@ async fn adding_and_removing_nodes_online_loses_no_acknowledged_write() {
 
     // both changes are in the operator tenant's audit log, with who made them (written just
     // after each answer, once every member announces it can apply the event)
-    let has = |events: &[serde_json::Value], t: &str| events.iter().any(|e| e["event_type"] == t);
+    // (the joins of the first nodes are audited too: wait for these two events themselves)
+    let has = |events: &[serde_json::Value], t: &str, id: u64| {
+        events.iter().any(|e| e["event_type"] == t && e["details"]["node_id"] == id)
+    };
     let audit = common::wait_audit(&c, new, |events| {
-        has(events, "cluster_member_added") && has(events, "cluster_member_removed")
+        has(events, "cluster_member_added", new_id) && has(events, "cluster_member_removed", removed_id)
     })
     .await;
     let events: Vec<(String, String, u64)> = audit["events"]
