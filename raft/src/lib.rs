@@ -8,10 +8,17 @@
 //!
 //! Layout:
 //! - [`command`]: the versioned command enum and its results (the persisted log format).
-//! - [`fleet`]: the fleet domain (agents, telemetry, alerts, audit) applied by the state machine.
+//! - [`fleet`]: the fleet domain (agents, telemetry, alerts, audit log reads) applied by the
+//!   state machine; its `apply` has a file per domain (`tokens`, `agents`, `ingest`, `alerts`,
+//!   `anomalies`, `retention`, `replay`) behind one short dispatch.
 //! - [`identity`]: tenants, users, sessions, API keys, custom roles.
+//! - `audit`: appending to a tenant's hash-chained audit log, shared by the fleet, identity and
+//!   settings apply code.
 //! - [`log_store`]: `RaftLogStorage` on the `raft-log` WAL (entries, vote, committed, purge).
-//! - [`state_machine`]: `RaftStateMachine` on sled trees + snapshot files; [`StateReader`].
+//! - [`state_machine`]: `RaftStateMachine` on sled trees + snapshot files; [`StateReader`]. One
+//!   file per job: `apply` (the apply engine: runs of entries, one batch each), `settings` (the
+//!   settings domain), `recovery` (open, snapshot reload, telemetry heads replayed from the log),
+//!   `snapshotting` (dumping, receiving and loading snapshots), `migration` (the older layout).
 //! - [`network`]: `RaftNetworkFactory` over a byte-moving [`network::RaftTransport`] trait and the
 //!   server-side [`network::serve_rpc`] that decodes and dispatches incoming RPCs.
 //! - [`options`]: tunables and their translation into `openraft::Config`.
@@ -24,6 +31,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod audit;
 mod codec;
 pub mod command;
 mod durable;

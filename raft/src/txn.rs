@@ -1,6 +1,6 @@
 //! The write set of one apply run, shared by the domains' `apply`: reads see the run's own
 //! writes first, then the data tree; the writes reach the tree as one atomic `sled::Batch`
-//! (`StateMachineStore::apply_run`).
+//! (`state_machine::apply`, `apply_run`).
 //!
 //! Why not a sled transaction: a transaction's `insert` reads the old value of every key it
 //! writes, and its commit copies the write set once more; the state machine has one writer, so

@@ -2,8 +2,9 @@
 //! integrity anomalies.
 //!
 //! - [`types`]: persisted records and the [`FleetCommand`] payloads (log format rules apply).
-//! - `keys`: the key layout in `sm_data`.
-//! - `apply`: deterministic application to a run's write set (`txn::Tx`).
+//! - `keys`: the key layout in `sm_data` (crate-visible: the crate's `audit` module appends
+//!   under the audit keys).
+//! - `apply`: deterministic application to a run's write set (`txn::Tx`), a file per domain.
 //! - [`read`]: local reads ([`FleetReader`]).
 //!
 //! - `telemetry`: samples of stored batches in the `monsys-tsdb` series layout (compressed
@@ -13,13 +14,13 @@
 //! waits behind a long deletion) and seals idle agents' head windows.
 
 mod apply;
-mod keys;
+pub(crate) mod keys;
 pub mod read;
 pub mod telemetry;
 pub mod types;
 
 pub use apply::{DUPLICATE_WINDOW_MS, EXPIRE_BATCH, SEQ_WINDOW, default_rules, validate_rules};
-pub(crate) use apply::{Prescan, apply, audit, needs_prescan, prescan, replay, stored_bitmap};
+pub(crate) use apply::{Prescan, apply, needs_prescan, prescan, replay, stored_bitmap};
 pub use read::{FleetReader, Stat};
 pub use types::*;
 

@@ -4,7 +4,7 @@
 
 use super::keys;
 use super::types::*;
-use crate::fleet::audit;
+use crate::audit;
 use crate::txn::{R, Tx, get, put};
 use crate::{CommandResult, Error, codec};
 
@@ -76,7 +76,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             }
             put(tx, "tenant", keys::tenant(&tenant.id), tenant)?;
             insert_user(tx, owner)?;
-            audit(
+            audit::append(
                 tx,
                 &tenant.id,
                 tenant.created_at_ms,
@@ -95,7 +95,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
                 return Ok(rejected(IdentityRejection::EmailTaken));
             }
             insert_user(tx, u)?;
-            audit(
+            audit::append(
                 tx,
                 &u.tenant,
                 u.created_at_ms,
@@ -132,7 +132,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             put(tx, "user", key, &u)?;
             let details = serde_json::json!({ "user": user_id, "role": u.role, "disabled": u.disabled });
             let event = if disabled == &Some(true) { "user_disabled" } else { "user_updated" };
-            audit(tx, tenant, *at_ms, event, actor, None, &details.to_string())?;
+            audit::append(tx, tenant, *at_ms, event, actor, None, &details.to_string())?;
             Ok(CommandResult::Identity(IdentityResult::User(Box::new(u))))
         }
         IdentityCommand::SetPassword { tenant, user_id, password_hash, keep_session, actor, at_ms } => {
@@ -144,7 +144,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             u.password_changed_at_ms = *at_ms;
             revoke_all(tx, tenant, user_id, *keep_session)?;
             put(tx, "user", key, &u)?;
-            audit(
+            audit::append(
                 tx,
                 tenant,
                 *at_ms,
@@ -211,7 +211,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             put(tx, "api key", keys::api_key(&k.sha256), k)?;
             put(tx, "key id", keys::api_key_id(&k.tenant, &k.id), &k.sha256)?;
             let details = serde_json::json!({ "key": k.id, "role": k.role, "user": k.user_id });
-            audit(
+            audit::append(
                 tx,
                 &k.tenant,
                 k.created_at_ms,
@@ -229,7 +229,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             };
             tx.remove(id_key)?;
             tx.remove(keys::api_key(&sha))?;
-            audit(
+            audit::append(
                 tx,
                 tenant,
                 *at_ms,
@@ -269,7 +269,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             t.last_step = *step;
             t.recovery = recovery.clone();
             put(tx, "user", key, &u)?;
-            audit(
+            audit::append(
                 tx,
                 tenant,
                 *at_ms,
@@ -293,7 +293,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             }
             u.totp = None;
             put(tx, "user", key, &u)?;
-            audit(
+            audit::append(
                 tx,
                 tenant,
                 *at_ms,
@@ -332,7 +332,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             }
             if !consume_factor(t, factor) {
                 let details = serde_json::json!({ "user": c.user_id });
-                audit(
+                audit::append(
                     tx,
                     &c.tenant,
                     session.created_at_ms,
@@ -353,7 +353,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             }
             put(tx, "invitation", keys::invitation(&inv.sha256), inv)?;
             let details = serde_json::json!({ "email": inv.email, "role": inv.role });
-            audit(
+            audit::append(
                 tx,
                 &inv.tenant,
                 inv.created_at_ms,
@@ -382,7 +382,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             tx.remove(key)?;
             insert_user(tx, user)?;
             let details = serde_json::json!({ "user": user.id, "email": user.email, "role": user.role });
-            audit(
+            audit::append(
                 tx,
                 &user.tenant,
                 user.created_at_ms,
@@ -414,7 +414,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             u.password_changed_at_ms = *at_ms;
             revoke_all(tx, &r.tenant, &r.user_id, None)?;
             put(tx, "user", ukey, &u)?;
-            audit(
+            audit::append(
                 tx,
                 &r.tenant,
                 *at_ms,
@@ -465,7 +465,7 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
                 return Ok(rejected(IdentityRejection::NotFound));
             }
             tx.remove(key)?;
-            audit(
+            audit::append(
                 tx,
                 tenant,
                 *at_ms,
