@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# The module graph of src/ has no circle (prints the circle and fails if one comes back).
+python3 scripts/import-graph.py --quiet
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --test-threads 2 --retries 0
   # nextest does not run doctests

@@ -157,7 +157,7 @@ impl Config {
     pub fn check_admin_token(&self) -> anyhow::Result<()> {
         if let Some(token) = &self.admin_token {
             anyhow::ensure!(
-                token.starts_with(crate::auth::principal::ADMIN_PREFIX) && token.len() >= 20,
+                token.starts_with(crate::secrets::ADMIN_PREFIX) && token.len() >= 20,
                 "admin_token must start with msa_ and have at least 16 characters after it"
             );
         }

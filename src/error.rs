@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use monsys_proto::ErrorBody;
 use monsys_proto::settings::FieldError;
 
+use crate::replica::error::{Rejected, WriteError};
+
 /// Errors a request can end with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -96,19 +98,6 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The same failure for each of several requests that shared one outcome (a group or
-    /// batch commit).
-    pub fn duplicate(&self) -> ApiError {
-        match self {
-            ApiError::Unavailable { reason, retry_after } => {
-                ApiError::Unavailable { reason: reason.clone(), retry_after: *retry_after }
-            }
-            ApiError::Indeterminate(m) => ApiError::Indeterminate(m.clone()),
-            ApiError::BadRequest(m) => ApiError::BadRequest(m.clone()),
-            other => ApiError::Internal(other.to_string()),
-        }
-    }
-
     /// A retryable 503 with a one-second `Retry-After`.
     pub fn unavailable(reason: impl Into<String>) -> Self {
         ApiError::Unavailable { reason: reason.into(), retry_after: Duration::from_secs(1) }
@@ -267,6 +256,19 @@ pub async fn json_error_body(resp: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
+impl From<WriteError> for ApiError {
+    /// The one mapping of a replicated write's outcome to HTTP.
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::NotApplied { reason, retry_after } => ApiError::Unavailable { reason, retry_after },
+            WriteError::OutcomeUnknown(reason) => ApiError::Indeterminate(reason),
+            WriteError::Rejected(Rejected::Invalid(reason)) => ApiError::BadRequest(reason),
+            WriteError::Rejected(Rejected::TooLarge { limit }) => ApiError::PayloadTooLarge { limit },
+            WriteError::Rejected(Rejected::Conflict(reason)) => ApiError::Conflict(reason),
+        }
+    }
+}
+
 impl From<monsys_raft::Error> for ApiError {
     fn from(e: monsys_raft::Error) -> Self {
         ApiError::Internal(e.to_string())
@@ -388,9 +390,14 @@ mod tests {
         assert_eq!(&body[..], b"plain success");
     }
 
-    #[test]
-    fn internal_errors_do_not_leak() {
-        let (status, code) = ApiError::Internal("sled exploded at /secret/path".into()).status_and_code();
-        assert_eq!((status, code), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+    #[tokio::test]
+    async fn internal_errors_do_not_leak() {
+        let resp = ApiError::Internal("sled exploded at /secret/path".into()).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["code"], "internal");
+        assert_eq!(body["error"], "internal error");
+        assert!(!body.to_string().contains("secret"), "the cause stays in the logs: {body}");
     }
 }

@@ -15,18 +15,22 @@
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
+pub mod batch;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod error;
 pub mod hub;
 pub mod ingest;
+pub mod lifecycle;
 pub mod mail;
 pub mod metrics;
 pub mod node;
 pub mod ratelimit;
+pub mod replica;
 pub mod routing;
 pub mod secrets;
-pub mod write_batch;

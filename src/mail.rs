@@ -84,7 +84,7 @@ impl Mailer for OutboxMailer {
         Box::pin(async move {
             let msg = message(&self.from, &mail)?;
             tokio::fs::create_dir_all(&self.dir).await.map_err(|e| e.to_string())?;
-            let name = format!("{}-{}.eml", crate::api::settings::now_ms(), uuid::Uuid::new_v4().simple());
+            let name = format!("{}-{}.eml", crate::clock::now_ms(), uuid::Uuid::new_v4().simple());
             let tmp = self.dir.join(format!(".{name}.tmp"));
             tokio::fs::write(&tmp, msg.formatted()).await.map_err(|e| e.to_string())?;
             tokio::fs::rename(&tmp, self.dir.join(&name)).await.map_err(|e| e.to_string())

@@ -16,7 +16,6 @@ use std::time::Duration;
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use monsys_raft::RaftMetrics;
-use tokio::sync::watch;
 
 /// How often pending histogram samples are folded into their summaries.
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -35,8 +34,8 @@ pub struct Upkeeper {
 }
 
 impl Upkeeper {
-    /// Runs the upkeep every `every` until `shutdown` turns true.
-    pub async fn run(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    /// Runs the upkeep every `every` until `stop` is cancelled.
+    pub async fn run(self, every: Duration, stop: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate
@@ -46,10 +45,7 @@ impl Upkeeper {
                     self.handle.run_upkeep();
                     self.upkeeps.fetch_add(1, Ordering::Relaxed);
                 }
-                _ = shutdown.changed() => return,
-            }
-            if *shutdown.borrow() {
-                return;
+                _ = stop.cancelled() => return,
             }
         }
     }
@@ -216,14 +212,14 @@ mod tests {
         for _ in 0..1000 {
             m.http_request("/api/v1/ingest", "POST", 200, 0.002);
         }
-        let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(m.upkeeper().run(Duration::from_millis(10), shutdown));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(m.upkeeper().run(Duration::from_millis(10), stop.clone()));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while m.upkeeps() < 3 {
             assert!(std::time::Instant::now() < deadline, "upkeep did not run");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        stop.send(true).unwrap();
+        stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), task).await.expect("upkeep stops on shutdown").unwrap();
         let page = m.handle.render();
         assert!(

@@ -13,20 +13,26 @@ use std::time::Duration;
 use monsys_raft::network::NetworkFactory;
 use monsys_raft::{Command, CommandResult, Node, Raft};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cluster::gossip::{Gossip, GossipSettings, resolve};
+use crate::cluster::links::LinkPolicy;
 use crate::cluster::raft_transport::HttpRaftTransport;
 use crate::cluster::seeds;
 use crate::config::Config;
 use crate::hub::{Hub, HubParts};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::NodeMetrics;
+use crate::replica::{Replica, ReplicaParts};
+use crate::routing::forward::Forwarder;
 use crate::secrets::{self, CLUSTER_SECRET_HEADER, ClusterSecret};
 
 /// How long a graceful HTTP shutdown may wait for open connections.
 const HTTP_DRAIN: Duration = Duration::from_secs(2);
+/// How long stopping waits for the node's tasks and the last holders of its state.
+const TASK_DRAIN: Duration = Duration::from_secs(15);
 
 /// A running node. Dropping it leaves the node running; call [`NodeHandle::shutdown`].
 pub struct NodeHandle {
@@ -37,9 +43,15 @@ pub struct NodeHandle {
     /// The admin token, when this start created it (first start of a new cluster).
     pub admin_token: Option<String>,
     gossip: Arc<Gossip>,
-    shutdown_tx: watch::Sender<bool>,
+    life: Lifecycle,
     server: JoinHandle<()>,
-    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Seams a test can put between this node and its peers (the default is the real network).
+#[derive(Clone, Default)]
+pub struct Wiring {
+    /// The fate of this node's messages to its peers (see `cluster::links`).
+    pub links: LinkPolicy,
 }
 
 /// Starts a node, binding `config.api_addr`.
@@ -51,7 +63,16 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
 }
 
 /// Starts a node on an already bound HTTP listener (tests bind port 0 first).
-pub async fn start_with_listener(mut config: Config, listener: TcpListener) -> anyhow::Result<NodeHandle> {
+pub async fn start_with_listener(config: Config, listener: TcpListener) -> anyhow::Result<NodeHandle> {
+    start_wired(config, listener, Wiring::default()).await
+}
+
+/// Starts a node on a bound listener with the given [`Wiring`].
+pub async fn start_wired(
+    mut config: Config,
+    listener: TcpListener,
+    wiring: Wiring,
+) -> anyhow::Result<NodeHandle> {
     config.validate()?;
     let api_addr = listener.local_addr()?;
     if config.advertise_api_addr.is_none() {
@@ -62,47 +83,59 @@ pub async fn start_with_listener(mut config: Config, listener: TcpListener) -> a
     crate::cluster::removed::refuse_start(&config.data_dir)?;
     let id = secrets::load_or_create_node_id(&config.data_dir, config.node_id)?;
     let span = tracing::info_span!("node", node = id);
-    start_node(config, listener, id).instrument(span).await
+    start_node(config, listener, id, wiring).instrument(span).await
 }
 
-async fn start_node(config: Config, listener: TcpListener, id: u64) -> anyhow::Result<NodeHandle> {
+async fn start_node(
+    config: Config,
+    listener: TcpListener,
+    id: u64,
+    wiring: Wiring,
+) -> anyhow::Result<NodeHandle> {
     let api_addr = listener.local_addr()?;
     let secret = ClusterSecret::load_or_create(&config.data_dir, config.cluster_secret.as_deref())?;
     let storage = monsys_raft::open(&config.data_dir, &config.raft).await?;
     let raft_config = Arc::new(config.raft.to_config(&config.cluster_name)?);
-    let network = NetworkFactory::new(Arc::new(HttpRaftTransport::new(secret.clone())), &config.raft);
+    let transport = Arc::new(HttpRaftTransport::new(secret.clone(), wiring.links.clone()));
+    let network = NetworkFactory::new(transport, &config.raft);
     let raft = Raft::new(id, raft_config, network, storage.log, storage.sm).await?;
     tracing::info!(%api_addr, data_dir = %config.data_dir.display(), "raft started");
 
+    let life = Lifecycle::new();
     let gossip = Arc::new(start_gossip(&config, id, &raft).await?);
+    let metrics = Arc::new(NodeMetrics::new());
+    let forwarder = Forwarder::new(
+        Duration::from_millis(config.forward_timeout_ms),
+        secret.clone(),
+        wiring.links.clone(),
+    );
+    let replica = Replica::start(
+        ReplicaParts {
+            id,
+            raft: raft.clone(),
+            reader: storage.reader,
+            live: gossip.watch(),
+            forwarder,
+            metrics: metrics.clone(),
+        },
+        &life,
+    );
+    let mailer = crate::mail::from_config(&config).map_err(|e| anyhow::anyhow!("mail configuration: {e}"))?;
     let hub = Hub::new(HubParts {
-        id,
+        replica: replica.clone(),
         config: config.clone(),
-        raft: raft.clone(),
-        reader: storage.reader,
-        live: gossip.watch(),
         secret,
-        metrics: NodeMetrics::new(),
-        mailer: crate::mail::from_config(&config).map_err(|e| anyhow::anyhow!("mail configuration: {e}"))?,
+        metrics: metrics.clone(),
+        mailer: Arc::from(mailer),
+        life: life.clone(),
     });
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (batcher, batch_task) = crate::write_batch::WriteBatcher::spawn(hub.clone());
-    hub.set_batcher(batcher);
-    let (group, group_task) = crate::ingest::group::GroupCommitter::spawn(hub.clone());
-    let plane = crate::ingest::AgentPlane::new(group);
-    hub.set_plane(plane.clone());
-    let server = spawn_server(listener, hub.clone(), shutdown_rx.clone());
-    let mut tasks = vec![
-        seeds::spawn(raft.clone(), gossip.clone(), id, shutdown_rx.clone()),
-        crate::cluster::view::spawn(hub.clone(), shutdown_rx.clone()),
-        group_task,
-        batch_task,
-        crate::auth::touch::spawn_flush(hub.clone(), shutdown_rx.clone()),
-        tokio::spawn(hub.metrics.upkeeper().run(crate::metrics::UPKEEP_EVERY, shutdown_rx.clone())),
-    ];
-    tasks.extend(crate::ingest::jobs::spawn(hub.clone(), plane, shutdown_rx));
+    let server = spawn_server(listener, hub.clone(), life.stop.clone());
+    seeds::spawn(raft.clone(), gossip.clone(), id, &life);
+    crate::auth::touch::spawn_flush(hub.touches.clone(), replica, &life);
+    life.spawn(metrics.upkeeper().run(crate::metrics::UPKEEP_EVERY, life.stop.clone()));
+    crate::ingest::jobs::spawn(hub.clone());
     let admin_token = bootstrap(&hub).await?;
-    Ok(NodeHandle { hub, api_addr, admin_token, gossip, shutdown_tx, server, tasks })
+    Ok(NodeHandle { hub, api_addr, admin_token, gossip, life, server })
 }
 
 async fn start_gossip(config: &Config, id: u64, raft: &Raft) -> anyhow::Result<Gossip> {
@@ -125,13 +158,11 @@ async fn start_gossip(config: &Config, id: u64, raft: &Raft) -> anyhow::Result<G
     .await
 }
 
-fn spawn_server(listener: TcpListener, hub: Hub, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+fn spawn_server(listener: TcpListener, hub: Hub, stop: CancellationToken) -> JoinHandle<()> {
     let app = crate::api::router(hub).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(
         async move {
-            let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            });
+            let graceful = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = graceful.await {
                 tracing::error!(error = %e, "http server failed");
             }
@@ -142,18 +173,18 @@ fn spawn_server(listener: TcpListener, hub: Hub, mut shutdown: watch::Receiver<b
 
 /// Brings a pristine node into a cluster; returns the admin token if this start created it.
 async fn bootstrap(hub: &Hub) -> anyhow::Result<Option<String>> {
-    let initialized = hub.raft.is_initialized().await?;
+    let initialized = hub.replica.raft().is_initialized().await?;
     match (&hub.config.join, initialized) {
         (Some(url), false) => {
-            let (hub, url) = (hub.clone(), url.clone());
-            tokio::spawn(async move { join_cluster(&hub, &url).await }.in_current_span());
+            let (joiner, url) = (hub.clone(), url.clone());
+            hub.life.spawn_until_stop(async move { join_cluster(&joiner, &url).await });
             Ok(None)
         }
         (None, false) => {
             hub.config.check_admin_token()?;
             let me = self_node(hub);
             tracing::info!("initialising a new single-node cluster");
-            hub.raft.initialize(std::collections::BTreeMap::from([(hub.id, me)])).await?;
+            hub.replica.raft().initialize(std::collections::BTreeMap::from([(hub.replica.id(), me)])).await?;
             let token = install_admin_token(hub).await?;
             install_enrollment_token(hub).await?;
             Ok(token)
@@ -167,9 +198,13 @@ fn self_node(hub: &Hub) -> Node {
 }
 
 async fn install_admin_token(hub: &Hub) -> anyhow::Result<Option<String>> {
-    hub.raft.wait(Some(Duration::from_secs(30))).current_leader(hub.id, "single-node leader").await?;
+    hub.replica
+        .raft()
+        .wait(Some(Duration::from_secs(30)))
+        .current_leader(hub.replica.id(), "single-node leader")
+        .await?;
     let token = hub.config.admin_token.clone().unwrap_or_else(|| secrets::random_token("msa_"));
-    let result = hub.write(Command::InitAdminToken { sha256: secrets::sha256(&token) }).await?;
+    let result = hub.replica.write(Command::InitAdminToken { sha256: secrets::sha256(&token) }).await?;
     match result {
         CommandResult::Ok => {
             if hub.config.admin_token.is_none() {
@@ -195,7 +230,7 @@ async fn install_enrollment_token(hub: &Hub) -> anyhow::Result<()> {
         token.starts_with(monsys_proto::agent::ENROLLMENT_TOKEN_PREFIX) && token.len() >= 20,
         "enrollment_token must start with mse_ and have at least 20 characters"
     );
-    let now = crate::api::settings::now_ms();
+    let now = crate::clock::now_ms();
     let t = monsys_raft::fleet::EnrollmentToken {
         id: "bootstrap".into(),
         tenant: monsys_proto::DEFAULT_TENANT.into(),
@@ -207,7 +242,7 @@ async fn install_enrollment_token(hub: &Hub) -> anyhow::Result<()> {
         uses: 0,
         revoked: false,
     };
-    hub.write(Command::Fleet(monsys_raft::fleet::FleetCommand::CreateEnrollmentToken(t))).await?;
+    hub.replica.write(Command::Fleet(monsys_raft::fleet::FleetCommand::CreateEnrollmentToken(t))).await?;
     tracing::info!("enrollment token from the configuration installed");
     Ok(())
 }
@@ -215,7 +250,7 @@ async fn install_enrollment_token(hub: &Hub) -> anyhow::Result<()> {
 async fn join_cluster(hub: &Hub, url: &str) {
     let me = self_node(hub);
     let body = monsys_proto::cluster::JoinRequest {
-        id: hub.id,
+        id: hub.replica.id(),
         api_addr: me.api_addr,
         gossip_addr: me.gossip_addr,
         promote: true,
@@ -250,25 +285,40 @@ async fn join_cluster(hub: &Hub, url: &str) {
 }
 
 impl NodeHandle {
-    /// Stops the node: HTTP server (drained for a bounded time), Raft, gossip, background tasks.
+    /// Stops the node and returns once it has let go of everything: the HTTP server (drained
+    /// for a bounded time), every task of the node (loops end at once, work in flight within
+    /// its own timeout), the agent actors, Raft and gossip. When this returns, the data
+    /// directory is released (sled's lock, the WAL), so the same directory can be opened again
+    /// at once.
     pub async fn shutdown(self) {
-        let _ = self.shutdown_tx.send(true);
-        let abort = self.server.abort_handle();
-        if tokio::time::timeout(HTTP_DRAIN, self.server).await.is_err() {
+        let NodeHandle { hub, gossip, life, server, .. } = self;
+        life.stop.cancel();
+        let abort = server.abort_handle();
+        if tokio::time::timeout(HTTP_DRAIN, server).await.is_err() {
             abort.abort();
         }
-        for t in self.tasks {
-            t.abort();
-            let _ = t.await;
-        }
-        if let Ok(plane) = self.hub.plane() {
-            plane.registry.stop_all().await;
-        }
-        if let Err(e) = self.hub.raft.shutdown().await {
+        hub.plane.registry.stop_all().await;
+        // in-flight proposals fail fast once Raft is down instead of waiting out their timeouts
+        if let Err(e) = hub.replica.raft().shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        if let Ok(gossip) = Arc::try_unwrap(self.gossip) {
+        life.tasks.close();
+        if tokio::time::timeout(TASK_DRAIN, life.tasks.wait()).await.is_err() {
+            tracing::warn!(left = life.tasks.len(), "node tasks still running after shutdown");
+        }
+        if let Ok(gossip) = Arc::try_unwrap(gossip) {
             gossip.shutdown().await;
+        }
+        // the state reader holds the sled trees: wait for the last request that still holds
+        // the hub (a connection the drain cut, a socket closing) to let go of it
+        let replica = hub.replica.clone();
+        drop(hub);
+        let deadline = tokio::time::Instant::now() + TASK_DRAIN;
+        while replica.holders() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if replica.holders() > 1 {
+            tracing::warn!(holders = replica.holders(), "node state still held after shutdown");
         }
     }
 }

@@ -10,23 +10,19 @@
 //! Deliberately missing: limiter state is memory only, so a crash of a key's owner gives that
 //! key a fresh burst.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use monsys_actors::ActorKey;
 use monsys_actors::limits::Policy;
 
-use crate::api::settings::now_ms;
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::routing::owner::{Placement, place};
-use crate::secrets::FORWARDER_SECRET_HEADER;
 
-/// Header carrying the original client address on forwarded requests (trusted only together
-/// with a valid forwarder secret, `x-monsys-forwarder-secret`).
-pub const CLIENT_IP_HEADER: &str = "x-monsys-client-ip";
+pub use crate::routing::CLIENT_IP_HEADER;
 
 const fn per(rate: u32, secs: u64) -> Policy {
     Policy { rate, period: Duration::from_secs(secs), burst: rate }
@@ -69,9 +65,10 @@ pub async fn user_endpoints(
 /// automation (and the chaos harness and benchmarks) is not held to the per-IP user limit.
 fn is_break_glass(parts: &Parts, hub: &Hub) -> bool {
     crate::auth::principal::presented_token(parts).is_some_and(|t| {
-        t.starts_with(crate::auth::principal::ADMIN_PREFIX)
+        t.starts_with(crate::secrets::ADMIN_PREFIX)
             && hub
-                .reader
+                .replica
+                .reader()
                 .admin_token_sha256()
                 .ok()
                 .flatten()
@@ -79,33 +76,7 @@ fn is_break_glass(parts: &Parts, hub: &Hub) -> bool {
     })
 }
 
-/// The client's address: the socket peer, or the address a peer node forwarded with its secret.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub IpAddr);
-
-impl FromRequestParts<Hub> for ClientIp {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, ApiError> {
-        Ok(ClientIp(client_ip(parts, hub).unwrap_or(IpAddr::from([0, 0, 0, 0]))))
-    }
-}
-
-/// See [`ClientIp`].
-pub fn client_ip(parts: &Parts, hub: &Hub) -> Option<IpAddr> {
-    let from_peer = parts
-        .headers
-        .get(FORWARDER_SECRET_HEADER)
-        .and_then(|s| s.to_str().ok())
-        .is_some_and(|s| hub.secret.verify(s));
-    if from_peer
-        && let Some(ip) =
-            parts.headers.get(CLIENT_IP_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
-    {
-        return Some(ip);
-    }
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
-}
+pub use crate::routing::client_ip::{ClientIp, client_ip};
 
 /// Admits one request for `key` under `policy`, cluster-wide; 429 with `Retry-After` when over.
 pub async fn check(hub: &Hub, key: &str, policy: Policy) -> Result<(), ApiError> {

@@ -15,6 +15,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// Prefix of the cluster admin token (break-glass).
+pub const ADMIN_PREFIX: &str = "msa_";
 /// Header carrying the cluster secret on internal requests.
 pub const CLUSTER_SECRET_HEADER: &str = "x-monsys-cluster-secret";
 /// Header with which a forwarding node proves it is a node of the cluster (so the receiver

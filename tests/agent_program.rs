@@ -29,7 +29,7 @@ async fn three_nodes() -> TestCluster {
     let c = TestCluster::start(3).await;
     c.wait_leader().await;
     c.wait_for("gossip", Duration::from_secs(20), |c| async move {
-        c.running().all(|(_, n)| n.hub().live_voters().len() == 3)
+        c.running().all(|(_, n)| n.hub().replica.live_voters().len() == 3)
     })
     .await;
     c

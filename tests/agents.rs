@@ -24,7 +24,7 @@ async fn agent_doc(c: &TestCluster, node: usize, id: &str) -> Value {
 async fn wait_gossip(c: &TestCluster) {
     let n = c.running().count();
     c.wait_for("gossip sees every voter", Duration::from_secs(20), |c| async move {
-        c.running().all(|(_, node)| node.hub().live_voters().len() == n)
+        c.running().all(|(_, node)| node.hub().replica.live_voters().len() == n)
     })
     .await;
 }
@@ -310,7 +310,7 @@ async fn killing_an_owner_mid_stream_loses_nothing_and_fires_alerts_once() {
     }
     // crash the owner of agent 0 while the agents stream
     c.wait_for("agent 0 half way", Duration::from_secs(60), |c| {
-        let id = c.nodes[0].hub().reader.fleet().all_agents().unwrap();
+        let id = c.nodes[0].hub().replica.reader().fleet().all_agents().unwrap();
         async move { id.iter().any(|a| a.last_seq >= N / 3) }
     })
     .await;
@@ -543,7 +543,7 @@ async fn ingest_is_forwarded_once_to_the_owner_and_never_twice() {
 async fn hundreds_of_concurrent_registrations_never_hang_a_node() {
     let (c, all, enrollment) = ready_cluster(0).await;
     let leader = c.wait_leader().await;
-    let log_before = c.nodes[leader].hub().raft_metrics().last_log_index.unwrap_or(0);
+    let log_before = c.nodes[leader].hub().replica.raft_metrics().last_log_index.unwrap_or(0);
     let registrations = (0..1500).map(|i| {
         let (http, url, enrollment) = (c.http.clone(), all[i % 3].clone(), enrollment.clone());
         async move {
@@ -568,6 +568,6 @@ async fn hundreds_of_concurrent_registrations_never_hang_a_node() {
         assert!(r.is_ok_and(|r| r.status().is_success()), "{url} stopped answering");
     }
     // concurrent registrations share entries (before: one entry, sync and replication each)
-    let entries = c.nodes[leader].hub().raft_metrics().last_log_index.unwrap_or(0) - log_before;
+    let entries = c.nodes[leader].hub().replica.raft_metrics().last_log_index.unwrap_or(0) - log_before;
     assert!(entries < 750, "1500 registrations took {entries} log entries");
 }

@@ -158,7 +158,11 @@ async fn internal_routes_require_the_cluster_secret() {
     )
     .await;
     assert_error(s, &b, 401, "unauthorized");
-    assert_eq!(c.nodes[0].hub().status().members.len(), 1, "nothing was added");
+    assert_eq!(
+        monsys::cluster::status::status(&c.nodes[0].hub().replica).members.len(),
+        1,
+        "nothing was added"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -325,7 +329,7 @@ async fn settings_changes_and_token_revocations_are_audited() {
     // a settings write is audited in its own entry once every member announces that it can
     // apply the audited form (gossip, moments after the start)
     c.wait_for("every member announces settings-audit", std::time::Duration::from_secs(20), |c| async move {
-        c.running().all(|(_, n)| n.hub().members_support(monsys_raft::LOG_FEATURE_SETTINGS_AUDIT))
+        c.running().all(|(_, n)| n.hub().replica.members_support(monsys_raft::LOG_FEATURE_SETTINGS_AUDIT))
     })
     .await;
     let follower = c.follower().await;

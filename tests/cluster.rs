@@ -63,7 +63,7 @@ async fn a_node_behind_the_purged_log_catches_up_through_a_snapshot() {
         written += 1;
         assert_eq!(c.put_refresh(writer, written).await.0, 200);
         let leader = c.wait_leader().await;
-        let purged = c.nodes[leader].hub().raft_metrics().purged.map(|l| l.index).unwrap_or(0);
+        let purged = c.nodes[leader].hub().replica.raft_metrics().purged.map(|l| l.index).unwrap_or(0);
         if written >= 60 && purged > 30 {
             break purged;
         }
@@ -75,7 +75,7 @@ async fn a_node_behind_the_purged_log_catches_up_through_a_snapshot() {
         doc["revision"] == written
     })
     .await;
-    let m = c.nodes[lagging].hub().raft_metrics();
+    let m = c.nodes[lagging].hub().replica.raft_metrics();
     assert!(m.snapshot.is_some_and(|s| s.index >= purged), "node installed a snapshot: {:?}", m.snapshot);
     let (_, doc) = c.get(lagging, "/api/v1/settings?consistency=local").await;
     assert_eq!(doc["settings"]["refresh_interval_secs"], written);
@@ -142,7 +142,14 @@ async fn adding_and_removing_nodes_online_loses_no_acknowledged_write() {
     let new = c.add_node(Some(c.nodes[0].url())).await;
     let new_id = c.nodes[new].id();
     c.wait_for("fourth node is a voter", Duration::from_secs(60), |c| async move {
-        c.nodes[0].hub().raft_metrics().membership_config.membership().voter_ids().any(|v| v == new_id)
+        c.nodes[0]
+            .hub()
+            .replica
+            .raft_metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == new_id)
     })
     .await;
     let removed_id = c.nodes[2].id();
@@ -189,7 +196,7 @@ async fn adding_and_removing_nodes_online_loses_no_acknowledged_write() {
         );
     }
     let voters: Vec<u64> =
-        c.nodes[new].hub().raft_metrics().membership_config.membership().voter_ids().collect();
+        c.nodes[new].hub().replica.raft_metrics().membership_config.membership().voter_ids().collect();
     assert_eq!(voters.len(), 3);
     assert!(!voters.contains(&removed_id));
 
@@ -274,10 +281,10 @@ async fn concurrent_writes_keep_their_own_outcomes() {
 async fn gossip_liveness_survives_a_stalled_runtime() {
     let c = TestCluster::start(3).await;
     c.wait_for("gossip sees every voter", Duration::from_secs(20), |c| async move {
-        c.running().all(|(_, n)| n.hub().live_voters().len() == 3)
+        c.running().all(|(_, n)| n.hub().replica.live_voters().len() == 3)
     })
     .await;
-    let mut live: Vec<_> = c.running().map(|(_, n)| n.hub().live.clone()).collect();
+    let mut live: Vec<_> = c.running().map(|(_, n)| n.hub().replica.live().clone()).collect();
     for rx in &mut live {
         rx.mark_unchanged();
     }
@@ -336,12 +343,16 @@ async fn only_callers_with_credentials_add_only_pristine_nodes() {
         common::split(c.http.post(&members).bearer_auth(common::TOKEN).json(&join).send().await.unwrap())
             .await;
     assert_eq!((s, b["code"].as_str()), (503, Some("unavailable")), "unreachable node: {b}");
-    assert_eq!(c.nodes[leader].hub().status().members.len(), 3, "nothing was added");
+    assert_eq!(
+        monsys::cluster::status::status(&c.nodes[leader].hub().replica).members.len(),
+        3,
+        "nothing was added"
+    );
 
     // a node that started a cluster of its own (same secret, no --join)
     let stray = c.add_node(None).await;
     c.wait_for("the stray node leads its own cluster", Duration::from_secs(20), |c| async move {
-        c.nodes[stray].hub().raft_metrics().current_leader == Some(c.nodes[stray].id())
+        c.nodes[stray].hub().replica.raft_metrics().current_leader == Some(c.nodes[stray].id())
     })
     .await;
     let cfg = &c.nodes[stray].config;
@@ -352,7 +363,11 @@ async fn only_callers_with_credentials_add_only_pristine_nodes() {
     let (s, b) = common::split(r).await;
     assert_eq!((s, b["code"].as_str()), (409, Some("conflict")), "{b}");
     assert!(b["error"].as_str().unwrap().contains("Raft log of its own"), "{b}");
-    assert_eq!(c.nodes[leader].hub().status().members.len(), 3, "nothing was added");
+    assert_eq!(
+        monsys::cluster::status::status(&c.nodes[leader].hub().replica).members.len(),
+        3,
+        "nothing was added"
+    );
 }
 
 /// A leader can remove itself: the change is audited (by the new leader, the old one having
@@ -383,7 +398,7 @@ async fn a_leader_that_removes_itself_is_audited_and_steps_aside() {
                 Ok(r) => r.text().await.unwrap_or_default().contains("removed from the cluster"),
                 Err(_) => false,
             };
-            removed && !c.nodes[leader].hub().is_leader()
+            removed && !c.nodes[leader].hub().replica.is_leader()
         },
     )
     .await;

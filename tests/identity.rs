@@ -372,7 +372,7 @@ async fn api_keys_and_custom_roles() {
     );
     // last use is recorded (batched) and listed
     for (_, n) in c.running() {
-        monsys::auth::touch::flush(n.hub()).await;
+        monsys::auth::touch::flush(&n.hub().touches, &n.hub().replica).await;
     }
     let id = key["id"].as_str().unwrap();
     let (_, keys) = call(&c, 1, "GET", "/api/v1/api-keys", &owner, None).await;
@@ -392,7 +392,7 @@ async fn rate_limits_count_once_across_the_cluster() {
     let c = TestCluster::start(3).await;
     c.wait_leader().await;
     c.wait_for("gossip sees every voter", std::time::Duration::from_secs(20), |c| async move {
-        c.running().all(|(_, n)| n.hub().live_voters().len() == 3)
+        c.running().all(|(_, n)| n.hub().replica.live_voters().len() == 3)
     })
     .await;
     assert_eq!(register_owner(&c, 0, "owner@example.com", None).await.0, 201);

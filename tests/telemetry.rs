@@ -22,7 +22,7 @@ fn urls(c: &TestCluster) -> Vec<String> {
 type Dump = (Vec<monsys_tsdb::series::Kv>, Vec<(String, [i64; 4])>);
 
 fn dump(c: &TestCluster, i: usize, agents: &[String]) -> Dump {
-    let fleet = c.nodes[i].hub().reader.fleet();
+    let fleet = c.nodes[i].hub().replica.reader().fleet();
     let mut all = Vec::new();
     for a in agents {
         all.extend(fleet.telemetry_dump("default", a).unwrap());
@@ -31,7 +31,7 @@ fn dump(c: &TestCluster, i: usize, agents: &[String]) -> Dump {
 }
 
 fn applied(c: &TestCluster, i: usize) -> u64 {
-    c.nodes[i].hub().raft_metrics().last_applied.map_or(0, |l| l.index)
+    c.nodes[i].hub().replica.raft_metrics().last_applied.map_or(0, |l| l.index)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -84,7 +84,7 @@ async fn a_node_killed_mid_ingest_comes_back_from_a_snapshot_with_identical_seri
         t.await.unwrap();
     }
     c.wait_for("the leader snapshots past the crash", Duration::from_secs(60), |c| async move {
-        c.nodes[leader].hub().raft_metrics().snapshot.is_some_and(|s| s.index > at_crash + 10)
+        c.nodes[leader].hub().replica.raft_metrics().snapshot.is_some_and(|s| s.index > at_crash + 10)
     })
     .await;
 
@@ -94,7 +94,7 @@ async fn a_node_killed_mid_ingest_comes_back_from_a_snapshot_with_identical_seri
         applied(c, victim) >= target
     })
     .await;
-    let snap = c.nodes[victim].hub().raft_metrics().snapshot.map_or(0, |s| s.index);
+    let snap = c.nodes[victim].hub().replica.raft_metrics().snapshot.map_or(0, |s| s.index);
     assert!(snap > at_crash, "the node caught up through a snapshot ({snap} > {at_crash})");
 
     let reference = dump(&c, leader, &ids);

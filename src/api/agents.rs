@@ -19,8 +19,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::JsonBody;
-use super::settings::{Consistency, now_ms};
+use super::settings::Consistency;
 use crate::auth::{Auth, Permission};
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::secrets;
@@ -36,7 +37,11 @@ pub struct ReadQuery {
 
 /// Runs the read-index barrier unless a local read was asked for.
 pub async fn barrier(hub: &Hub, consistency: Consistency) -> Result<(), ApiError> {
-    if consistency == Consistency::Linearizable { hub.linearizable_barrier().await } else { Ok(()) }
+    if consistency == Consistency::Linearizable {
+        Ok(hub.replica.linearizable_barrier().await?)
+    } else {
+        Ok(())
+    }
 }
 
 /// Parses a query string into `T` with a 400 on errors.
@@ -99,7 +104,7 @@ pub async fn create_enrollment_token(
         revoked: false,
     };
     let mut body = token_json(&t);
-    hub.write(Command::Fleet(FleetCommand::CreateEnrollmentToken(t))).await?;
+    hub.replica.write(Command::Fleet(FleetCommand::CreateEnrollmentToken(t))).await?;
     body["token"] = json!(token);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -113,7 +118,7 @@ pub async fn list_enrollment_tokens(
     auth.require(Permission::EnrollmentManage)?;
     barrier(&hub, query(q)?.consistency).await?;
     let tokens: Vec<Value> =
-        hub.reader.fleet().enrollment_tokens(&auth.tenant)?.iter().map(token_json).collect();
+        hub.replica.reader().fleet().enrollment_tokens(&auth.tenant)?.iter().map(token_json).collect();
     Ok(Json(json!({ "tokens": tokens })).into_response())
 }
 
@@ -125,9 +130,9 @@ pub async fn revoke_enrollment_token(
 ) -> Result<Response, ApiError> {
     auth.require(Permission::EnrollmentManage)?;
     let cmd = FleetCommand::RevokeEnrollmentToken { tenant: auth.tenant.clone(), id: id.clone() };
-    match hub.write(Command::Fleet(cmd)).await? {
+    match hub.replica.write(Command::Fleet(cmd)).await? {
         CommandResult::Ok => {
-            hub.record_audit(&auth.tenant, "enrollment_token_revoked", &auth.actor(), json!({ "id": id }));
+            hub.audit.record(&auth.tenant, "enrollment_token_revoked", &auth.actor(), json!({ "id": id }));
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         CommandResult::FleetRejected(FleetRejection::NotFound) => {
@@ -150,11 +155,15 @@ fn agent_json(a: &AgentRecord, offline_after_ms: u64, now: u64) -> Value {
 }
 
 fn offline_after_ms(hub: &Hub, tenant: &str) -> Result<u64, ApiError> {
-    Ok(u64::from(hub.reader.settings(tenant)?.settings.agent_offline_after_secs) * 1000)
+    Ok(u64::from(hub.replica.reader().settings(tenant)?.settings.agent_offline_after_secs) * 1000)
 }
 
 fn find(hub: &Hub, tenant: &str, id: &str) -> Result<AgentRecord, ApiError> {
-    hub.reader.fleet().agent(tenant, id)?.ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
+    hub.replica
+        .reader()
+        .fleet()
+        .agent(tenant, id)?
+        .ok_or_else(|| ApiError::NotFound(format!("no agent {id}")))
 }
 
 /// `GET /api/v1/agents`.
@@ -162,8 +171,14 @@ pub async fn list(State(hub): State<Hub>, auth: Auth, q: Q<ReadQuery>) -> Result
     auth.require(Permission::AgentsRead)?;
     barrier(&hub, query(q)?.consistency).await?;
     let (limit, now) = (offline_after_ms(&hub, &auth.tenant)?, now_ms());
-    let agents: Vec<Value> =
-        hub.reader.fleet().agents(&auth.tenant)?.iter().map(|a| agent_json(a, limit, now)).collect();
+    let agents: Vec<Value> = hub
+        .replica
+        .reader()
+        .fleet()
+        .agents(&auth.tenant)?
+        .iter()
+        .map(|a| agent_json(a, limit, now))
+        .collect();
     Ok(Json(json!({ "agents": agents })).into_response())
 }
 
@@ -178,8 +193,8 @@ pub async fn get(
     barrier(&hub, query(q)?.consistency).await?;
     let a = find(&hub, &auth.tenant, &id)?;
     let mut body = agent_json(&a, offline_after_ms(&hub, &auth.tenant)?, now_ms());
-    body["open_alerts"] = json!(hub.reader.fleet().open_alerts(&auth.tenant, &id)?.len());
-    body["samples_refused"] = json!(hub.reader.fleet().telemetry_head(&auth.tenant, &id)?.refused);
+    body["open_alerts"] = json!(hub.replica.reader().fleet().open_alerts(&auth.tenant, &id)?.len());
+    body["samples_refused"] = json!(hub.replica.reader().fleet().telemetry_head(&auth.tenant, &id)?.refused);
     Ok(Json(body).into_response())
 }
 
@@ -197,7 +212,8 @@ pub async fn delete(
 }
 
 async fn agent_action(hub: &Hub, cmd: FleetCommand) -> Result<(), ApiError> {
-    match hub.write_applied_everywhere(Command::Fleet(cmd), std::time::Duration::from_secs(2)).await? {
+    match hub.replica.write_applied_everywhere(Command::Fleet(cmd), std::time::Duration::from_secs(2)).await?
+    {
         CommandResult::Ok => Ok(()),
         CommandResult::FleetRejected(FleetRejection::UnknownAgent) => {
             Err(ApiError::NotFound("no such agent".into()))
@@ -307,7 +323,7 @@ pub async fn metrics(
     }
     let res = match q.interval.as_deref() {
         None | Some("auto") => {
-            let retention = hub.reader.settings(&auth.tenant)?.settings.retention;
+            let retention = hub.replica.reader().settings(&auth.tenant)?.settings.retention;
             pick_resolution(from, to, now_ms(), &retention)
         }
         Some("raw") => Resolution::Raw,
@@ -325,7 +341,7 @@ pub async fn metrics(
     }
     barrier(&hub, q.consistency).await?;
     find(&hub, &auth.tenant, &agent_id)?;
-    let fleet = hub.reader.fleet();
+    let fleet = hub.replica.reader().fleet();
     let wanted = |series: &str| {
         q.metric.as_deref().is_none_or(|m| series == m || series.starts_with(&format!("{m}{{")))
     };
@@ -368,8 +384,8 @@ async fn stored_json(
 ) -> Result<Response, ApiError> {
     barrier(hub, consistency).await?;
     find(hub, tenant, id)?;
-    let (at, bytes) =
-        read(&hub.reader.fleet())?.ok_or_else(|| ApiError::NotFound(format!("no {what} reported yet")))?;
+    let (at, bytes) = read(&hub.replica.reader().fleet())?
+        .ok_or_else(|| ApiError::NotFound(format!("no {what} reported yet")))?;
     let data: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(json!({ "agent_id": id, "collected_at_ms": at, what: data })).into_response())
 }

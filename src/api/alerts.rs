@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 
 use super::agents::{ReadQuery, barrier, query};
 use super::extract::{IfMatch, JsonBody};
-use super::settings::{Consistency, now_ms};
+use super::settings::Consistency;
 use crate::auth::{Auth, Permission};
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 
@@ -79,7 +80,7 @@ pub async fn list(State(hub): State<Hub>, auth: Auth, q: Q<AlertQuery>) -> Resul
         return Err(ApiError::BadRequest("limit must be 1..=1000".into()));
     }
     barrier(&hub, q.consistency).await?;
-    let mut alerts = hub.reader.fleet().alerts(&auth.tenant)?;
+    let mut alerts = hub.replica.reader().fleet().alerts(&auth.tenant)?;
     alerts.retain(|a| {
         keep_state(a.state).unwrap_or(false)
             && q.agent_id.as_ref().is_none_or(|id| &a.agent_id == id)
@@ -97,7 +98,7 @@ async fn set_state(hub: &Hub, auth: &Auth, id: u64, state: AlertState) -> Result
         actor: auth.actor(),
         at_ms: now_ms(),
     };
-    match hub.write(Command::Fleet(cmd)).await? {
+    match hub.replica.write(Command::Fleet(cmd)).await? {
         CommandResult::Fleet(FleetResult::Alert(a)) => Ok(Json(alert_json(&a)).into_response()),
         CommandResult::FleetRejected(FleetRejection::NotFound) => {
             Err(ApiError::NotFound(format!("no alert {id}")))
@@ -144,7 +145,7 @@ fn rules_response(doc: RulesDoc) -> Response {
 pub async fn get_rules(State(hub): State<Hub>, auth: Auth, q: Q<ReadQuery>) -> Result<Response, ApiError> {
     auth.require(Permission::AlertsRead)?;
     barrier(&hub, query(q)?.consistency).await?;
-    Ok(rules_response(hub.reader.fleet().rules(&auth.tenant)?))
+    Ok(rules_response(hub.replica.reader().fleet().rules(&auth.tenant)?))
 }
 
 /// `PUT /api/v1/alert-rules` body.
@@ -170,7 +171,7 @@ pub async fn put_rules(
         rules: body.rules,
         at_ms: now_ms(),
     };
-    match hub.write(Command::Fleet(cmd)).await? {
+    match hub.replica.write(Command::Fleet(cmd)).await? {
         CommandResult::Fleet(FleetResult::Rules(doc)) => Ok(rules_response(doc)),
         CommandResult::Rejected(Rejection::RevisionMismatch { current }) => {
             Err(ApiError::RevisionMismatch { current })
@@ -206,7 +207,7 @@ pub async fn audit(State(hub): State<Hub>, auth: Auth, q: Q<AuditQuery>) -> Resu
         return Err(ApiError::BadRequest("limit must be 1..=1000".into()));
     }
     barrier(&hub, q.consistency).await?;
-    let fleet = hub.reader.fleet();
+    let fleet = hub.replica.reader().fleet();
     let (mut after, mut out, mut scanned_to) = (q.after.unwrap_or(0), Vec::new(), None);
     while out.len() < limit {
         let page = fleet.audit(&auth.tenant, after, 1000)?;
@@ -235,7 +236,7 @@ pub async fn audit(State(hub): State<Hub>, auth: Auth, q: Q<AuditQuery>) -> Resu
 pub async fn verify_audit(State(hub): State<Hub>, auth: Auth, q: Q<ReadQuery>) -> Result<Response, ApiError> {
     auth.require(Permission::AuditRead)?;
     barrier(&hub, query(q)?.consistency).await?;
-    Ok(Json(match hub.reader.fleet().verify_audit(&auth.tenant)? {
+    Ok(Json(match hub.replica.reader().fleet().verify_audit(&auth.tenant)? {
         Ok(n) => json!({ "ok": true, "events": n }),
         Err(seq) => json!({ "ok": false, "broken_at_seq": seq }),
     })

@@ -20,9 +20,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::JsonBody;
-use super::settings::now_ms;
 use crate::auth::principal::{Credential, SESSION_COOKIE, SESSION_PREFIX, role_permissions};
 use crate::auth::{Auth, password};
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::ratelimit::{self, ClientIp};
@@ -124,9 +124,9 @@ pub async fn register(
     State(hub): State<Hub>,
     JsonBody(b): JsonBody<RegisterBody>,
 ) -> Result<Response, ApiError> {
-    let ident = hub.reader.identity();
+    let ident = hub.replica.reader().identity();
     let first_run = !ident.has_owner()?;
-    if !first_run && !hub.reader.settings(DEFAULT_TENANT)?.settings.registration_enabled {
+    if !first_run && !hub.replica.reader().settings(DEFAULT_TENANT)?.settings.registration_enabled {
         return Err(ApiError::Forbidden("registration is closed: ask an admin for an invitation".into()));
     }
     let (tenant_id, tenant_name) = if first_run {
@@ -151,7 +151,7 @@ pub async fn register(
         owner,
         only_if_no_owner: first_run,
     };
-    match hub.write(Command::Identity(cmd)).await? {
+    match hub.replica.write(Command::Identity(cmd)).await? {
         CommandResult::Identity(IdentityResult::User(u)) => {
             Ok((StatusCode::CREATED, Json(user_json(&hub, &u)?)).into_response())
         }
@@ -179,7 +179,7 @@ pub async fn login(
     ratelimit::check(&hub, &format!("login:ip:{ip}"), ratelimit::LOGIN).await?;
     let refused = || ApiError::Unauthorized("wrong email or password".into());
     let email = b.email.trim().to_ascii_lowercase();
-    let user = hub.reader.identity().user_by_email(&email)?;
+    let user = hub.replica.reader().identity().user_by_email(&email)?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let pw = b.password.clone();
     let ok = tokio::task::spawn_blocking(move || password::verify(&pw, stored.as_deref()))
@@ -191,6 +191,7 @@ pub async fn login(
     }
     let (token, session) = new_session(&user);
     match hub
+        .replica
         .write_everywhere(Command::Identity(IdentityCommand::CreateSession(session)), REVOKE_SPREAD)
         .await?
     {
@@ -214,7 +215,9 @@ async fn challenge(hub: &Hub, user: &User) -> Result<Response, ApiError> {
         user_id: user.id.clone(),
         expires_at_ms,
     };
-    hub.write_everywhere(Command::Identity(IdentityCommand::CreateChallenge(c)), REVOKE_SPREAD).await?;
+    hub.replica
+        .write_everywhere(Command::Identity(IdentityCommand::CreateChallenge(c)), REVOKE_SPREAD)
+        .await?;
     Ok(Json(json!({ "totp_required": true, "challenge": token, "expires_at_ms": expires_at_ms }))
         .into_response())
 }
@@ -255,7 +258,7 @@ pub async fn logout(State(hub): State<Hub>, auth: Auth) -> Result<Response, ApiE
         ));
     };
     let cmd = IdentityCommand::RevokeSession { sha256: sha, at_ms: now_ms() };
-    hub.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await?;
+    hub.replica.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear).expect("static cookie"));
@@ -269,7 +272,8 @@ pub async fn me(State(hub): State<Hub>, auth: Auth) -> Result<Response, ApiError
         return Ok(Json(json!({ "tenant": auth.tenant, "role": auth.role, "permissions": perms, "credential": auth.actor() })).into_response());
     };
     let u = hub
-        .reader
+        .replica
+        .reader()
         .identity()
         .user(&auth.tenant, uid)?
         .ok_or_else(|| ApiError::NotFound("user gone".into()))?;
@@ -295,7 +299,8 @@ pub async fn change_password(
     let uid =
         auth.user_id.clone().ok_or_else(|| ApiError::BadRequest("this credential has no user".into()))?;
     let user = hub
-        .reader
+        .replica
+        .reader()
         .identity()
         .user(&auth.tenant, &uid)?
         .ok_or_else(|| ApiError::NotFound("user gone".into()))?;
@@ -321,6 +326,6 @@ pub async fn change_password(
         actor: uid,
         at_ms: now_ms(),
     };
-    hub.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await?;
+    hub.replica.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use super::extract::{ClusterAuth, JsonBody};
 use crate::auth::{Auth, Permission};
+use crate::cluster::membership::MembershipError;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::routing::owner;
@@ -27,7 +28,7 @@ use crate::routing::owner;
 /// `GET /api/v1/cluster`.
 pub async fn status(State(hub): State<Hub>, auth: Auth) -> Result<Json<ClusterStatus>, ApiError> {
     auth.require(Permission::ClusterRead)?;
-    Ok(Json(hub.status()))
+    Ok(Json(crate::cluster::status::status(&hub.replica)))
 }
 
 /// `POST /api/v1/cluster/members`.
@@ -39,8 +40,8 @@ pub async fn add(
     validate_addr("api_addr", &req.api_addr)?;
     validate_addr("gossip_addr", &req.gossip_addr)?;
     let details = json!({ "node_id": req.id, "api_addr": req.api_addr, "promote": req.promote });
-    let status = hub.add_member(req).await?;
-    hub.record_audit(DEFAULT_TENANT, "cluster_member_added", auth.actor(), details);
+    let status = hub.membership.add(req).await?;
+    hub.audit.record(DEFAULT_TENANT, "cluster_member_added", auth.actor(), details);
     Ok(Json(status))
 }
 
@@ -51,8 +52,8 @@ pub async fn promote(
     Path(id): Path<u64>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     auth.require(Permission::ClusterWrite)?;
-    let status = hub.promote_member(id).await?;
-    hub.record_audit(DEFAULT_TENANT, "cluster_member_promoted", &auth.actor(), json!({ "node_id": id }));
+    let status = hub.membership.promote(id).await?;
+    hub.audit.record(DEFAULT_TENANT, "cluster_member_promoted", &auth.actor(), json!({ "node_id": id }));
     Ok(Json(status))
 }
 
@@ -63,9 +64,18 @@ pub async fn remove(
     Path(id): Path<u64>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     auth.require(Permission::ClusterWrite)?;
-    let status = hub.remove_member(id).await?;
-    hub.record_audit(DEFAULT_TENANT, "cluster_member_removed", &auth.actor(), json!({ "node_id": id }));
+    let status = hub.membership.remove(id).await?;
+    hub.audit.record(DEFAULT_TENANT, "cluster_member_removed", &auth.actor(), json!({ "node_id": id }));
     Ok(Json(status))
+}
+
+impl From<MembershipError> for ApiError {
+    fn from(e: MembershipError) -> Self {
+        match e {
+            e @ MembershipError::NotMember(_) => ApiError::NotFound(e.to_string()),
+            MembershipError::Write(e) => e.into(),
+        }
+    }
 }
 
 /// `GET /api/v1/cluster/placement/{kind}/{key}`.

@@ -62,7 +62,7 @@ impl FromRequestParts<Hub> for AdminAuth {
 }
 
 fn check_admin(hub: &Hub, token: &str) -> Result<AdminAuth, ApiError> {
-    match hub.reader.admin_token_sha256()? {
+    match hub.replica.reader().admin_token_sha256()? {
         Some(stored) if token_matches(token, &stored) => Ok(AdminAuth),
         Some(_) => Err(ApiError::Unauthorized("invalid token".into())),
         None => Err(ApiError::unavailable("cluster not bootstrapped yet: no admin token")),
@@ -79,6 +79,13 @@ pub struct AgentAuth {
     pub agent_id: String,
 }
 
+impl AgentAuth {
+    /// The agent, as the ingest service names it.
+    pub fn id(&self) -> crate::ingest::service::AgentId {
+        crate::ingest::service::AgentId { tenant: self.tenant.clone(), agent_id: self.agent_id.clone() }
+    }
+}
+
 /// How long an unknown agent token waits for this node to catch up.
 const TOKEN_CATCH_UP: std::time::Duration = std::time::Duration::from_millis(1500);
 
@@ -92,11 +99,11 @@ impl FromRequestParts<Hub> for AgentAuth {
             return Err(ApiError::Unauthorized("invalid agent token".into()));
         }
         let sha = crate::secrets::sha256(token);
-        let fleet = hub.reader.fleet();
+        let fleet = hub.replica.reader().fleet();
         let found = match fleet.agent_by_token(&sha)? {
             Some(found) => Some(found),
             None => {
-                hub.catch_up_locally(TOKEN_CATCH_UP).await;
+                hub.replica.catch_up_locally(TOKEN_CATCH_UP).await;
                 fleet.agent_by_token(&sha)?
             }
         };

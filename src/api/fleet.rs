@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::agents::{Q, ReadQuery, barrier, query};
-use super::settings::{Consistency, now_ms};
+use super::settings::Consistency;
 use crate::auth::{Auth, Permission};
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 
@@ -76,7 +77,8 @@ pub async fn top(State(hub): State<Hub>, auth: Auth, q: Q<TopQuery>) -> Result<R
     let res = top_resolution(to - from);
     let start = from - from % res.width_ms();
     let mut ranked: Vec<_> = hub
-        .reader
+        .replica
+        .reader()
         .fleet()
         .metric_by_agent(&auth.tenant, &q.metric, res, start, to, stat)?
         .into_iter()
@@ -106,7 +108,7 @@ pub async fn top(State(hub): State<Hub>, auth: Auth, q: Q<TopQuery>) -> Result<R
 pub async fn storage(State(hub): State<Hub>, auth: Auth, q: Q<ReadQuery>) -> Result<Response, ApiError> {
     auth.require(Permission::AgentsRead)?;
     barrier(&hub, query(q)?.consistency).await?;
-    let fleet = hub.reader.fleet();
+    let fleet = hub.replica.reader().fleet();
     let bytes = fleet.telemetry_bytes()?.remove(&auth.tenant).unwrap_or_default();
     let by_res: serde_json::Map<String, serde_json::Value> =
         ["raw", "1m", "5m", "1h"].into_iter().zip(bytes).map(|(r, b)| (r.to_string(), json!(b))).collect();

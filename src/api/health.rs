@@ -18,23 +18,22 @@ pub async fn health(State(hub): State<Hub>) -> Json<serde_json::Value> {
     Json(json!({
         "status": "ok",
         "version": monsys_proto::VERSION,
-        "node_id": hub.id,
+        "node_id": hub.replica.id(),
         "uptime": hub.uptime_secs(),
     }))
 }
 
 /// `GET /api/v1/ready`.
 pub async fn ready(State(hub): State<Hub>) -> Response {
-    let m = hub.raft_metrics();
+    let m = hub.replica.raft_metrics();
     match hub.not_ready_reason() {
-        None => {
-            Json(json!({ "status": "ready", "leader": m.current_leader, "node_id": hub.id })).into_response()
-        }
+        None => Json(json!({ "status": "ready", "leader": m.current_leader, "node_id": hub.replica.id() }))
+            .into_response(),
         Some(reason) => {
             let body = json!({
                 "error": format!("not ready: {reason}"),
                 "code": crate::error::NOT_READY,
-                "details": { "leader": m.current_leader, "node_id": hub.id },
+                "details": { "leader": m.current_leader, "node_id": hub.replica.id() },
             });
             let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
             resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -45,16 +44,13 @@ pub async fn ready(State(hub): State<Hub>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(hub): State<Hub>) -> Response {
-    let actors = match hub.plane() {
-        Ok(p) => p.registry.agents().await.len(),
-        Err(_) => 0,
-    };
-    let fleet = hub.reader.fleet();
+    let actors = hub.plane.registry.agents().await.len();
+    let fleet = hub.replica.reader().fleet();
     match (fleet.telemetry_bytes(), fleet.head_stats()) {
         (Ok(bytes), Ok(heads)) => hub.metrics.fleet_gauges(actors, &bytes, heads),
         (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "cannot read telemetry counters"),
     }
-    let live_members = hub.live.borrow().len(); // not held while rendering
-    let text = hub.metrics.render(&hub.raft_metrics(), live_members);
+    let live_members = hub.replica.live().borrow().len(); // not held while rendering
+    let text = hub.metrics.render(&hub.replica.raft_metrics(), live_members);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

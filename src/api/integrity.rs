@@ -11,8 +11,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::agents::{barrier, query};
-use super::settings::{Consistency, now_ms};
+use super::settings::Consistency;
 use crate::auth::{Auth, Permission};
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 
@@ -48,7 +49,8 @@ pub async fn list(State(hub): State<Hub>, auth: Auth, q: Q<AnomalyQuery>) -> Res
     };
     barrier(&hub, q.consistency).await?;
     let list: Vec<Value> = hub
-        .reader
+        .replica
+        .reader()
         .fleet()
         .anomalies(&auth.tenant)?
         .iter()
@@ -74,7 +76,7 @@ pub async fn resolve(
         actor: auth.actor(),
         at_ms: now_ms(),
     };
-    match hub.write(Command::Fleet(cmd)).await? {
+    match hub.replica.write(Command::Fleet(cmd)).await? {
         CommandResult::Fleet(FleetResult::Anomaly(a)) => Ok(Json(anomaly_json(&a)).into_response()),
         CommandResult::FleetRejected(FleetRejection::NotFound) => {
             Err(ApiError::NotFound(format!("no anomaly {id}")))

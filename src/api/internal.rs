@@ -24,7 +24,7 @@ pub async fn raft_rpc(
 ) -> Result<Response, ApiError> {
     let kind = RpcKind::from_path_segment(&kind)
         .ok_or_else(|| ApiError::NotFound(format!("unknown raft rpc {kind:?}")))?;
-    let reply = serve_rpc(&hub.raft, kind, &body).await.map_err(|e| {
+    let reply = serve_rpc(hub.replica.raft(), kind, &body).await.map_err(|e| {
         if e.is_bad_request() {
             ApiError::BadRequest(e.to_string())
         } else {
@@ -37,11 +37,11 @@ pub async fn raft_rpc(
 /// `POST /internal/v1/propose`: a bincode [`monsys_raft::Command`] from a peer that is not the
 /// leader (e.g. an agent owner's group commit). Answered only by the leader; never forwarded.
 pub async fn propose(State(hub): State<Hub>, _: PeerAuth, body: Bytes) -> Result<Response, ApiError> {
-    if !hub.is_leader() {
+    if !hub.replica.is_leader() {
         return Err(ApiError::unavailable("not the leader (leadership moved); retry"));
     }
     let cmd = monsys_raft::decode_command(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let result = hub.write(cmd).await?;
+    let result = hub.replica.write(cmd).await?;
     let bytes = monsys_raft::encode_result(&result)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
@@ -63,7 +63,7 @@ pub async fn wait_applied(
     axum::extract::Query(q): axum::extract::Query<WaitApplied>,
 ) -> Result<Response, ApiError> {
     let wait = std::time::Duration::from_millis(q.wait_ms.min(5000));
-    if hub.wait_applied(q.index, wait).await {
+    if hub.replica.wait_applied(q.index, wait).await {
         Ok(axum::http::StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::unavailable(format!("index {} not applied within {wait:?}", q.index)))
@@ -94,7 +94,7 @@ pub async fn rate_limit(
         period: std::time::Duration::from_millis(q.period_ms.max(1)),
         burst: q.burst.max(1),
     };
-    let wait = match hub.limits.check(&q.key, policy, crate::api::settings::now_ms()) {
+    let wait = match hub.limits.check(&q.key, policy, crate::clock::now_ms()) {
         Ok(()) => 0,
         Err(w) => w.as_millis().max(1) as u64,
     };
@@ -104,10 +104,11 @@ pub async fn rate_limit(
 /// `GET /internal/v1/node`: this node's own Raft state (see [`NodeState`]), asked by a leader
 /// before it adds the node.
 pub async fn node_state(State(hub): State<Hub>, _: PeerAuth) -> Result<Response, ApiError> {
-    let m = hub.raft_metrics();
-    let initialized = hub.raft.is_initialized().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    let m = hub.replica.raft_metrics();
+    let initialized =
+        hub.replica.raft().is_initialized().await.map_err(|e| ApiError::Internal(e.to_string()))?;
     let state = NodeState {
-        node_id: hub.id,
+        node_id: hub.replica.id(),
         has_log: initialized || m.last_log_index.is_some() || m.current_term > 0,
         last_log_index: m.last_log_index,
         term: m.current_term,
@@ -131,9 +132,9 @@ pub async fn removed(
     _: PeerAuth,
     super::extract::JsonBody(n): super::extract::JsonBody<RemovedNotice>,
 ) -> Result<Response, ApiError> {
-    if n.node_id != hub.id {
-        return Err(ApiError::Conflict(format!("this is node {}, not node {}", hub.id, n.node_id)));
+    if n.node_id != hub.replica.id() {
+        return Err(ApiError::Conflict(format!("this is node {}, not node {}", hub.replica.id(), n.node_id)));
     }
-    hub.removed(n.by, std::time::Duration::ZERO);
+    hub.membership.removed(n.by, std::time::Duration::ZERO);
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }

@@ -16,9 +16,9 @@ use serde_json::json;
 
 use super::auth::{REVOKE_SPREAD, identity_error, new_user, normalize_email, user_json};
 use super::extract::JsonBody;
-use super::settings::now_ms;
 use super::users::check_grant;
 use crate::auth::{Auth, Permission, password};
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::mail::Mail;
@@ -72,6 +72,7 @@ pub async fn invite(
         expires_at_ms: now + INVITE_LIFETIME_MS,
     };
     match hub
+        .replica
         .write_everywhere(Command::Identity(IdentityCommand::CreateInvitation(inv)), REVOKE_SPREAD)
         .await?
     {
@@ -115,9 +116,13 @@ pub struct AcceptBody {
 pub async fn accept(State(hub): State<Hub>, JsonBody(b): JsonBody<AcceptBody>) -> Result<Response, ApiError> {
     let invalid = || ApiError::Unauthorized("token unknown, expired or already used".into());
     let sha = secrets::sha256(&b.token);
-    let inv = hub.reader.identity().invitation(&sha)?.ok_or_else(invalid)?;
+    let inv = hub.replica.reader().identity().invitation(&sha)?.ok_or_else(invalid)?;
     let user = new_user(&inv.tenant, &inv.email, &b.name, &inv.role, &b.password)?;
-    match hub.write(Command::Identity(IdentityCommand::AcceptInvitation { sha256: sha, user })).await? {
+    match hub
+        .replica
+        .write(Command::Identity(IdentityCommand::AcceptInvitation { sha256: sha, user }))
+        .await?
+    {
         CommandResult::Identity(IdentityResult::User(u)) => {
             Ok((StatusCode::CREATED, Json(user_json(&hub, &u)?)).into_response())
         }
@@ -153,7 +158,7 @@ pub async fn forgot(
 }
 
 async fn send_reset(hub: &Hub, email: &str) -> Result<(), ApiError> {
-    let Some(user) = hub.reader.identity().user_by_email(email)?.filter(|u| !u.disabled) else {
+    let Some(user) = hub.replica.reader().identity().user_by_email(email)?.filter(|u| !u.disabled) else {
         return Ok(());
     };
     let token = secrets::random_token(RESET_PREFIX);
@@ -163,7 +168,7 @@ async fn send_reset(hub: &Hub, email: &str) -> Result<(), ApiError> {
         user_id: user.id.clone(),
         expires_at_ms: now_ms() + RESET_LIFETIME_MS,
     };
-    hub.write_everywhere(Command::Identity(IdentityCommand::CreateReset(r)), REVOKE_SPREAD).await?;
+    hub.replica.write_everywhere(Command::Identity(IdentityCommand::CreateReset(r)), REVOKE_SPREAD).await?;
     let body = format!(
         "A password reset was asked for your monsys account.\n\nReset within one hour:\n{}/reset-password?token={token}\n\nReset token: {token}\n\nIf it was not you, ignore this mail.\n",
         public_url(hub)
@@ -188,7 +193,7 @@ pub struct ResetBody {
 pub async fn reset(State(hub): State<Hub>, JsonBody(b): JsonBody<ResetBody>) -> Result<Response, ApiError> {
     let invalid = || ApiError::Unauthorized("token unknown, expired or already used".into());
     let sha = secrets::sha256(&b.token);
-    let ident = hub.reader.identity();
+    let ident = hub.replica.reader().identity();
     let r = ident.reset_token(&sha)?.ok_or_else(invalid)?;
     let user = ident.user(&r.tenant, &r.user_id)?.ok_or_else(invalid)?;
     if let Some(why) = password::weakness(&b.new_password, &user.email) {
@@ -199,7 +204,7 @@ pub async fn reset(State(hub): State<Hub>, JsonBody(b): JsonBody<ResetBody>) -> 
         password_hash: password::hash(&b.new_password),
         at_ms: now_ms(),
     };
-    match hub.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await? {
+    match hub.replica.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await? {
         CommandResult::Identity(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         CommandResult::IdentityRejected(r) => Err(identity_error(&r)),
         other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),

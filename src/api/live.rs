@@ -18,9 +18,9 @@ use serde_json::json;
 
 use super::alerts::alert_json;
 use super::auth::identity_error;
-use super::settings::now_ms;
 use crate::auth::principal::role_permissions;
 use crate::auth::{Auth, Permission};
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::secrets;
@@ -42,7 +42,8 @@ pub async fn ticket(State(hub): State<Hub>, auth: Auth) -> Result<Response, ApiE
         role: auth.role.clone(),
         expires_at_ms: now_ms() + TICKET_LIFETIME_MS,
     };
-    hub.write_everywhere(Command::Identity(IdentityCommand::CreateTicket(t)), super::auth::REVOKE_SPREAD)
+    hub.replica
+        .write_everywhere(Command::Identity(IdentityCommand::CreateTicket(t)), super::auth::REVOKE_SPREAD)
         .await?;
     Ok(Json(json!({ "ticket": token, "expires_in": TICKET_LIFETIME_MS / 1000 })).into_response())
 }
@@ -58,7 +59,7 @@ pub struct TicketQuery {
 /// Consumes a ticket cluster-wide and checks the permission it must carry.
 async fn consume(hub: &Hub, ticket: &str, needed: Permission) -> Result<Ticket, ApiError> {
     let cmd = IdentityCommand::ConsumeTicket { sha256: secrets::sha256(ticket), at_ms: now_ms() };
-    let t = match hub.propose(Command::Identity(cmd)).await? {
+    let t = match hub.replica.propose(Command::Identity(cmd)).await? {
         CommandResult::Identity(IdentityResult::Ticket(t)) => *t,
         CommandResult::IdentityRejected(r) => return Err(identity_error(&r)),
         other => return Err(ApiError::Internal(format!("unexpected result {other:?}"))),
@@ -91,7 +92,7 @@ async fn feed(hub: Hub, t: Ticket, mut socket: WebSocket) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let Ok(alerts) = hub.reader.fleet().alerts(&t.tenant) else { return };
+                let Ok(alerts) = hub.replica.reader().fleet().alerts(&t.tenant) else { return };
                 let mut newest = since;
                 for a in alerts.iter().filter(|a| a.updated_at_ms > since) {
                     newest = newest.max(a.updated_at_ms);

@@ -41,8 +41,7 @@ pub async fn observe(State(hub): State<Hub>, req: Request, next: Next) -> Respon
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
-    let span =
-        tracing::info_span!("request", node = hub.id, request_id = %request_id, %method, route = %route);
+    let span = tracing::info_span!("request", node = hub.replica.id(), request_id = %request_id, %method, route = %route);
     let started = Instant::now();
     let resp = next.run(req).instrument(span.clone()).await;
     let mut resp = crate::error::json_error_body(resp).await;

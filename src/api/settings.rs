@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::extract::{IfMatch, JsonBody};
 use crate::auth::{Auth, Permission};
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 
@@ -49,9 +50,9 @@ pub async fn get(
     auth.require(Permission::SettingsRead)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if query.consistency == Consistency::Linearizable {
-        hub.linearizable_barrier().await?;
+        hub.replica.linearizable_barrier().await?;
     }
-    let doc = hub.reader.settings(&auth.tenant)?;
+    let doc = hub.replica.reader().settings(&auth.tenant)?;
     Ok(with_etag(doc))
 }
 
@@ -72,7 +73,7 @@ pub async fn put(
     }
     // audited in the same entry once every member can apply that; until then (a rolling
     // upgrade, a member down) the write goes unaudited, and says so in the log
-    let cmd = if hub.members_support(monsys_raft::LOG_FEATURE_SETTINGS_AUDIT) {
+    let cmd = if hub.replica.members_support(monsys_raft::LOG_FEATURE_SETTINGS_AUDIT) {
         Command::PutSettingsAudited {
             tenant,
             expected_revision: expected,
@@ -84,7 +85,7 @@ pub async fn put(
         tracing::warn!("settings write not audited: not every member announces settings-audit");
         Command::PutSettings { tenant, expected_revision: expected, settings, at_ms }
     };
-    match hub.write(cmd).await? {
+    match hub.replica.write(cmd).await? {
         CommandResult::Settings(doc) => Ok(with_etag(doc)),
         CommandResult::Rejected(Rejection::RevisionMismatch { current }) => {
             Err(ApiError::RevisionMismatch { current })
@@ -100,7 +101,7 @@ fn unsafe_ack_before_commit(hub: &Hub, cmd: Command) -> Result<Response, ApiErro
     let Command::PutSettings { tenant, expected_revision, settings, at_ms } = &cmd else {
         return Err(ApiError::Internal("unsafe ack only covers settings writes".into()));
     };
-    let current = hub.reader.settings(tenant)?;
+    let current = hub.replica.reader().settings(tenant)?;
     if expected_revision.is_some_and(|r| r != current.revision) {
         return Err(ApiError::RevisionMismatch { current: current.revision });
     }
@@ -112,7 +113,7 @@ fn unsafe_ack_before_commit(hub: &Hub, cmd: Command) -> Result<Response, ApiErro
         settings: settings.clone(),
     };
     let hub = hub.clone();
-    tokio::spawn(async move { hub.write(cmd).await });
+    tokio::spawn(async move { hub.replica.write(cmd).await });
     Ok(with_etag(doc))
 }
 
@@ -121,14 +122,6 @@ fn with_etag(doc: SettingsDoc) -> Response {
     let mut resp = Json(doc).into_response();
     resp.headers_mut().insert(header::ETAG, etag);
     resp
-}
-
-/// Wall clock in unix milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Coarser resolutions are kept at least as long as finer ones (raw ≤ 1m ≤ 5m ≤ 1h): history

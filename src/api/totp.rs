@@ -14,8 +14,8 @@ use serde_json::json;
 
 use super::auth::{REVOKE_SPREAD, identity_error, new_session, session_response};
 use super::extract::JsonBody;
-use super::settings::now_ms;
 use crate::auth::{Auth, totp};
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::ratelimit::{self, ClientIp};
@@ -26,11 +26,15 @@ fn current_user(hub: &Hub, auth: &Auth) -> Result<User, ApiError> {
         .user_id
         .as_ref()
         .ok_or_else(|| ApiError::BadRequest("two-factor settings belong to a user; log in".into()))?;
-    hub.reader.identity().user(&auth.tenant, uid)?.ok_or_else(|| ApiError::NotFound("user gone".into()))
+    hub.replica
+        .reader()
+        .identity()
+        .user(&auth.tenant, uid)?
+        .ok_or_else(|| ApiError::NotFound("user gone".into()))
 }
 
 async fn identity(hub: &Hub, cmd: IdentityCommand) -> Result<(), ApiError> {
-    match hub.write(Command::Identity(cmd)).await? {
+    match hub.replica.write(Command::Identity(cmd)).await? {
         CommandResult::Identity(_) => Ok(()),
         CommandResult::IdentityRejected(r) => Err(identity_error(&r)),
         other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),
@@ -146,13 +150,13 @@ pub async fn challenge(
     ratelimit::check(&hub, &format!("totp:ip:{ip}"), ratelimit::TOTP_CHALLENGE).await?;
     let invalid = || ApiError::Unauthorized("login challenge unknown or expired; log in again".into());
     let sha = secrets::sha256(&b.challenge);
-    let ident = hub.reader.identity();
+    let ident = hub.replica.reader().identity();
     let c = ident.challenge(&sha)?.ok_or_else(invalid)?;
     let user = ident.user(&c.tenant, &c.user_id)?.ok_or_else(invalid)?;
     let f = factor(&hub, &user, &CodeBody { code: b.code, recovery_code: b.recovery_code })?;
     let (token, session) = new_session(&user);
     let cmd = IdentityCommand::CompleteLogin { challenge: sha, factor: f, session };
-    match hub.write_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await? {
+    match hub.replica.write_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await? {
         CommandResult::Identity(_) => session_response(&hub, &user, &token),
         CommandResult::IdentityRejected(r) => Err(identity_error(&r)),
         other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),

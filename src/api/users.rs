@@ -16,10 +16,10 @@ use serde_json::{Value, json};
 
 use super::auth::{REVOKE_SPREAD, identity_error, new_user, user_json};
 use super::extract::JsonBody;
-use super::settings::now_ms;
 use crate::auth::permissions::{self, Permission, may_grant};
 use crate::auth::principal::{API_KEY_PREFIX, role_permissions};
 use crate::auth::{Auth, password};
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::secrets;
@@ -27,7 +27,9 @@ use crate::secrets;
 /// 403 unless the caller may grant `role` (no one hands out more than they hold).
 pub fn check_grant(hub: &Hub, auth: &Auth, role: &str) -> Result<(), ApiError> {
     let granted = role_permissions(hub, &auth.tenant, role)?;
-    if permissions::system_role(role).is_none() && hub.reader.identity().role(&auth.tenant, role)?.is_none() {
+    if permissions::system_role(role).is_none()
+        && hub.replica.reader().identity().role(&auth.tenant, role)?.is_none()
+    {
         return Err(ApiError::InvalidBody(format!("role: unknown role {role:?}")));
     }
     if !may_grant(&auth.permissions, &auth.role, &granted, role) {
@@ -42,9 +44,9 @@ async fn identity_write(
     everywhere: bool,
 ) -> Result<IdentityResult, ApiError> {
     let result = if everywhere {
-        hub.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await?
+        hub.replica.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await?
     } else {
-        hub.write(Command::Identity(cmd)).await?
+        hub.replica.write(Command::Identity(cmd)).await?
     };
     match result {
         CommandResult::Identity(r) => Ok(r),
@@ -57,7 +59,7 @@ async fn identity_write(
 pub async fn list(State(hub): State<Hub>, auth: Auth) -> Result<Response, ApiError> {
     auth.require(Permission::UsersRead)?;
     let users: Result<Vec<Value>, ApiError> =
-        hub.reader.identity().users(&auth.tenant)?.iter().map(|u| user_json(&hub, u)).collect();
+        hub.replica.reader().identity().users(&auth.tenant)?.iter().map(|u| user_json(&hub, u)).collect();
     Ok(Json(json!({ "users": users? })).into_response())
 }
 
@@ -94,7 +96,8 @@ pub async fn create(
 pub async fn get(State(hub): State<Hub>, auth: Auth, Path(id): Path<String>) -> Result<Response, ApiError> {
     auth.require(Permission::UsersRead)?;
     let u = hub
-        .reader
+        .replica
+        .reader()
         .identity()
         .user(&auth.tenant, &id)?
         .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
@@ -125,7 +128,8 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     auth.require(Permission::UsersWrite)?;
     let target = hub
-        .reader
+        .replica
+        .reader()
         .identity()
         .user(&auth.tenant, &id)?
         .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
@@ -180,7 +184,8 @@ pub async fn reset_password(
 ) -> Result<Response, ApiError> {
     auth.require(Permission::UsersWrite)?;
     let target = hub
-        .reader
+        .replica
+        .reader()
         .identity()
         .user(&auth.tenant, &id)?
         .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
@@ -211,7 +216,8 @@ fn key_json(k: &ApiKey) -> Value {
 pub async fn list_keys(State(hub): State<Hub>, auth: Auth) -> Result<Response, ApiError> {
     let all = auth.require(Permission::UsersRead).is_ok();
     let keys: Vec<Value> = hub
-        .reader
+        .replica
+        .reader()
         .identity()
         .api_keys(&auth.tenant)?
         .iter()
@@ -266,7 +272,9 @@ pub async fn create_key(
         last_used_ms: 0,
     };
     let mut body = key_json(&key);
-    hub.write_everywhere(Command::Identity(IdentityCommand::CreateApiKey(key)), REVOKE_SPREAD).await?;
+    hub.replica
+        .write_everywhere(Command::Identity(IdentityCommand::CreateApiKey(key)), REVOKE_SPREAD)
+        .await?;
     body["key"] = json!(token);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -277,7 +285,7 @@ pub async fn revoke_key(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = hub.reader.identity().api_keys(&auth.tenant)?.into_iter().find(|k| k.id == id);
+    let key = hub.replica.reader().identity().api_keys(&auth.tenant)?.into_iter().find(|k| k.id == id);
     let key = key.ok_or_else(|| ApiError::NotFound(format!("no api key {id}")))?;
     if key.user_id.is_none() || key.user_id != auth.user_id {
         auth.require(Permission::UsersWrite)?;
@@ -303,7 +311,7 @@ pub async fn list_roles(State(hub): State<Hub>, auth: Auth) -> Result<Response, 
             json!({ "id": r, "name": r, "permissions": perms, "is_system": true })
         })
         .collect();
-    for r in hub.reader.identity().roles(&auth.tenant)? {
+    for r in hub.replica.reader().identity().roles(&auth.tenant)? {
         roles.push(json!({ "id": r.id, "name": r.name, "permissions": r.permissions, "is_system": false }));
     }
     Ok(Json(json!({ "roles": roles })).into_response())

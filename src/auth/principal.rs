@@ -30,8 +30,7 @@ use crate::secrets::{self, token_matches};
 pub const SESSION_PREFIX: &str = "mss_";
 /// Prefix of API keys.
 pub const API_KEY_PREFIX: &str = "msk_";
-/// Prefix of the cluster admin token.
-pub const ADMIN_PREFIX: &str = "msa_";
+pub use crate::secrets::ADMIN_PREFIX;
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "monsys_session";
 /// How long an unknown token waits for this node to catch up.
@@ -117,7 +116,8 @@ pub fn role_permissions(hub: &Hub, tenant: &str, role: &str) -> Result<BTreeSet<
         return Ok(set);
     }
     Ok(hub
-        .reader
+        .replica
+        .reader()
         .identity()
         .role(tenant, role)?
         .map(|r| r.permissions.iter().filter_map(|p| Permission::parse(p)).collect())
@@ -138,7 +138,7 @@ impl FromRequestParts<Hub> for Auth {
 pub async fn authenticate(hub: &Hub, token: &str) -> Result<Auth, ApiError> {
     let invalid = || ApiError::Unauthorized("invalid or expired credentials".into());
     if token.starts_with(ADMIN_PREFIX) {
-        return match hub.reader.admin_token_sha256()? {
+        return match hub.replica.reader().admin_token_sha256()? {
             Some(stored) if token_matches(token, &stored) => {
                 tracing::debug!("break-glass admin token used");
                 let mut permissions = permissions::system_role("owner").expect("owner role");
@@ -156,13 +156,13 @@ pub async fn authenticate(hub: &Hub, token: &str) -> Result<Auth, ApiError> {
         };
     }
     let sha = secrets::sha256(token);
-    let ident = hub.reader.identity();
-    let now = crate::api::settings::now_ms();
+    let ident = hub.replica.reader().identity();
+    let now = crate::clock::now_ms();
     if token.starts_with(SESSION_PREFIX) {
         let session = match ident.session(&sha)? {
             Some(s) => Some(s),
             None => {
-                hub.catch_up_locally(CATCH_UP).await;
+                hub.replica.catch_up_locally(CATCH_UP).await;
                 ident.session(&sha)?
             }
         };
@@ -185,7 +185,7 @@ pub async fn authenticate(hub: &Hub, token: &str) -> Result<Auth, ApiError> {
         let key = match ident.api_key(&sha)? {
             Some(k) => Some(k),
             None => {
-                hub.catch_up_locally(CATCH_UP).await;
+                hub.replica.catch_up_locally(CATCH_UP).await;
                 ident.api_key(&sha)?
             }
         };

@@ -50,35 +50,33 @@ impl Touches {
 }
 
 /// Proposes the uses seen since the last flush.
-pub async fn flush(hub: &crate::hub::Hub) {
+pub async fn flush(touches: &Touches, replica: &crate::replica::Replica) {
     use monsys_raft::Command;
     use monsys_raft::identity::IdentityCommand;
-    let sessions = hub.touches.drain();
-    let keys = hub.touches.drain_keys();
+    let sessions = touches.drain();
+    let keys = touches.drain_keys();
     let cmds = sessions
         .chunks(1000)
         .map(|c| IdentityCommand::TouchSessions { seen: c.to_vec() })
         .chain(keys.chunks(1000).map(|c| IdentityCommand::TouchApiKeys { seen: c.to_vec() }));
     for cmd in cmds {
-        if let Err(e) = hub.propose(Command::Identity(cmd)).await {
+        if let Err(e) = replica.propose(Command::Identity(cmd)).await {
             tracing::debug!(error = %e, "credential activity not replicated; local view still counts");
         }
     }
 }
 
-/// Starts the flush job of `hub` (stops with `shutdown`).
+/// Starts the flush job (every [`FLUSH_EVERY`] until the node stops).
 pub fn spawn_flush(
-    hub: crate::hub::Hub,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    touches: std::sync::Arc<Touches>,
+    replica: crate::replica::Replica,
+    life: &crate::lifecycle::Lifecycle,
+) {
+    life.spawn_until_stop(async move {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            flush(&hub).await;
+            tick.tick().await;
+            flush(&touches, &replica).await;
         }
-    })
+    });
 }

@@ -26,6 +26,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::clock::now_ms;
+
 const KEY_RAFT_ID: &str = "raft_id";
 const KEY_API_ADDR: &str = "api_addr";
 const KEY_VERSION: &str = "version";
@@ -301,13 +303,6 @@ fn to_live_view(nodes: &BTreeMap<ChitchatId, NodeState>) -> LiveView {
         }
     }
     Arc::new(view)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Resolves a `host:port` string to one socket address.

@@ -3,7 +3,10 @@
 //! what a node does once it is removed.
 
 pub mod gossip;
+pub mod links;
+pub mod membership;
 pub mod raft_transport;
 pub mod removed;
 pub mod seeds;
+pub mod status;
 pub mod view;

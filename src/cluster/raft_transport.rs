@@ -10,24 +10,26 @@ use std::time::Duration;
 use monsys_raft::network::{RaftTransport, RpcKind, TransportError};
 use monsys_raft::{Node, NodeId};
 
+use super::links::LinkPolicy;
 use crate::secrets::{CLUSTER_SECRET_HEADER, ClusterSecret};
 
 /// HTTP implementation of [`RaftTransport`].
 pub struct HttpRaftTransport {
     client: reqwest::Client,
     secret: ClusterSecret,
+    links: LinkPolicy,
 }
 
 impl HttpRaftTransport {
-    /// A transport authenticating with `secret`.
-    pub fn new(secret: ClusterSecret) -> Self {
+    /// A transport authenticating with `secret`, sending where `links` let it.
+    pub fn new(secret: ClusterSecret, links: LinkPolicy) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(300))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()
             .expect("reqwest client with static settings");
-        HttpRaftTransport { client, secret }
+        HttpRaftTransport { client, secret, links }
     }
 }
 
@@ -40,6 +42,9 @@ impl RaftTransport for HttpRaftTransport {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, TransportError> {
+        if !self.links.pass(&node.api_addr).await {
+            return Err(TransportError::Unreachable(format!("link to {} is down", node.api_addr)));
+        }
         let url = format!("http://{}/internal/v1/raft/{}", node.api_addr, kind.path_segment());
         let resp = self
             .client

@@ -7,35 +7,21 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tracing::Instrument;
-
 use super::gossip::{Gossip, LiveView, resolve};
 use monsys_raft::Raft;
 
 /// How often to retry members gossip does not see.
 const RESEED_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Spawns the re-seeding task; it ends when `shutdown` flips to true.
-pub fn spawn(
-    raft: Raft,
-    gossip: std::sync::Arc<Gossip>,
-    self_id: u64,
-    mut shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(
-        async move {
-            let mut tick = tokio::time::interval(RESEED_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => reseed(&raft, &gossip, self_id, &gossip.live()).await,
-                    _ = shutdown.changed() => return,
-                }
-            }
+/// Starts the re-seeding task; it ends when the node stops.
+pub fn spawn(raft: Raft, gossip: std::sync::Arc<Gossip>, self_id: u64, life: &crate::lifecycle::Lifecycle) {
+    life.spawn_until_stop(async move {
+        let mut tick = tokio::time::interval(RESEED_INTERVAL);
+        loop {
+            tick.tick().await;
+            reseed(&raft, &gossip, self_id, &gossip.live()).await;
         }
-        .in_current_span(),
-    )
+    });
 }
 
 async fn reseed(raft: &Raft, gossip: &Gossip, self_id: u64, live: &LiveView) {

@@ -10,8 +10,8 @@
 //!
 //! Consistency: the view trails openraft's metrics by at most [`COALESCE`] plus a task
 //! wake-up; what uses it (placement, the log-feature gate) copes with a view that is a moment
-//! old. Leader checks and routing to the leader do not use it: `Hub::leader` and
-//! `Hub::is_leader` take a short borrow of the metrics (no copy), so they never lag an
+//! old. Leader checks and routing to the leader do not use it: `Replica::leader` and
+//! `Replica::is_leader` take a short borrow of the metrics (no copy), so they never lag an
 //! election. The same task counts leader changes for `/metrics` (one subscriber to openraft's
 //! metrics instead of two).
 
@@ -22,11 +22,8 @@ use std::time::Duration;
 use monsys_actors::PlacementView;
 use monsys_raft::{Node, NodeId, RaftMetrics};
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use super::gossip::LiveView;
-use crate::hub::Hub;
 
 /// Abandoned waits (timed out) kept before they are swept.
 const SWEEP_ABOVE: usize = 4096;
@@ -127,7 +124,7 @@ impl Waits {
     }
 }
 
-/// The view and the waits of one node (in the hub).
+/// The view and the waits of one node (held by its `Replica`).
 pub struct ClusterState {
     id: NodeId,
     view: RwLock<(Arc<ClusterView>, Basis)>,
@@ -210,36 +207,39 @@ async fn wait_for(rx: Option<oneshot::Receiver<()>>, wait: Duration) -> bool {
     }
 }
 
-/// Starts the task that keeps `hub.cluster` current and counts leader changes until
-/// `shutdown`.
-pub fn spawn(hub: Hub, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(
-        async move {
-            let mut metrics = hub.raft.metrics();
-            let mut live = hub.live.clone();
-            let mut leader = metrics.borrow().current_leader;
-            let mut gossip_open = true;
-            loop {
-                tokio::select! {
-                    changed = metrics.changed() => if changed.is_err() { return },
-                    // gossip stopping freezes the live set, not the Raft side of the view
-                    changed = live.changed(), if gossip_open => gossip_open = changed.is_ok(),
-                    _ = shutdown.changed() => return,
-                }
-                // copies taken at once: the metrics lock is held only for the clone
-                let m = metrics.borrow_and_update().clone();
-                let l = live.borrow_and_update().clone();
-                hub.cluster.update(&m, &l);
-                if m.current_leader != leader {
-                    tracing::info!(from = ?leader, to = ?m.current_leader, "leader changed");
-                    hub.metrics.leader_changed();
-                    leader = m.current_leader;
-                }
-                tokio::time::sleep(COALESCE).await;
+/// Starts the task that keeps `cluster` current and counts leader changes until the node
+/// stops.
+pub fn spawn(
+    cluster: Arc<ClusterState>,
+    raft: monsys_raft::Raft,
+    mut live: watch::Receiver<LiveView>,
+    node_metrics: Arc<crate::metrics::NodeMetrics>,
+    life: &crate::lifecycle::Lifecycle,
+) {
+    let stop = life.stop.clone();
+    life.spawn(async move {
+        let mut metrics = raft.metrics();
+        let mut leader = metrics.borrow().current_leader;
+        let mut gossip_open = true;
+        loop {
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                // gossip stopping freezes the live set, not the Raft side of the view
+                changed = live.changed(), if gossip_open => gossip_open = changed.is_ok(),
+                _ = stop.cancelled() => return,
             }
+            // copies taken at once: the metrics lock is held only for the clone
+            let m = metrics.borrow_and_update().clone();
+            let l = live.borrow_and_update().clone();
+            cluster.update(&m, &l);
+            if m.current_leader != leader {
+                tracing::info!(from = ?leader, to = ?m.current_leader, "leader changed");
+                node_metrics.leader_changed();
+                leader = m.current_leader;
+            }
+            tokio::time::sleep(COALESCE).await;
         }
-        .in_current_span(),
-    )
+    });
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use monsys_raft::Command;
 use monsys_raft::fleet::{AgentRecord, FleetCommand, FleetReader, NewAnomaly};
 use serde_json::json;
 
-use crate::api::settings::now_ms;
+use crate::clock::now_ms;
 use crate::hub::Hub;
 
 /// Largest tolerated clock offset.
@@ -127,15 +127,15 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
 /// Runs every check once for every tenant with agents and records what it finds (leader only).
 /// Returns the number of anomalies proposed.
 pub async fn run_once(hub: &Hub) -> usize {
-    if !hub.is_leader() {
+    if !hub.replica.is_leader() {
         return 0;
     }
-    let fleet = hub.reader.fleet();
+    let fleet = hub.replica.reader().fleet();
     let Ok(agents) = fleet.all_agents() else { return 0 };
     let now = now_ms();
     let mut by_tenant: std::collections::BTreeMap<String, Vec<NewAnomaly>> = Default::default();
     for a in &agents {
-        let Ok(settings) = hub.reader.settings(&a.tenant) else { continue };
+        let Ok(settings) = hub.replica.reader().settings(&a.tenant) else { continue };
         let window = u64::from(settings.settings.integrity_check_interval_secs) * 1000;
         let online = now.saturating_sub(a.last_seen_ms)
             <= u64::from(settings.settings.agent_offline_after_secs) * 1000;
@@ -144,7 +144,8 @@ pub async fn run_once(hub: &Hub) -> usize {
     let tenants: std::collections::BTreeSet<String> = agents.iter().map(|a| a.tenant.clone()).collect();
     for t in tenants {
         let window = hub
-            .reader
+            .replica
+            .reader()
             .settings(&t)
             .map(|s| u64::from(s.settings.integrity_check_interval_secs) * 1000)
             .unwrap_or(600_000);
@@ -154,7 +155,7 @@ pub async fn run_once(hub: &Hub) -> usize {
     for (tenant, anomalies) in by_tenant.into_iter().filter(|(_, a)| !a.is_empty()) {
         proposed += anomalies.len();
         let cmd = Command::Fleet(FleetCommand::RecordAnomalies { tenant, anomalies, at_ms: now });
-        if let Err(e) = hub.write(cmd).await {
+        if let Err(e) = hub.replica.write(cmd).await {
             tracing::warn!(error = %e, "integrity anomalies not recorded; next run retries");
         }
     }

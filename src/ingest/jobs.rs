@@ -7,18 +7,13 @@
 //!   (an offline firing carries the `last_seen` it saw and is dropped if the agent spoke since;
 //!   expiry deletes what is expired at the proposer's time).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use monsys_actors::ActorKey;
 use monsys_raft::Command;
 use monsys_raft::fleet::{EXPIRE_BATCH, FleetCommand, FleetResult, OfflineFiring};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tracing::Instrument;
 
-use super::AgentPlane;
-use crate::api::settings::now_ms;
+use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::routing::owner::{Placement, place};
 
@@ -33,31 +28,23 @@ pub const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 /// Most offline firings per proposal.
 const OFFLINE_BATCH: usize = 500;
 
-/// Starts the jobs; they stop when `shutdown` turns true.
-pub fn spawn(hub: Hub, plane: Arc<AgentPlane>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let every = |period: Duration,
-                 job: fn(Hub, Arc<AgentPlane>) -> futures::future::BoxFuture<'static, ()>| {
-        let (hub, plane, mut shutdown) = (hub.clone(), plane.clone(), shutdown.clone());
-        tokio::spawn(
-            async move {
-                let mut tick = tokio::time::interval(period);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => job(hub.clone(), plane.clone()).await,
-                        _ = shutdown.changed() => return,
-                    }
-                }
+/// Starts the jobs; they stop when the node stops.
+pub fn spawn(hub: Hub) {
+    let every = |period: Duration, job: fn(Hub) -> futures::future::BoxFuture<'static, ()>| {
+        let worker = hub.clone();
+        hub.life.spawn_until_stop(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                job(worker.clone()).await;
             }
-            .in_current_span(),
-        )
+        });
     };
-    vec![
-        every(OFFLINE_SWEEP, |hub, _| Box::pin(sweep_offline(hub))),
-        every(ACTOR_SWEEP, |hub, plane| Box::pin(sweep_actors(hub, plane))),
-        every(EXPIRE_EVERY, |hub, _| Box::pin(expire(hub))),
-        every(super::integrity::WAKE, |hub, plane| Box::pin(integrity(hub, plane))),
-    ]
+    every(OFFLINE_SWEEP, |hub| Box::pin(sweep_offline(hub)));
+    every(ACTOR_SWEEP, |hub| Box::pin(sweep_actors(hub)));
+    every(EXPIRE_EVERY, |hub| Box::pin(expire(hub)));
+    every(super::integrity::WAKE, |hub| Box::pin(integrity(hub)));
 }
 
 fn owned_here(hub: &Hub, agent_id: &str) -> bool {
@@ -66,15 +53,15 @@ fn owned_here(hub: &Hub, agent_id: &str) -> bool {
 
 /// Fires `offline` for owned agents silent longer than their tenant's setting.
 async fn sweep_offline(hub: Hub) {
-    if hub.leader().is_none() {
+    if hub.replica.leader().is_none() {
         return;
     }
-    let fleet = hub.reader.fleet();
+    let fleet = hub.replica.reader().fleet();
     let Ok(agents) = fleet.all_agents() else { return };
     let now = now_ms();
     let mut firings = Vec::new();
     for a in agents {
-        let Ok(settings) = hub.reader.settings(&a.tenant) else { continue };
+        let Ok(settings) = hub.replica.reader().settings(&a.tenant) else { continue };
         let limit = u64::from(settings.settings.agent_offline_after_secs) * 1000;
         if now.saturating_sub(a.last_seen_ms) <= limit || !owned_here(&hub, &a.id) {
             continue;
@@ -90,27 +77,28 @@ async fn sweep_offline(hub: Hub) {
         });
     }
     for chunk in firings.chunks(OFFLINE_BATCH) {
-        match hub.propose(Command::Fleet(FleetCommand::FireOffline(chunk.to_vec()))).await {
+        match hub.replica.propose(Command::Fleet(FleetCommand::FireOffline(chunk.to_vec()))).await {
             Ok(r) => tracing::info!(?r, candidates = chunk.len(), "offline sweep"),
             Err(e) => tracing::warn!(error = %e, "offline sweep not committed; next sweep retries"),
         }
     }
 }
 
-async fn sweep_actors(hub: Hub, plane: Arc<AgentPlane>) {
-    let stopped = plane.registry.retain(ACTOR_IDLE, |id| owned_here(&hub, id)).await;
+async fn sweep_actors(hub: Hub) {
+    let stopped = hub.plane.registry.retain(ACTOR_IDLE, |id| owned_here(&hub, id)).await;
     if stopped > 0 {
         tracing::debug!(stopped, "agent actors stopped (idle or moved)");
     }
 }
 
 /// Runs the integrity checker when this node leads and the interval has passed.
-async fn integrity(hub: Hub, plane: Arc<AgentPlane>) {
+async fn integrity(hub: Hub) {
+    let plane = hub.plane.clone();
     use std::sync::atomic::Ordering;
-    if !hub.is_leader() {
+    if !hub.replica.is_leader() {
         return;
     }
-    let Ok(settings) = hub.reader.settings(monsys_proto::DEFAULT_TENANT) else { return };
+    let Ok(settings) = hub.replica.reader().settings(monsys_proto::DEFAULT_TENANT) else { return };
     let interval = u64::from(settings.settings.integrity_check_interval_secs) * 1000;
     let now = now_ms();
     if now.saturating_sub(plane.integrity_last_ms.load(Ordering::Relaxed)) < interval {
@@ -123,11 +111,11 @@ async fn integrity(hub: Hub, plane: Arc<AgentPlane>) {
 
 /// Deletes expired telemetry, a bounded number of keys per entry.
 async fn expire(hub: Hub) {
-    if !hub.is_leader() {
+    if !hub.replica.is_leader() {
         return;
     }
     for _ in 0..50 {
-        match hub.write(Command::Fleet(FleetCommand::Expire { at_ms: now_ms() })).await {
+        match hub.replica.write(Command::Fleet(FleetCommand::Expire { at_ms: now_ms() })).await {
             Ok(monsys_raft::CommandResult::Fleet(FleetResult::Count(n))) if n as usize >= EXPIRE_BATCH => {
                 continue;
             }

@@ -1,14 +1,19 @@
 //! The agent plane of a node: per-agent actors, the group committer, background jobs.
 //!
-//! Request flow of `POST /api/v1/ingest` (see `api::agents`): any node authenticates the agent
-//! token locally and forwards the request once to the agent's owner; the owner's
-//! [`AgentRegistry`] runs the agent's actor, which verifies, rate-limits and evaluates rules,
-//! then hands the batch to [`HubCommitter`] → [`group::GroupCommitter`] → one Raft entry with
+//! Request flow of `POST /api/v1/ingest` (see `api::agent_plane`): any node authenticates the
+//! agent token locally and forwards the request once to the agent's owner; there
+//! [`service::submit`] validates the batch, reads the agent's record and rules and calls the
+//! agent's actor in the [`AgentRegistry`], which verifies, rate-limits and evaluates rules,
+//! then hands the batch to [`PlaneCommitter`] → [`group::GroupCommitter`] → one Raft entry with
 //! other agents' batches, proposed to the leader. The answer is sent after the commit.
 
+pub mod error;
 pub mod group;
 pub mod integrity;
 pub mod jobs;
+pub mod service;
+pub mod sockets;
+pub mod validate;
 
 use std::sync::Arc;
 
@@ -16,7 +21,7 @@ use monsys_actors::agent::{Accepted, AgentRegistry, CommitOutcome, Committer};
 use monsys_raft::fleet::{AgentAlertItem, GroupItem, IngestItem, ItemOutcome, RuleFiring};
 
 use self::group::GroupCommitter;
-use crate::error::ApiError;
+use crate::replica::WriteError;
 
 /// Most agent actors on one node.
 pub const MAX_ACTORS: usize = 100_000;
@@ -26,9 +31,9 @@ pub struct AgentPlane {
     /// Group commit of batches and heartbeats.
     pub group: GroupCommitter,
     /// Agent actors owned by this node.
-    pub registry: AgentRegistry<HubCommitter>,
+    pub registry: AgentRegistry<PlaneCommitter>,
     /// Agents connected to this node by WebSocket.
-    pub sockets: crate::api::agent_ws::Sockets,
+    pub sockets: sockets::Sockets,
     /// When this node last ran the integrity checker (unix ms).
     pub integrity_last_ms: std::sync::atomic::AtomicU64,
 }
@@ -36,7 +41,7 @@ pub struct AgentPlane {
 impl AgentPlane {
     /// A plane committing through `group`.
     pub fn new(group: GroupCommitter) -> Arc<AgentPlane> {
-        let committer = Arc::new(HubCommitter { group: group.clone() });
+        let committer = Arc::new(PlaneCommitter { group: group.clone() });
         Arc::new(AgentPlane {
             group,
             registry: AgentRegistry::new(committer, MAX_ACTORS),
@@ -47,14 +52,14 @@ impl AgentPlane {
 }
 
 /// Commits accepted batches through the group committer.
-pub struct HubCommitter {
+pub struct PlaneCommitter {
     group: GroupCommitter,
 }
 
-impl Committer for HubCommitter {
-    type Error = ApiError;
+impl Committer for PlaneCommitter {
+    type Error = WriteError;
 
-    async fn commit(&self, a: Accepted) -> Result<CommitOutcome, ApiError> {
+    async fn commit(&self, a: Accepted) -> Result<CommitOutcome, WriteError> {
         let item = to_item(a)?;
         Ok(match self.group.submit(GroupItem::Batch(Box::new(item))).await? {
             ItemOutcome::Stored { last_seq } => CommitOutcome::Stored { last_seq },
@@ -63,13 +68,13 @@ impl Committer for HubCommitter {
             ItemOutcome::Replay { last_seq } => CommitOutcome::Replay { last_seq },
             ItemOutcome::UnknownAgent => CommitOutcome::UnknownAgent,
             ItemOutcome::KeyChanged => CommitOutcome::KeyChanged,
-            ItemOutcome::Seen => return Err(ApiError::Internal("heartbeat outcome for a batch".into())),
+            ItemOutcome::Seen => return Err(WriteError::unknown("heartbeat outcome for a batch")),
         })
     }
 }
 
 /// The replicated form of an accepted batch.
-fn to_item(a: Accepted) -> Result<IngestItem, ApiError> {
+fn to_item(a: Accepted) -> Result<IngestItem, WriteError> {
     let req = a.request;
     let batch = req.batch;
     debug_assert_eq!(req.series.len(), batch.metrics.len(), "one series key per sample");
@@ -105,6 +110,6 @@ fn to_item(a: Accepted) -> Result<IngestItem, ApiError> {
     })
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
-    serde_json::to_vec(v).map_err(|e| ApiError::Internal(e.to_string()))
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, WriteError> {
+    serde_json::to_vec(v).map_err(|e| WriteError::invalid(e.to_string()))
 }

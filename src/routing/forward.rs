@@ -19,7 +19,9 @@ use axum::http::{HeaderName, Method, header};
 use axum::response::Response;
 
 use super::HOP_HEADER;
+use crate::cluster::links::LinkPolicy;
 use crate::error::ApiError;
+use crate::replica::error::WriteError;
 use crate::secrets::{CLUSTER_SECRET_HEADER, ClusterSecret, FORWARDER_SECRET_HEADER};
 
 /// Forwards requests to peer nodes.
@@ -27,18 +29,19 @@ use crate::secrets::{CLUSTER_SECRET_HEADER, ClusterSecret, FORWARDER_SECRET_HEAD
 pub struct Forwarder {
     client: reqwest::Client,
     secret: ClusterSecret,
+    links: LinkPolicy,
 }
 
 impl Forwarder {
     /// A forwarder whose requests time out after `timeout`.
-    pub fn new(timeout: Duration, secret: ClusterSecret) -> Self {
+    pub fn new(timeout: Duration, secret: ClusterSecret, links: LinkPolicy) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_millis(500))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .expect("reqwest client with static settings");
-        Forwarder { client, secret }
+        Forwarder { client, secret, links }
     }
 
     /// Sends the request to `addr` (`host:port`) and relays the answer.
@@ -50,6 +53,9 @@ impl Forwarder {
         client_ip: Option<std::net::IpAddr>,
     ) -> Result<Response, ApiError> {
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if !self.links.pass(addr).await {
+            return Err(ApiError::unavailable(format!("could not reach node at {addr}")));
+        }
         let url = format!("http://{addr}{path}");
         let mut req = self.client.request(parts.method.clone(), &url).body(body);
         for (name, value) in &parts.headers {
@@ -59,7 +65,7 @@ impl Forwarder {
         }
         req = req.header(HOP_HEADER, "1").header(FORWARDER_SECRET_HEADER, self.secret.expose());
         if let Some(ip) = client_ip {
-            req = req.header(crate::ratelimit::CLIENT_IP_HEADER, ip.to_string());
+            req = req.header(super::CLIENT_IP_HEADER, ip.to_string());
         }
         let resp = req.send().await.map_err(|e| delivery_error(&parts.method, addr, e))?;
         let status = resp.status();
@@ -78,7 +84,10 @@ impl Forwarder {
 impl Forwarder {
     /// Sends a bincode-encoded command to the leader's `/internal/v1/propose` and decodes the
     /// result. Error answers keep their meaning (503 not applied, 504 unknown, …).
-    pub async fn propose(&self, addr: &str, body: Vec<u8>) -> Result<monsys_raft::CommandResult, ApiError> {
+    pub async fn propose(&self, addr: &str, body: Vec<u8>) -> Result<monsys_raft::CommandResult, WriteError> {
+        if !self.links.pass(addr).await {
+            return Err(WriteError::not_applied(format!("could not reach node at {addr}")));
+        }
         let url = format!("http://{addr}/internal/v1/propose");
         let resp = self
             .client
@@ -88,22 +97,19 @@ impl Forwarder {
             .body(body)
             .send()
             .await
-            .map_err(|e| delivery_error(&Method::POST, addr, e))?;
+            .map_err(|e| proposal_delivery_error(addr, e))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| delivery_error(&Method::POST, addr, e))?;
+        let bytes = resp.bytes().await.map_err(|e| proposal_delivery_error(addr, e))?;
         if status.is_success() {
-            return Ok(monsys_raft::decode_result(&bytes)?);
+            // committed on the leader: a result this build cannot read is still an unknown
+            // outcome for the caller, never a refusal
+            return monsys_raft::decode_result(&bytes)
+                .map_err(|e| WriteError::unknown(format!("the leader's result could not be read: {e}")));
         }
         let reason = serde_json::from_slice::<monsys_proto::ErrorBody>(&bytes)
             .map(|b| b.error)
             .unwrap_or_else(|_| format!("leader answered {status}"));
-        Err(match status.as_u16() {
-            503 => ApiError::unavailable(reason),
-            504 => ApiError::Indeterminate(reason),
-            400 => ApiError::BadRequest(reason),
-            409 => ApiError::Conflict(reason),
-            _ => ApiError::Internal(format!("propose to {addr}: {status}: {reason}")),
-        })
+        Err(proposal_error(status.as_u16(), addr, reason))
     }
 }
 
@@ -118,6 +124,9 @@ impl Forwarder {
         let body = serde_json::json!({
             "key": key, "rate": policy.rate, "period_ms": policy.period.as_millis() as u64, "burst": policy.burst,
         });
+        if !self.links.pass(addr).await {
+            return None;
+        }
         let resp = self
             .client
             .post(format!("http://{addr}/internal/v1/ratelimit"))
@@ -137,7 +146,10 @@ impl Forwarder {
 
     /// The Raft state of the node at `addr` (`GET /internal/v1/node`). Errors say why it could
     /// not be asked: unreachable (503), or it refused this cluster's secret (409).
-    pub async fn node_state(&self, addr: &str) -> Result<monsys_proto::cluster::NodeState, ApiError> {
+    pub async fn node_state(&self, addr: &str) -> Result<monsys_proto::cluster::NodeState, WriteError> {
+        if !self.links.pass(addr).await {
+            return Err(WriteError::not_applied(format!("could not reach the node at {addr}")));
+        }
         let resp = self
             .client
             .get(format!("http://{addr}/internal/v1/node"))
@@ -145,25 +157,29 @@ impl Forwarder {
             .timeout(Duration::from_secs(5))
             .send()
             .await
-            .map_err(|e| ApiError::unavailable(format!("could not reach the node at {addr}: {e}")))?;
+            .map_err(|e| WriteError::not_applied(format!("could not reach the node at {addr}: {e}")))?;
         match resp.status().as_u16() {
             200 => resp
                 .json()
                 .await
-                .map_err(|e| ApiError::unavailable(format!("the node at {addr} answered garbage: {e}"))),
-            401 => Err(ApiError::Conflict(format!(
+                .map_err(|e| WriteError::not_applied(format!("the node at {addr} answered garbage: {e}"))),
+            401 => Err(WriteError::conflict(format!(
                 "the node at {addr} refused this cluster's secret: start it with the cluster's secret"
             ))),
-            404 | 405 => Err(ApiError::Conflict(format!(
+            404 | 405 => Err(WriteError::conflict(format!(
                 "the node at {addr} does not answer GET /internal/v1/node: is it a monsys hub of this version?"
             ))),
-            status => Err(ApiError::unavailable(format!("the node at {addr} answered {status}"))),
+            status => Err(WriteError::not_applied(format!("the node at {addr} answered {status}"))),
         }
     }
 
     /// Tells node `id` at `addr` that it was removed from the cluster (best effort: a node
     /// that is down is not told, see `cluster::removed`).
     pub async fn notify_removed(&self, addr: &str, id: u64, by: u64) {
+        if !self.links.pass(addr).await {
+            tracing::warn!(id, %addr, "removed node could not be told (link down)");
+            return;
+        }
         let sent = self
             .client
             .post(format!("http://{addr}/internal/v1/removed"))
@@ -181,6 +197,9 @@ impl Forwarder {
 
     /// Asks the node at `addr` to wait until it has applied `index`; true if it confirmed.
     pub async fn wait_applied(&self, addr: &str, index: u64, wait: Duration) -> bool {
+        if !self.links.pass(addr).await {
+            return false;
+        }
         let url =
             format!("http://{addr}/internal/v1/wait-applied?index={index}&wait_ms={}", wait.as_millis());
         let req = self
@@ -189,6 +208,26 @@ impl Forwarder {
             .header(CLUSTER_SECRET_HEADER, self.secret.expose())
             .timeout(wait + Duration::from_millis(500));
         matches!(req.send().await, Ok(r) if r.status().is_success())
+    }
+}
+
+/// What the leader's error answer to a proposal means for its outcome.
+fn proposal_error(status: u16, addr: &str, reason: String) -> WriteError {
+    match status {
+        503 | 401 => WriteError::not_applied(reason),
+        400 => WriteError::invalid(reason),
+        409 => WriteError::conflict(reason),
+        413 => WriteError::invalid(reason),
+        // 504, a 500 or anything unexpected: the command may have been applied
+        _ => WriteError::unknown(format!("propose to {addr}: {status}: {reason}")),
+    }
+}
+
+fn proposal_delivery_error(addr: &str, e: reqwest::Error) -> WriteError {
+    if e.is_connect() {
+        WriteError::not_applied(format!("could not reach node at {addr}"))
+    } else {
+        WriteError::unknown(format!("lost contact with node at {addr} after proposing; outcome unknown"))
     }
 }
 
@@ -209,5 +248,5 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "keep-alive"
         || name.as_str() == HOP_HEADER
         || name.as_str() == FORWARDER_SECRET_HEADER
-        || name.as_str() == crate::ratelimit::CLIENT_IP_HEADER
+        || name.as_str() == super::CLIENT_IP_HEADER
 }

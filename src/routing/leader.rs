@@ -17,7 +17,7 @@ use crate::hub::Hub;
 
 /// Routes the request to the leader unless this node is it.
 pub async fn to_leader(State(hub): State<Hub>, req: Request, next: Next) -> Response {
-    if hub.is_leader() || wants_local_read(&req) {
+    if hub.replica.is_leader() || wants_local_read(&req) {
         return next.run(req).await;
     }
     match forward_to_leader(&hub, req).await {
@@ -31,7 +31,7 @@ async fn forward_to_leader(hub: &Hub, req: Request) -> Result<Response, ApiError
         hub.metrics.forwarded("leader", "refused_second_hop");
         return Err(ApiError::unavailable("leader changed while the request was forwarded"));
     }
-    let Some((leader, node)) = hub.leader() else {
+    let Some((leader, node)) = hub.replica.leader() else {
         hub.metrics.forwarded("leader", "no_leader");
         return Err(ApiError::unavailable("no leader elected"));
     };
@@ -40,7 +40,7 @@ async fn forward_to_leader(hub: &Hub, req: Request) -> Result<Response, ApiError
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { limit })?;
     tracing::debug!(leader, addr = %node.api_addr, "forwarding to leader");
     let result =
-        hub.forwarder.forward(&node.api_addr, &parts, bytes, crate::ratelimit::client_ip(&parts, hub)).await;
+        hub.forwarder.forward(&node.api_addr, &parts, bytes, super::client_ip::client_ip(&parts, hub)).await;
     hub.metrics.forwarded("leader", if result.is_ok() { "ok" } else { "error" });
     result
 }

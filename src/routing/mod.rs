@@ -10,9 +10,13 @@
 //! cannot serve itself answers 503 with `Retry-After` instead of forwarding again, so churn can
 //! never produce a loop or a hang.
 
+pub mod client_ip;
 pub mod forward;
 pub mod leader;
 pub mod owner;
 
 /// Header marking a request already forwarded once.
 pub const HOP_HEADER: &str = "x-monsys-hop";
+/// Header carrying the original client address on forwarded requests (trusted only together
+/// with a valid forwarder secret, `x-monsys-forwarder-secret`).
+pub const CLIENT_IP_HEADER: &str = "x-monsys-client-ip";

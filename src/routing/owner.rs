@@ -25,18 +25,18 @@ pub enum Placement {
 /// The current placement view of this node: live voters, epoch = applied index of the
 /// membership it was computed from.
 pub fn view(hub: &Hub) -> PlacementView {
-    hub.cluster.view().placement.clone()
+    hub.replica.view().placement.clone()
 }
 
 /// Where `key` lives now, from this node's view.
 pub fn place(hub: &Hub, key: &ActorKey) -> Result<Placement, ApiError> {
-    let mut view = hub.cluster.view();
+    let mut view = hub.replica.view();
     if view.placement.owner(key).is_none() {
-        view = hub.cluster.refresh(&hub.raft, &hub.live); // the task may not have caught up yet
+        view = hub.replica.refresh_view(); // the task may not have caught up yet
     }
     match view.placement.owner(key) {
         None => Err(ApiError::unavailable("no live member to place the request on")),
-        Some(id) if id == hub.id => Ok(Placement::Local),
+        Some(id) if id == hub.replica.id() => Ok(Placement::Local),
         Some(id) => Ok(Placement::Remote(id, view.live_voters[&id].clone())),
     }
 }
@@ -56,7 +56,7 @@ pub async fn forward_to_owner(
     let limit = hub.config.max_body_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge { limit })?;
     let result =
-        hub.forwarder.forward(&owner.api_addr, &parts, bytes, crate::ratelimit::client_ip(&parts, hub)).await;
+        hub.forwarder.forward(&owner.api_addr, &parts, bytes, super::client_ip::client_ip(&parts, hub)).await;
     hub.metrics.forwarded("owner", if result.is_ok() { "ok" } else { "error" });
     result
 }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod faults;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -57,8 +58,30 @@ impl Default for ClusterOpts {
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     pub http: reqwest::Client,
+    /// The links between the nodes (all up until a test cuts them).
+    pub faults: faults::Faults,
     opts: ClusterOpts,
     dir: tempfile::TempDir,
+}
+
+/// Polls `probe` every 50 ms until it yields `Some`, and returns that; panics after `timeout`
+/// with `what` and the last value `describe`d. The one way tests wait for the cluster:
+/// nothing sleeps a fixed time to "let things settle".
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub fn init_tracing() {
@@ -85,7 +108,7 @@ impl TestCluster {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        let mut c = TestCluster { nodes: Vec::new(), http, opts, dir };
+        let mut c = TestCluster { nodes: Vec::new(), http, faults: Default::default(), opts, dir };
         for i in 0..n {
             c.add_node(if i == 0 { None } else { Some(c.nodes[0].url()) }).await;
         }
@@ -123,7 +146,7 @@ impl TestCluster {
             },
             ..Config::default()
         };
-        let handle = monsys::node::start_with_listener(config.clone(), listener).await.unwrap();
+        let handle = monsys::node::start_wired(config.clone(), listener, self.wiring(&config)).await.unwrap();
         self.nodes.push(TestNode { config, handle: Some(handle) });
         index
     }
@@ -135,25 +158,27 @@ impl TestCluster {
         }
     }
 
-    /// Restarts node `i` on its addresses and data dir. In one process the stopped node's last
-    /// tasks may still hold its sled database for a moment after `shutdown` returns (a real
-    /// restart is a new process, whose exit releases the lock), so a busy lock is retried for
-    /// up to 10 s.
+    /// Restarts node `i` on its addresses and data dir (its `shutdown` released the data
+    /// directory, so it opens at once).
     pub async fn restart(&mut self, i: usize) {
         let config = self.nodes[i].config.clone();
-        for attempt in 1.. {
-            let listener = bind_retry(config.api_addr).await;
-            match monsys::node::start_with_listener(config.clone(), listener).await {
-                Ok(handle) => {
-                    self.nodes[i].handle = Some(handle);
-                    return;
-                }
-                Err(e) if attempt < 50 && format!("{e:#}").contains("could not acquire lock") => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("restart of node {}: {e:#}", i + 1),
-            }
-        }
+        let listener = bind_retry(config.api_addr).await;
+        let wiring = self.wiring(&config);
+        let handle = monsys::node::start_wired(config, listener, wiring)
+            .await
+            .unwrap_or_else(|e| panic!("restart of node {}: {e:#}", i + 1));
+        self.nodes[i].handle = Some(handle);
+    }
+
+    /// The wiring of a node: its links go through the cluster's fault table.
+    fn wiring(&self, config: &Config) -> monsys::node::Wiring {
+        let links = self.faults.links_of(&config.api_addr.to_string());
+        monsys::node::Wiring { links: monsys::cluster::links::LinkPolicy::new(links) }
+    }
+
+    /// API addresses (`host:port`) of the nodes with these indexes, as the fault table names them.
+    pub fn addrs(&self, nodes: &[usize]) -> Vec<String> {
+        nodes.iter().map(|i| self.nodes[*i].config.api_addr.to_string()).collect()
     }
 
     pub fn running(&self) -> impl Iterator<Item = (usize, &TestNode)> {
@@ -162,7 +187,7 @@ impl TestCluster {
 
     /// Index of the node every running node agrees is leader, if any.
     pub fn leader(&self) -> Option<usize> {
-        let mut leaders = self.running().map(|(_, n)| n.hub().raft_metrics().current_leader);
+        let mut leaders = self.running().map(|(_, n)| n.hub().replica.raft_metrics().current_leader);
         let first = leaders.next()??;
         if leaders.all(|l| l == Some(first)) {
             let i = self.nodes.iter().position(|n| n.id() == first)?;
@@ -187,7 +212,7 @@ impl TestCluster {
     async fn voters_seen_by_all(&self) -> Option<Vec<u64>> {
         let mut seen = None;
         for (_, n) in self.running() {
-            let m = n.hub().raft_metrics();
+            let m = n.hub().replica.raft_metrics();
             let mut voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
             voters.sort();
             if seen.as_ref().is_some_and(|s| s != &voters) {
@@ -198,7 +223,7 @@ impl TestCluster {
         seen
     }
 
-    /// Polls `cond` until true or panics after `timeout` with `what`.
+    /// Polls `cond` until true or panics after `timeout` with `what` and every node's status.
     pub async fn wait_for<'a, F, Fut>(&'a self, what: &str, timeout: Duration, cond: F)
     where
         F: Fn(&'a TestCluster) -> Fut,
@@ -211,7 +236,8 @@ impl TestCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let status: Vec<_> = self.running().map(|(i, n)| (i, n.hub().status())).collect();
+        let status: Vec<_> =
+            self.running().map(|(i, n)| (i, monsys::cluster::status::status(&n.hub().replica))).collect();
         panic!("timed out waiting for {what}; cluster: {status:#?}");
     }
 
@@ -235,14 +261,11 @@ impl TestCluster {
     /// PUTs settings with `refresh_interval_secs = value`, retrying 503s (never-applied) briefly.
     pub async fn put_refresh(&self, i: usize, value: u32) -> (u16, Value) {
         let body = settings_with_refresh(value);
-        for _ in 0..100 {
+        eventually(&format!("node {i} to answer other than 503"), Duration::from_secs(10), || async {
             let (status, v) = self.put_settings(i, &body, None).await;
-            if status != 503 {
-                return (status, v);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("node {i} kept answering 503");
+            (status != 503).then_some((status, v))
+        })
+        .await
     }
 }
 
@@ -259,15 +282,28 @@ async fn bind_retry(addr: std::net::SocketAddr) -> TcpListener {
 /// Polls node `i`'s audit log (up to 20 s) until `found` holds for its events, which
 /// events written just after an answer need; returns the last log read either way.
 pub async fn wait_audit(c: &TestCluster, i: usize, found: impl Fn(&[Value]) -> bool) -> Value {
-    let mut audit = Value::Null;
-    for _ in 0..100 {
-        audit = c.get(i, "/api/v1/audit?limit=1000").await.1;
-        if audit["events"].as_array().is_some_and(|events| found(events)) {
-            break;
+    poll_until(Duration::from_secs(20), || async {
+        let audit = c.get(i, "/api/v1/audit?limit=1000").await.1;
+        (audit["events"].as_array().is_some_and(|events| found(events)), audit)
+    })
+    .await
+}
+
+/// Polls `probe` every 50 ms until it says done or `timeout` passes, and returns its last value
+/// either way (for callers that assert on what they got, with the value in the message).
+pub async fn poll_until<T, F, Fut>(timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (bool, T)>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (done, value) = probe().await;
+        if done || Instant::now() >= deadline {
+            return value;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    audit
 }
 
 pub async fn split(r: reqwest::Response) -> (u16, Value) {
