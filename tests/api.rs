@@ -329,11 +329,25 @@ async fn settings_changes_and_token_revocations_are_audited() {
     // a settings write is audited in its own entry once every member announces that it can
     // apply the audited form (gossip, moments after the start)
     c.wait_for("every member announces settings-audit", std::time::Duration::from_secs(20), |c| async move {
-        c.running().all(|(_, n)| n.hub().replica.members_support(monsys_raft::LOG_FEATURE_SETTINGS_AUDIT))
+        c.running().all(|(_, n)| {
+            n.hub().replica.members_support(monsys_raft::LOG_FEATURE_SETTINGS_AUDIT)
+                && n.hub().replica.members_support(monsys_raft::LOG_FEATURE_ACTOR_AUDIT)
+        })
     })
     .await;
     let follower = c.follower().await;
     assert_eq!(c.put_refresh(follower, 42).await.0, 200);
+    // alert rules: written back unchanged, which is still a change of revision, audited
+    let (_, rules) = c.get(follower, "/api/v1/alert-rules").await;
+    let r = c
+        .http
+        .put(format!("{}/api/v1/alert-rules", c.nodes[follower].url()))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "rules": rules["rules"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let url = c.nodes[follower].url();
     let (s, t) = split(
         c.http
@@ -371,6 +385,14 @@ async fn settings_changes_and_token_revocations_are_audited() {
     assert_eq!(details["revision"], 1);
     let revoked = find("enrollment_token_revoked");
     assert_eq!(revoked["actor"], "admin-token");
+    // who created the token and who changed the rules is recorded, not a fixed "admin"
+    let created = events
+        .iter()
+        .find(|e| e["event_type"] == "enrollment_token_created" && e["details"]["id"] == json!(id))
+        .unwrap_or_else(|| panic!("no creation event of {id} in {audit}"));
+    assert_eq!(created["actor"], "admin-token", "{created}");
+    assert_eq!(created["details"]["name"], "audited", "{created}");
+    assert_eq!(find("alert_rules_changed")["actor"], "admin-token");
     assert_eq!(revoked["details"]["id"], id, "{revoked}");
     let (_, verify) = c.get(0, "/api/v1/audit/verify").await;
     assert_eq!(verify["ok"], true, "the chain still verifies: {verify}");

@@ -71,9 +71,15 @@ pub enum Command {
 /// once every voter announces it, so a rolling upgrade never hands a node an entry it cannot
 /// decode or would apply differently. `batch`: [`Command::Batch`]; `batch-register`: agent
 /// registrations inside a batch; `settings-audit`: [`Command::PutSettingsAudited`];
-/// `record-audit`: `FleetCommand::RecordAudit`.
-pub const LOG_FEATURES: &[&str] =
-    &[LOG_FEATURE_BATCH, LOG_FEATURE_BATCH_REGISTER, LOG_FEATURE_SETTINGS_AUDIT, LOG_FEATURE_RECORD_AUDIT];
+/// `record-audit`: `FleetCommand::RecordAudit`; `actor-audit`: the `…By` fleet commands that
+/// name who created an enrollment token or changed the alert rules.
+pub const LOG_FEATURES: &[&str] = &[
+    LOG_FEATURE_BATCH,
+    LOG_FEATURE_BATCH_REGISTER,
+    LOG_FEATURE_SETTINGS_AUDIT,
+    LOG_FEATURE_RECORD_AUDIT,
+    LOG_FEATURE_ACTOR_AUDIT,
+];
 /// See [`LOG_FEATURES`].
 pub const LOG_FEATURE_BATCH: &str = "batch";
 /// See [`LOG_FEATURES`].
@@ -82,6 +88,8 @@ pub const LOG_FEATURE_BATCH_REGISTER: &str = "batch-register";
 pub const LOG_FEATURE_SETTINGS_AUDIT: &str = "settings-audit";
 /// `FleetCommand::RecordAudit`; see [`LOG_FEATURES`].
 pub const LOG_FEATURE_RECORD_AUDIT: &str = "record-audit";
+/// `FleetCommand::CreateEnrollmentTokenBy` and `FleetCommand::PutRulesBy`; see [`LOG_FEATURES`].
+pub const LOG_FEATURE_ACTOR_AUDIT: &str = "actor-audit";
 
 impl Command {
     /// Whether the command may travel inside a [`Command::Batch`]: it reads nothing outside
@@ -275,6 +283,43 @@ mod tests {
             assert_eq!(hex_of(result), *hex, "{result:?}");
             let bytes = hex::decode(hex).unwrap();
             assert_eq!(codec::decode::<CommandResult>("test", &bytes, MAX_VALUE_BYTES).unwrap(), *result);
+        }
+    }
+
+    #[test]
+    fn actor_audit_variants_encoding_is_stable() {
+        use crate::fleet::EnrollmentToken;
+        let token = EnrollmentToken {
+            id: "e1".into(),
+            tenant: "t".into(),
+            name: "n".into(),
+            sha256: [7; 32],
+            created_at_ms: 1,
+            expires_at_ms: None,
+            max_uses: Some(2),
+            uses: 0,
+            revoked: false,
+        };
+        let commands = [
+            (
+                Command::Fleet(FleetCommand::CreateEnrollmentTokenBy { token, actor: "u1".into() }),
+                "030000000e0000000200000000000000653101000000000000007401000000000000006e07070707070707070707070707070707070707070707070707070707070707070100000000000000000102000000000000000002000000000000007531",
+            ),
+            (
+                Command::Fleet(FleetCommand::PutRulesBy {
+                    tenant: "t".into(),
+                    expected_revision: Some(1),
+                    rules: vec![],
+                    at_ms: 2,
+                    actor: "u1".into(),
+                }),
+                "030000000f0000000100000000000000740101000000000000000000000000000000020000000000000002000000000000007531",
+            ),
+        ];
+        for (cmd, hex) in &commands {
+            assert_eq!(hex_of(cmd), *hex, "{cmd:?}");
+            let bytes = hex::decode(hex).unwrap();
+            assert_eq!(codec::decode::<Command>("test", &bytes, MAX_VALUE_BYTES).unwrap(), *cmd);
         }
     }
 }

@@ -104,7 +104,14 @@ pub async fn create_enrollment_token(
         revoked: false,
     };
     let mut body = token_json(&t);
-    hub.replica.write(Command::Fleet(FleetCommand::CreateEnrollmentToken(t))).await?;
+    // the creator is named in the audit event once every member can apply that (until then,
+    // e.g. during a rolling upgrade, the event says "admin")
+    let cmd = if hub.replica.members_support(monsys_raft::LOG_FEATURE_ACTOR_AUDIT) {
+        FleetCommand::CreateEnrollmentTokenBy { token: t, actor: auth.actor() }
+    } else {
+        FleetCommand::CreateEnrollmentToken(t)
+    };
+    hub.replica.write(Command::Fleet(cmd)).await?;
     body["token"] = json!(token);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

@@ -165,11 +165,12 @@ pub async fn put_rules(
 ) -> Result<Response, ApiError> {
     auth.require(Permission::RulesWrite)?;
     monsys_raft::fleet::validate_rules(&body.rules).map_err(ApiError::InvalidBody)?;
-    let cmd = FleetCommand::PutRules {
-        tenant: auth.tenant.clone(),
-        expected_revision: expected,
-        rules: body.rules,
-        at_ms: now_ms(),
+    let (tenant, rules, at_ms) = (auth.tenant.clone(), body.rules, now_ms());
+    // the changer is named in the audit event once every member can apply that
+    let cmd = if hub.replica.members_support(monsys_raft::LOG_FEATURE_ACTOR_AUDIT) {
+        FleetCommand::PutRulesBy { tenant, expected_revision: expected, rules, at_ms, actor: auth.actor() }
+    } else {
+        FleetCommand::PutRules { tenant, expected_revision: expected, rules, at_ms }
     };
     match hub.replica.write(Command::Fleet(cmd)).await? {
         CommandResult::Fleet(FleetResult::Rules(doc)) => Ok(rules_response(doc)),

@@ -102,6 +102,28 @@ pub enum FleetCommand {
         /// Details (JSON text).
         details: String,
     },
+    /// [`FleetCommand::CreateEnrollmentToken`] naming who created it in the audit event (log
+    /// feature `actor-audit`; the older variant records "admin").
+    CreateEnrollmentTokenBy {
+        /// The token.
+        token: EnrollmentToken,
+        /// Who (user id, `api-key:<id>`, `admin-token`).
+        actor: String,
+    },
+    /// [`FleetCommand::PutRules`] naming who changed the rules in the audit event (log feature
+    /// `actor-audit`).
+    PutRulesBy {
+        /// Tenant.
+        tenant: String,
+        /// Expected revision.
+        expected_revision: Option<u64>,
+        /// The rules.
+        rules: Vec<AlertRule>,
+        /// Proposer's clock.
+        at_ms: u64,
+        /// Who.
+        actor: String,
+    },
 }
 
 /// What a [`FleetCommand`] produced.

@@ -77,13 +77,15 @@ pub(super) fn set_state(
     Ok(ok(FleetResult::Alert(a)))
 }
 
-/// `PutRules`: replaces the rule set (compare-and-set on its revision, validated again).
+/// `PutRules(By)`: replaces the rule set (compare-and-set on its revision, validated again);
+/// `actor` changed it.
 pub(super) fn put_rules(
     tx: &Tx<'_>,
     tenant: &str,
     expected_revision: Option<u64>,
     rules: &[AlertRule],
     at_ms: u64,
+    actor: &str,
 ) -> R<CommandResult> {
     let key = keys::rules(tenant);
     let current = get::<RulesDoc>(tx, "rules", &key)?.unwrap_or_else(default_rules);
@@ -96,7 +98,7 @@ pub(super) fn put_rules(
     let doc = RulesDoc { revision: current.revision + 1, rules: rules.to_vec() };
     put(tx, "rules", key, &doc)?;
     let details = serde_json::json!({ "revision": doc.revision, "rules": rules.len() });
-    audit::append(tx, tenant, at_ms, "alert_rules_changed", "admin", None, &details.to_string())?;
+    audit::append(tx, tenant, at_ms, "alert_rules_changed", actor, None, &details.to_string())?;
     Ok(ok(FleetResult::Rules(doc)))
 }
 

@@ -89,6 +89,7 @@ pub(crate) fn prescan(data: &sled::Tree, cmd: &FleetCommand) -> Result<Prescan, 
 pub(crate) fn apply(tx: &Tx<'_>, cmd: &FleetCommand, pre: &Prescan, heads: &HeadsTx<'_>) -> R<CommandResult> {
     match cmd {
         FleetCommand::CreateEnrollmentToken(t) => tokens::create(tx, t),
+        FleetCommand::CreateEnrollmentTokenBy { token, actor } => tokens::create_by(tx, token, actor),
         FleetCommand::RevokeEnrollmentToken { tenant, id } => tokens::revoke(tx, tenant, id),
         FleetCommand::Register(r) => agents::register(tx, r),
         FleetCommand::Group(items) => ingest::group(tx, heads, items),
@@ -100,7 +101,10 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &FleetCommand, pre: &Prescan, heads: &Head
             alerts::set_state(tx, tenant, *id, *state, actor, *at_ms)
         }
         FleetCommand::PutRules { tenant, expected_revision, rules, at_ms } => {
-            alerts::put_rules(tx, tenant, *expected_revision, rules, *at_ms)
+            alerts::put_rules(tx, tenant, *expected_revision, rules, *at_ms, "admin")
+        }
+        FleetCommand::PutRulesBy { tenant, expected_revision, rules, at_ms, actor } => {
+            alerts::put_rules(tx, tenant, *expected_revision, rules, *at_ms, actor)
         }
         FleetCommand::Expire { at_ms } => retention::expire(tx, heads, pre, *at_ms),
         FleetCommand::RecordAnomalies { tenant, anomalies, at_ms } => {
