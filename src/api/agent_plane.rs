@@ -25,6 +25,7 @@ use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::ingest::service::{self, IngestError};
+use crate::replica::Replica;
 use crate::routing::owner::{Placement, forward_to_owner, place};
 use crate::secrets;
 
@@ -35,7 +36,7 @@ const INTERVAL_SECS: u32 = 15;
 
 /// `POST /api/v1/agents/register`.
 pub async fn register(
-    State(hub): State<Hub>,
+    State(replica): State<Replica>,
     JsonBody(req): JsonBody<RegisterRequest>,
 ) -> Result<Response, ApiError> {
     validate_register(&req)?;
@@ -63,7 +64,7 @@ pub async fn register(
         at_ms: now_ms(),
     };
     let cmd = Command::Fleet(FleetCommand::Register(reg));
-    match hub.replica.write_everywhere(cmd, REGISTER_SPREAD).await? {
+    match replica.write_everywhere(cmd, REGISTER_SPREAD).await? {
         monsys_raft::CommandResult::Fleet(FleetResult::Registered { agent_id, pinned, .. }) => {
             Ok(Json(RegisterResponse {
                 agent_id,

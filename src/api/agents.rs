@@ -24,6 +24,7 @@ use crate::auth::{Auth, Permission};
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::replica::Replica;
 use crate::secrets;
 
 /// Query of plain reads.
@@ -75,7 +76,7 @@ fn token_json(t: &EnrollmentToken) -> Value {
 
 /// `POST /api/v1/enrollment-tokens`: the token is in the answer only.
 pub async fn create_enrollment_token(
-    State(hub): State<Hub>,
+    State(replica): State<Replica>,
     auth: Auth,
     JsonBody(req): JsonBody<NewEnrollmentToken>,
 ) -> Result<Response, ApiError> {
@@ -106,12 +107,12 @@ pub async fn create_enrollment_token(
     let mut body = token_json(&t);
     // the creator is named in the audit event once every member can apply that (until then,
     // e.g. during a rolling upgrade, the event says "admin")
-    let cmd = if hub.replica.members_support(monsys_raft::LOG_FEATURE_ACTOR_AUDIT) {
+    let cmd = if replica.members_support(monsys_raft::LOG_FEATURE_ACTOR_AUDIT) {
         FleetCommand::CreateEnrollmentTokenBy { token: t, actor: auth.actor() }
     } else {
         FleetCommand::CreateEnrollmentToken(t)
     };
-    hub.replica.write(Command::Fleet(cmd)).await?;
+    replica.write(Command::Fleet(cmd)).await?;
     body["token"] = json!(token);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

@@ -22,6 +22,7 @@ use crate::auth::{Auth, Permission};
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::replica::Replica;
 
 type Q<T> = Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
 
@@ -158,7 +159,7 @@ pub struct RulesBody {
 
 /// `PUT /api/v1/alert-rules` (with `If-Match` as a compare-and-set).
 pub async fn put_rules(
-    State(hub): State<Hub>,
+    State(replica): State<Replica>,
     auth: Auth,
     IfMatch(expected): IfMatch,
     JsonBody(body): JsonBody<RulesBody>,
@@ -167,12 +168,12 @@ pub async fn put_rules(
     monsys_raft::fleet::validate_rules(&body.rules).map_err(ApiError::InvalidBody)?;
     let (tenant, rules, at_ms) = (auth.tenant.clone(), body.rules, now_ms());
     // the changer is named in the audit event once every member can apply that
-    let cmd = if hub.replica.members_support(monsys_raft::LOG_FEATURE_ACTOR_AUDIT) {
+    let cmd = if replica.members_support(monsys_raft::LOG_FEATURE_ACTOR_AUDIT) {
         FleetCommand::PutRulesBy { tenant, expected_revision: expected, rules, at_ms, actor: auth.actor() }
     } else {
         FleetCommand::PutRules { tenant, expected_revision: expected, rules, at_ms }
     };
-    match hub.replica.write(Command::Fleet(cmd)).await? {
+    match replica.write(Command::Fleet(cmd)).await? {
         CommandResult::Fleet(FleetResult::Rules(doc)) => Ok(rules_response(doc)),
         CommandResult::Rejected(Rejection::RevisionMismatch { current }) => {
             Err(ApiError::RevisionMismatch { current })

@@ -26,6 +26,7 @@ use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::ratelimit::{self, ClientIp};
+use crate::replica::Replica;
 use crate::secrets;
 
 /// Absolute lifetime of a session.
@@ -251,14 +252,14 @@ pub fn session_response(hub: &Hub, user: &User, token: &str) -> Result<Response,
 }
 
 /// `POST /api/v1/auth/logout`: ends the session on every node.
-pub async fn logout(State(hub): State<Hub>, auth: Auth) -> Result<Response, ApiError> {
+pub async fn logout(State(replica): State<Replica>, auth: Auth) -> Result<Response, ApiError> {
     let Credential::Session(sha) = auth.credential else {
         return Err(ApiError::BadRequest(
             "logout ends a session; this request used another credential".into(),
         ));
     };
     let cmd = IdentityCommand::RevokeSession { sha256: sha, at_ms: now_ms() };
-    hub.replica.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await?;
+    replica.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear).expect("static cookie"));

@@ -23,12 +23,13 @@ use crate::auth::{Auth, Permission};
 use crate::cluster::membership::MembershipError;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::replica::Replica;
 use crate::routing::owner;
 
 /// `GET /api/v1/cluster`.
-pub async fn status(State(hub): State<Hub>, auth: Auth) -> Result<Json<ClusterStatus>, ApiError> {
+pub async fn status(State(replica): State<Replica>, auth: Auth) -> Result<Json<ClusterStatus>, ApiError> {
     auth.require(Permission::ClusterRead)?;
-    Ok(Json(crate::cluster::status::status(&hub.replica)))
+    Ok(Json(crate::cluster::status::status(&replica)))
 }
 
 /// `POST /api/v1/cluster/members`.

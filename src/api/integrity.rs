@@ -16,6 +16,7 @@ use crate::auth::{Auth, Permission};
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::replica::Replica;
 
 type Q<T> = Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
 
@@ -63,7 +64,7 @@ pub async fn list(State(hub): State<Hub>, auth: Auth, q: Q<AnomalyQuery>) -> Res
 
 /// `PATCH /api/v1/integrity-anomalies/{id}/resolve`.
 pub async fn resolve(
-    State(hub): State<Hub>,
+    State(replica): State<Replica>,
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -76,7 +77,7 @@ pub async fn resolve(
         actor: auth.actor(),
         at_ms: now_ms(),
     };
-    match hub.replica.write(Command::Fleet(cmd)).await? {
+    match replica.write(Command::Fleet(cmd)).await? {
         CommandResult::Fleet(FleetResult::Anomaly(a)) => Ok(Json(anomaly_json(&a)).into_response()),
         CommandResult::FleetRejected(FleetRejection::NotFound) => {
             Err(ApiError::NotFound(format!("no anomaly {id}")))

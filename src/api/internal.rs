@@ -14,17 +14,18 @@ use monsys_raft::network::{RpcKind, serve_rpc};
 use super::extract::PeerAuth;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::replica::Replica;
 
 /// `POST /internal/v1/raft/{kind}`.
 pub async fn raft_rpc(
-    State(hub): State<Hub>,
+    State(replica): State<Replica>,
     _: PeerAuth,
     Path(kind): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let kind = RpcKind::from_path_segment(&kind)
         .ok_or_else(|| ApiError::NotFound(format!("unknown raft rpc {kind:?}")))?;
-    let reply = serve_rpc(hub.replica.raft(), kind, &body).await.map_err(|e| {
+    let reply = serve_rpc(replica.raft(), kind, &body).await.map_err(|e| {
         if e.is_bad_request() {
             ApiError::BadRequest(e.to_string())
         } else {
@@ -36,12 +37,12 @@ pub async fn raft_rpc(
 
 /// `POST /internal/v1/propose`: a bincode [`monsys_raft::Command`] from a peer that is not the
 /// leader (e.g. an agent owner's group commit). Answered only by the leader; never forwarded.
-pub async fn propose(State(hub): State<Hub>, _: PeerAuth, body: Bytes) -> Result<Response, ApiError> {
-    if !hub.replica.is_leader() {
+pub async fn propose(State(replica): State<Replica>, _: PeerAuth, body: Bytes) -> Result<Response, ApiError> {
+    if !replica.is_leader() {
         return Err(ApiError::unavailable("not the leader (leadership moved); retry"));
     }
     let cmd = monsys_raft::decode_command(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let result = hub.replica.write(cmd).await?;
+    let result = replica.write(cmd).await?;
     let bytes = monsys_raft::encode_result(&result)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
@@ -58,12 +59,12 @@ pub struct WaitApplied {
 /// `POST /internal/v1/wait-applied?index&wait_ms`: 204 once this node applied `index`, 503 if
 /// not within the wait.
 pub async fn wait_applied(
-    State(hub): State<Hub>,
+    State(replica): State<Replica>,
     _: PeerAuth,
     axum::extract::Query(q): axum::extract::Query<WaitApplied>,
 ) -> Result<Response, ApiError> {
     let wait = std::time::Duration::from_millis(q.wait_ms.min(5000));
-    if hub.replica.wait_applied(q.index, wait).await {
+    if replica.wait_applied(q.index, wait).await {
         Ok(axum::http::StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::unavailable(format!("index {} not applied within {wait:?}", q.index)))
@@ -103,12 +104,11 @@ pub async fn rate_limit(
 
 /// `GET /internal/v1/node`: this node's own Raft state (see [`NodeState`]), asked by a leader
 /// before it adds the node.
-pub async fn node_state(State(hub): State<Hub>, _: PeerAuth) -> Result<Response, ApiError> {
-    let m = hub.replica.raft_metrics();
-    let initialized =
-        hub.replica.raft().is_initialized().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+pub async fn node_state(State(replica): State<Replica>, _: PeerAuth) -> Result<Response, ApiError> {
+    let m = replica.raft_metrics();
+    let initialized = replica.raft().is_initialized().await.map_err(|e| ApiError::Internal(e.to_string()))?;
     let state = NodeState {
-        node_id: hub.replica.id(),
+        node_id: replica.id(),
         has_log: initialized || m.last_log_index.is_some() || m.current_term > 0,
         last_log_index: m.last_log_index,
         term: m.current_term,

@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::mail::Mail;
 use crate::ratelimit::{self, ClientIp};
+use crate::replica::Replica;
 use crate::secrets;
 
 /// Prefix of invitation tokens.
@@ -190,10 +191,13 @@ pub struct ResetBody {
 }
 
 /// `POST /api/v1/auth/reset-password`: single use; every session of the user ends.
-pub async fn reset(State(hub): State<Hub>, JsonBody(b): JsonBody<ResetBody>) -> Result<Response, ApiError> {
+pub async fn reset(
+    State(replica): State<Replica>,
+    JsonBody(b): JsonBody<ResetBody>,
+) -> Result<Response, ApiError> {
     let invalid = || ApiError::Unauthorized("token unknown, expired or already used".into());
     let sha = secrets::sha256(&b.token);
-    let ident = hub.replica.reader().identity();
+    let ident = replica.reader().identity();
     let r = ident.reset_token(&sha)?.ok_or_else(invalid)?;
     let user = ident.user(&r.tenant, &r.user_id)?.ok_or_else(invalid)?;
     if let Some(why) = password::weakness(&b.new_password, &user.email) {
@@ -204,7 +208,7 @@ pub async fn reset(State(hub): State<Hub>, JsonBody(b): JsonBody<ResetBody>) -> 
         password_hash: password::hash(&b.new_password),
         at_ms: now_ms(),
     };
-    match hub.replica.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await? {
+    match replica.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await? {
         CommandResult::Identity(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         CommandResult::IdentityRejected(r) => Err(identity_error(&r)),
         other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),

@@ -23,6 +23,7 @@ use crate::auth::{Auth, Permission};
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::replica::Replica;
 use crate::secrets;
 
 /// Prefix of tickets.
@@ -33,7 +34,7 @@ const TICKET_LIFETIME_MS: u64 = 30_000;
 pub const POLL: Duration = Duration::from_secs(1);
 
 /// `POST /api/v1/ws/ticket`.
-pub async fn ticket(State(hub): State<Hub>, auth: Auth) -> Result<Response, ApiError> {
+pub async fn ticket(State(replica): State<Replica>, auth: Auth) -> Result<Response, ApiError> {
     let token = secrets::random_token(TICKET_PREFIX);
     let t = Ticket {
         sha256: secrets::sha256(&token),
@@ -42,7 +43,7 @@ pub async fn ticket(State(hub): State<Hub>, auth: Auth) -> Result<Response, ApiE
         role: auth.role.clone(),
         expires_at_ms: now_ms() + TICKET_LIFETIME_MS,
     };
-    hub.replica
+    replica
         .write_everywhere(Command::Identity(IdentityCommand::CreateTicket(t)), super::auth::REVOKE_SPREAD)
         .await?;
     Ok(Json(json!({ "ticket": token, "expires_in": TICKET_LIFETIME_MS / 1000 })).into_response())

@@ -19,6 +19,7 @@ use crate::auth::{Auth, Permission};
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::replica::Replica;
 
 /// Query of reads: `consistency=linearizable|local` (`stale` is an alias of `local`).
 #[derive(Debug, Default, Deserialize)]
@@ -43,16 +44,16 @@ pub enum Consistency {
 
 /// `GET /api/v1/settings`.
 pub async fn get(
-    State(hub): State<Hub>,
+    State(replica): State<Replica>,
     auth: Auth,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     auth.require(Permission::SettingsRead)?;
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if query.consistency == Consistency::Linearizable {
-        hub.replica.linearizable_barrier().await?;
+        replica.linearizable_barrier().await?;
     }
-    let doc = hub.replica.reader().settings(&auth.tenant)?;
+    let doc = replica.reader().settings(&auth.tenant)?;
     Ok(with_etag(doc))
 }
 

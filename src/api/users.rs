@@ -22,6 +22,7 @@ use crate::auth::{Auth, password};
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::replica::Replica;
 use crate::secrets;
 
 /// 403 unless the caller may grant `role` (no one hands out more than they hold).
@@ -301,7 +302,7 @@ pub async fn revoke_key(
 }
 
 /// `GET /api/v1/roles`: system and custom roles with their permissions.
-pub async fn list_roles(State(hub): State<Hub>, auth: Auth) -> Result<Response, ApiError> {
+pub async fn list_roles(State(replica): State<Replica>, auth: Auth) -> Result<Response, ApiError> {
     auth.require(Permission::UsersRead)?;
     let mut roles: Vec<Value> = permissions::SYSTEM_ROLES
         .iter()
@@ -311,7 +312,7 @@ pub async fn list_roles(State(hub): State<Hub>, auth: Auth) -> Result<Response, 
             json!({ "id": r, "name": r, "permissions": perms, "is_system": true })
         })
         .collect();
-    for r in hub.replica.reader().identity().roles(&auth.tenant)? {
+    for r in replica.reader().identity().roles(&auth.tenant)? {
         roles.push(json!({ "id": r.id, "name": r.name, "permissions": r.permissions, "is_system": false }));
     }
     Ok(Json(json!({ "roles": roles })).into_response())
