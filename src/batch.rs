@@ -65,9 +65,16 @@ pub struct Limits {
 
 type Reply<O> = oneshot::Sender<Result<O, WriteError>>;
 
+/// An item waiting for an entry, with its size (computed once, by the caller's task).
+struct Pending<S: Sink> {
+    item: S::Item,
+    size: u64,
+    reply: Reply<S::Output>,
+}
+
 /// Handle of a running batcher (cheap to clone).
 pub struct Batcher<S: Sink> {
-    tx: mpsc::Sender<(S::Item, Reply<S::Output>)>,
+    tx: mpsc::Sender<Pending<S>>,
     what: &'static str,
     full_retry_after: Duration,
 }
@@ -88,8 +95,14 @@ impl<S: Sink> Batcher<S> {
 
     /// Commits `item` (alone or with others) and returns its own output.
     pub async fn submit(&self, item: S::Item) -> Result<S::Output, WriteError> {
+        let size = S::size(&item);
+        self.submit_sized(item, size).await
+    }
+
+    /// [`Batcher::submit`] for a caller that already knows the item's [`Sink::size`].
+    pub async fn submit_sized(&self, item: S::Item, size: u64) -> Result<S::Output, WriteError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send((item, reply)).map_err(|e| match e {
+        self.tx.try_send(Pending { item, size, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 WriteError::busy(format!("{} queue full; retry", self.what), self.full_retry_after)
             }
@@ -103,7 +116,7 @@ impl<S: Sink> Batcher<S> {
 async fn run<S: Sink>(
     sink: Arc<S>,
     limits: Limits,
-    mut rx: mpsc::Receiver<(S::Item, Reply<S::Output>)>,
+    mut rx: mpsc::Receiver<Pending<S>>,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
@@ -120,21 +133,20 @@ async fn run<S: Sink>(
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.cancelled() => {
-                let _ = first.1.send(Err(WriteError::not_applied("node shutting down")));
+                let _ = first.reply.send(Err(WriteError::not_applied("node shutting down")));
                 return;
             }
         };
-        let mut bytes = S::size(&first.0);
+        let mut bytes = first.size;
         let mut batch = vec![first];
         while batch.len() < limits.max_items
             && let Ok(next) = rx.try_recv()
         {
-            let size = S::size(&next.0);
-            if bytes + size > limits.budget_bytes {
+            if bytes + next.size > limits.budget_bytes {
                 carry = Some(next);
                 break;
             }
-            bytes += size;
+            bytes += next.size;
             batch.push(next);
         }
         let sink = sink.clone();
@@ -148,9 +160,10 @@ async fn run<S: Sink>(
     }
 }
 
-async fn commit<S: Sink>(sink: &S, batch: Vec<(S::Item, Reply<S::Output>)>) {
+async fn commit<S: Sink>(sink: &S, batch: Vec<Pending<S>>) {
     let n = batch.len();
-    let (items, replies): (Vec<S::Item>, Vec<Reply<S::Output>>) = batch.into_iter().unzip();
+    let (items, replies): (Vec<S::Item>, Vec<Reply<S::Output>>) =
+        batch.into_iter().map(|p| (p.item, p.reply)).unzip();
     match sink.commit(items).await {
         Ok(outputs) if outputs.len() == n => {
             for (reply, output) in replies.into_iter().zip(outputs) {

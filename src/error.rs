@@ -139,7 +139,7 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge { limit } => Some(serde_json::json!({ "limit_bytes": limit })),
             ApiError::Unavailable { retry_after, .. } | ApiError::RateLimited { retry_after, .. } => {
-                Some(serde_json::json!({ "retry_after_secs": retry_after.as_secs().max(1) }))
+                Some(serde_json::json!({ "retry_after_secs": whole_secs(*retry_after) }))
             }
             _ => None,
         }
@@ -161,7 +161,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody { error: message, code: code.to_string(), details: self.details() };
         let mut resp = (status, Json(body)).into_response();
         if let ApiError::Unavailable { retry_after, .. } | ApiError::RateLimited { retry_after, .. } = &self {
-            let secs = retry_after.as_secs().max(1).to_string();
+            let secs = whole_secs(*retry_after).to_string();
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&secs).expect("digits"));
         }
         if let ApiError::PayloadTooLarge { .. } = &self {
@@ -173,10 +173,16 @@ impl IntoResponse for ApiError {
             let h = resp.headers_mut();
             h.insert("x-ratelimit-limit", HeaderValue::from(*limit));
             h.insert("x-ratelimit-remaining", HeaderValue::from(0u32));
-            h.insert("x-ratelimit-reset", HeaderValue::from(retry_after.as_secs().max(1)));
+            h.insert("x-ratelimit-reset", HeaderValue::from(whole_secs(*retry_after)));
         }
         resp
     }
+}
+
+/// A delay in whole seconds for `Retry-After`, rounded up (a client that waits exactly that
+/// long must not be refused again) and at least 1.
+fn whole_secs(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000).max(1) as u64
 }
 
 /// The code of `GET /api/v1/ready`'s 503 (not an [`ApiError`]: that answer carries details of
@@ -284,6 +290,18 @@ mod tests {
         let resp = ApiError::unavailable("no leader").into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn retry_after_rounds_up_so_a_client_waiting_that_long_is_not_refused_again() {
+        let limited = ApiError::RateLimited { retry_after: Duration::from_millis(5_001), limit: 10 };
+        let resp = limited.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "6");
+        assert_eq!(resp.headers()["x-ratelimit-reset"], "6");
+        let exact = ApiError::Unavailable { reason: String::new(), retry_after: Duration::from_secs(720) };
+        assert_eq!(exact.into_response().headers()[header::RETRY_AFTER], "720");
+        let short = ApiError::Unavailable { reason: String::new(), retry_after: Duration::from_millis(10) };
+        assert_eq!(short.into_response().headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

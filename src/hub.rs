@@ -4,8 +4,10 @@
 //! (axum `FromRef`: `State<Replica>`, `State<Arc<Config>>`, …) or take the whole hub when they
 //! need several. It adds no behaviour of its own beyond the owner hint and uptime: writes and
 //! reads are the [`Replica`]'s, membership changes [`Membership`]'s, after-the-fact audit
-//! events the [`Auditor`]'s, the agent plane the [`AgentPlane`]'s. Nothing below the API
-//! depends on this module (`scripts/import-graph.py` checks that `src/` has no circle).
+//! events the [`Auditor`]'s, the agent plane the [`AgentPlane`]'s. This module depends only on
+//! the services it holds; what takes the whole hub (handlers, extractors, middleware, the
+//! leader's background jobs) sits above it, and none of the services depends on it
+//! (`scripts/import-graph.py` checks that `src/` has no circle).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,9 +31,20 @@ use crate::secrets::ClusterSecret;
 /// Most rate-limit keys a node keeps.
 const MAX_LIMIT_KEYS: usize = 100_000;
 
-/// The services of one node, shared by every request.
+/// The services of one node, shared by every request: a handle on [`Services`] (one atomic
+/// increment to clone, which every request does a few times).
 #[derive(Clone)]
-pub struct Hub {
+pub struct Hub(Arc<Services>);
+
+impl std::ops::Deref for Hub {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services a [`Hub`] holds, each also usable on its own (`FromRef`).
+pub struct Services {
     /// The replicated state: reads, writes, leader checks, index waits.
     pub replica: Replica,
     /// The configuration the node started with.
@@ -88,7 +101,7 @@ impl Hub {
             }
         });
         let group = crate::ingest::group::GroupCommitter::start(p.replica.clone(), &p.life);
-        Hub {
+        Hub(Arc::new(Services {
             membership: Membership::new(p.replica.clone(), p.life.clone(), p.config.data_dir.clone()),
             audit: Auditor::new(p.replica.clone(), p.life.clone()),
             forwarder: p.replica.forwarder().clone(),
@@ -103,7 +116,7 @@ impl Hub {
             life: p.life,
             owner_hint,
             started: Instant::now(),
-        }
+        }))
     }
 
     /// The owner hint this node sends to the agents it owns (`None`: hints are off).

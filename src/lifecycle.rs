@@ -1,11 +1,13 @@
 //! Structured lifetime of a node's tasks.
 //!
-//! Every task a node starts is spawned on its [`Lifecycle`]'s tracker, so stopping the node
-//! can wait for all of them: `node::NodeHandle::shutdown` cancels [`Lifecycle::stop`], the
+//! Every task a node starts is spawned on its [`Lifecycle`]'s tracker (the HTTP server and
+//! gossip's own threads are stopped separately by `node::NodeHandle::shutdown`), so stopping
+//! the node can wait for all of them: `node::NodeHandle::shutdown` cancels [`Lifecycle::stop`], the
 //! loops that run until then return, the work already in flight (a commit, a forwarded
 //! proposal) finishes within its own timeout, and only then does the node drop its state. A
 //! stopped node has therefore released its data directory (sled's lock, the WAL) by the time
-//! `shutdown` returns, and nothing of it is left running detached.
+//! `shutdown` returns, and nothing of it is left running detached. The waits are bounded
+//! (15 s); a task that outlives them is named in a warning.
 
 use std::future::Future;
 

@@ -397,3 +397,33 @@ async fn settings_changes_and_token_revocations_are_audited() {
     let (_, verify) = c.get(0, "/api/v1/audit/verify").await;
     assert_eq!(verify["ok"], true, "the chain still verifies: {verify}");
 }
+
+/// Sends `raw` on a fresh connection to node 0 and returns what comes back within `within`
+/// (empty if nothing does).
+async fn raw_exchange(c: &TestCluster, raw: &[u8], within: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(c.nodes[0].config.api_addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(within, s.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_declared_length_over_the_limit_is_refused_at_once() {
+    let c = TestCluster::start(1).await;
+    c.wait_leader().await;
+    for (method, path) in
+        [("PUT", "/api/v1/settings"), ("POST", "/api/v1/ingest"), ("POST", "/api/v1/agents/a1/heartbeat")]
+    {
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n\
+             Content-Length: 99999999999\r\n\r\n{{"
+        );
+        let answer = raw_exchange(&c, raw.as_bytes(), std::time::Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer:?}");
+        assert!(answer.contains("payload_too_large"), "{path}: the JSON error body: {answer:?}");
+    }
+}

@@ -2,9 +2,11 @@
 //! the node serves the API, a restart keeps the data and prints no new token, `monsys ctl`
 //! talks to it, and a second process joins it with `--join`.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Hub {
     child: Child,
@@ -62,15 +64,11 @@ fn read_token(hub: &mut Hub, within: Duration) -> Option<String> {
 
 async fn wait_ready(url: &str) {
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
+    common::eventually(&format!("{url} to be ready"), Duration::from_secs(30), || async {
         let ready = client.get(format!("{url}/api/v1/ready")).timeout(Duration::from_secs(5)).send().await;
-        if ready.is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{url} never became ready");
+        ready.is_ok_and(|r| r.status().is_success()).then_some(())
+    })
+    .await
 }
 
 fn ctl(url: &str, token: &str, args: &[&str]) -> (i32, String) {
@@ -125,15 +123,11 @@ async fn first_start_prints_a_token_and_restart_keeps_the_data() {
     let (code, out) = ctl(&hub2.url, &token, &["settings", "get"]);
     assert_eq!(code, 0, "{out}");
     // ready as a learner; a voter once the leader has seen it catch up
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    common::eventually("the joined node to become a voter", Duration::from_secs(30), || async {
         let (_, status) = ctl(&hub.url, &token, &["cluster", "status"]);
         let status: serde_json::Value = serde_json::from_str(&status).unwrap();
         let voters = status["members"].as_array().unwrap().iter().filter(|m| m["role"] == "voter").count();
-        if voters == 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the joined node never became a voter: {status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (voters == 2).then_some(())
+    })
+    .await;
 }

@@ -349,6 +349,23 @@ async fn api_keys_and_custom_roles() {
     )
     .await;
     assert_eq!(s, 201, "{key}");
+    // a lifetime of 0 (dead on arrival) or one whose expiry overflows is refused
+    for bad in [json!(0), json!(u64::MAX), json!(59)] {
+        let body = json!({ "name": "bad", "expires_in_secs": bad });
+        let (s, v) = call(&c, 0, "POST", "/api/v1/api-keys", &owner, Some(body)).await;
+        assert_eq!((s, v["code"].as_str()), (422, Some("invalid_body")), "expires_in_secs {bad}: {v}");
+    }
+    let (s, v) = call(
+        &c,
+        0,
+        "POST",
+        "/api/v1/api-keys",
+        &owner,
+        Some(json!({ "name": "day", "expires_in_secs": 86_400 })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(v["expires_at_ms"].as_u64().is_some_and(|e| e > v["created_at_ms"].as_u64().unwrap()), "{v}");
     let k = key["key"].as_str().unwrap().to_string();
     // X-Api-Key works like a bearer on any node
     let r = c
@@ -560,21 +577,16 @@ async fn totp_second_factor_with_single_use_codes() {
 /// follows `label` in it.
 async fn token_from_outbox(c: &TestCluster, i: usize, to: &str, label: &str) -> String {
     let dir = c.nodes[i].config.data_dir.join("outbox");
-    for _ in 0..100 {
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                if text.contains(&format!("To: {to}"))
-                    && let Some(pos) = text.find(label)
-                {
-                    let rest = &text[pos + label.len()..];
-                    return rest.split_whitespace().next().unwrap().to_string();
-                }
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("no mail to {to} with {label:?} in {}", dir.display());
+    let what = format!("a mail to {to} with {label:?} in {}", dir.display());
+    common::eventually(&what, std::time::Duration::from_secs(5), || async {
+        let entries = std::fs::read_dir(&dir).ok()?;
+        entries.flatten().find_map(|e| {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let pos = text.find(label).filter(|_| text.contains(&format!("To: {to}")))?;
+            text[pos + label.len()..].split_whitespace().next().map(str::to_string)
+        })
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -68,7 +68,7 @@ pub enum Command {
 }
 
 /// Log features this binary can apply, announced over gossip. A proposer uses a feature only
-/// once every voter announces it, so a rolling upgrade never hands a node an entry it cannot
+/// once every member (voters and learners) announces it, so a rolling upgrade never hands a node an entry it cannot
 /// decode or would apply differently. `batch`: [`Command::Batch`]; `batch-register`: agent
 /// registrations inside a batch; `settings-audit`: [`Command::PutSettingsAudited`];
 /// `record-audit`: `FleetCommand::RecordAudit`; `actor-audit`: the `…By` fleet commands that

@@ -20,6 +20,7 @@ use monsys_proto::agent::{self as wire, IngestStatus, RegisterRequest, RegisterR
 use monsys_raft::Command;
 use monsys_raft::fleet::{FleetCommand, FleetRejection, FleetResult, Registration};
 
+use super::declared_length::HEARTBEAT_BODY_LIMIT;
 use super::extract::{AgentAuth, JsonBody};
 use crate::clock::now_ms;
 use crate::error::ApiError;
@@ -221,8 +222,9 @@ async fn heartbeat_owned(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     require_json(&parts.headers)?;
-    let body =
-        axum::body::to_bytes(body, 4096).await.map_err(|_| ApiError::PayloadTooLarge { limit: 4096 })?;
+    let body = axum::body::to_bytes(body, HEARTBEAT_BODY_LIMIT)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit: HEARTBEAT_BODY_LIMIT })?;
     let hb = service::parse_heartbeat(&body).map_err(ingest_error)?;
     service::heartbeat(&hub.plane, agent.id(), hb).await.map_err(ingest_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -149,7 +149,7 @@ pub async fn forgot(
     ratelimit::check(&hub, &format!("forgot:ip:{ip}"), ratelimit::FORGOT_PASSWORD).await?;
     let email = normalize_email(&b.email)?;
     let bg = hub.clone();
-    tokio::spawn(async move {
+    hub.life.spawn(async move {
         if let Err(e) = send_reset(&bg, &email).await {
             tracing::warn!(error = %e, "password reset not sent");
         }

@@ -6,8 +6,11 @@
 //! - leader-routed (`routing::leader::to_leader`): settings, membership changes, agent
 //!   registration and every operator route of agents, alerts, rules and audit;
 //! - owner-routed (inside the handler, after agent-token auth): ingest and heartbeats;
-//! - internal (`/internal/v1`, cluster secret): Raft RPC, with a larger body limit for snapshot
-//!   chunks.
+//! - internal (`/internal/v1`, cluster secret): Raft RPC (with a larger body limit for snapshot
+//!   chunks), proposals from followers, index waits, rate-limit checks, the node's own state
+//!   (asked before a join) and the removal notice.
+//!
+//! A declared `Content-Length` over a route's limit is refused at once (`declared_length`).
 //!
 //! Unknown routes answer 404 and wrong methods 405, both with the JSON error body.
 
@@ -17,6 +20,7 @@ pub mod agents;
 pub mod alerts;
 pub mod auth;
 pub mod cluster;
+pub mod declared_length;
 pub mod extract;
 pub mod fleet;
 pub mod health;
@@ -38,8 +42,7 @@ use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::routing::leader::to_leader;
 
-/// Largest internal request (a snapshot chunk plus framing).
-const INTERNAL_BODY_LIMIT: usize = 64 * 1024 * 1024;
+use self::declared_length::INTERNAL_BODY_LIMIT;
 
 /// Builds the router of a node.
 pub fn router(hub: Hub) -> Router {
@@ -122,7 +125,11 @@ pub fn router(hub: Hub) -> Router {
         .merge(internal)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(hub.clone(), observe::observe))
+        .layer(from_fn_with_state(max_body, declared_length::refuse_oversized))
+        .layer(from_fn_with_state(
+            observe::Observer { node: hub.replica.id(), metrics: hub.metrics.clone() },
+            observe::observe,
+        ))
         .with_state(hub)
 }
 

@@ -113,8 +113,10 @@ fn unsafe_ack_before_commit(hub: &Hub, cmd: Command) -> Result<Response, ApiErro
         updated_at_ms: *at_ms,
         settings: settings.clone(),
     };
-    let hub = hub.clone();
-    tokio::spawn(async move { hub.replica.write(cmd).await });
+    let replica = hub.replica.clone();
+    hub.life.spawn(async move {
+        let _ = replica.write(cmd).await;
+    });
     Ok(with_etag(doc))
 }
 

@@ -229,6 +229,10 @@ pub async fn list_keys(State(hub): State<Hub>, auth: Auth) -> Result<Response, A
 }
 
 /// `POST /api/v1/api-keys` body.
+/// Lifetimes an API key may be given: a minute to ten years (a larger value would overflow the
+/// expiry time, and 0 would make a key that is dead on arrival).
+const API_KEY_LIFETIME_SECS: std::ops::RangeInclusive<u64> = 60..=10 * 365 * 86_400;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
@@ -257,6 +261,13 @@ pub async fn create_key(
     if b.name.is_empty() || b.name.len() > 128 {
         return Err(ApiError::InvalidBody("name: 1-128 bytes".into()));
     }
+    if b.expires_in_secs.is_some_and(|s| !API_KEY_LIFETIME_SECS.contains(&s)) {
+        return Err(ApiError::InvalidBody(format!(
+            "expires_in_secs: {}..={} (omit it for a key that does not expire)",
+            API_KEY_LIFETIME_SECS.start(),
+            API_KEY_LIFETIME_SECS.end()
+        )));
+    }
     let role = b.role.unwrap_or_else(|| auth.role.clone());
     check_grant(&hub, &auth, &role)?;
     let token = secrets::random_token(API_KEY_PREFIX);
@@ -269,7 +280,7 @@ pub async fn create_key(
         name: b.name,
         role,
         created_at_ms: now,
-        expires_at_ms: b.expires_in_secs.map(|s| now + s.saturating_mul(1000)),
+        expires_at_ms: b.expires_in_secs.map(|s| now + s * 1000),
         last_used_ms: 0,
     };
     let mut body = key_json(&key);

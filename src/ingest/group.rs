@@ -70,9 +70,10 @@ impl GroupCommitter {
 
     /// Commits `item` as part of a group and returns its outcome.
     pub async fn submit(&self, item: GroupItem) -> Result<ItemOutcome, WriteError> {
-        if Groups::size(&item) > GROUP_BUDGET_BYTES {
+        let size = Groups::size(&item);
+        if size > GROUP_BUDGET_BYTES {
             return Err(WriteError::Rejected(Rejected::TooLarge { limit: GROUP_BUDGET_BYTES as usize }));
         }
-        self.batcher.submit(item).await
+        self.batcher.submit_sized(item, size).await
     }
 }

@@ -25,7 +25,7 @@ use super::rules::{Decisions, RuleSpec, RuleState};
 /// reconnecting agent can drain its buffer.
 pub const INGEST_PER_MINUTE: u32 = 60;
 
-/// Commits accepted batches (implemented by the hub over Raft).
+/// Commits accepted batches (implemented by the binary's `ingest::PlaneCommitter`, over Raft).
 pub trait Committer: Send + Sync + 'static {
     /// Why a commit failed (the hub's error type: unavailable, outcome unknown, …).
     type Error: Send + std::fmt::Debug + 'static;
