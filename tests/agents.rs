@@ -469,6 +469,28 @@ async fn the_agent_websocket_carries_heartbeats_on_any_node() {
         ws.close(None).await.unwrap();
     }
     assert_eq!(agent_doc(&c, 2, &a.id).await["agent_version"], "1.0.1");
+
+    // an open socket is closed once the agent's token is rotated (here: by deleting the agent)
+    let (mut ws, _) = connect(0, a.token.clone(), a.id.clone()).await.unwrap();
+    let r =
+        c.http.delete(format!("{}/api/v1/agents/{}", all[1], a.id)).bearer_auth(TOKEN).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the server closes the socket");
+    let (code, reason) = closed.expect("a close frame with a code");
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("revoked"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

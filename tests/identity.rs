@@ -762,3 +762,59 @@ async fn websocket_tickets_are_single_use_and_feed_alerts() {
         "{v}"
     );
 }
+
+/// Waits (up to 5 s) for `ws` to be closed by the server and returns the close code and reason.
+async fn closed_by_server<S>(ws: &mut S) -> (u16, String)
+where
+    S: futures::Stream<
+            Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next()).await.expect("the server closes the socket");
+        match next {
+            Some(Ok(Message::Close(Some(f)))) => return (f.code.into(), f.reason.to_string()),
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return (0, String::new()),
+            Some(Ok(_)) => {} // alert frames before the close
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_alert_feed_closes_when_its_user_is_disabled_or_loses_the_permission() {
+    let c = TestCluster::start(3).await;
+    c.wait_leader().await;
+    assert_eq!(register_owner(&c, 0, "owner@example.com", None).await.0, 201);
+    let owner = session(&c, 0, "owner@example.com").await;
+    let role = json!({ "name": "No alerts", "permissions": ["agents:read"] });
+    assert_eq!(call(&c, 0, "PUT", "/api/v1/roles/no_alerts", &owner, Some(role)).await.0, 200);
+    let mut feeds = Vec::new();
+    for (email, change) in [
+        ("disabled@example.com", json!({ "disabled": true })),
+        ("demoted@example.com", json!({ "role": "no_alerts" })),
+    ] {
+        let body = json!({ "email": email, "name": "U", "password": PW, "role": "operator" });
+        let (s, user) = call(&c, 1, "POST", "/api/v1/users", &owner, Some(body)).await;
+        assert_eq!(s, 201, "{user}");
+        let token = session(&c, 1, email).await;
+        let (s, t) = call(&c, 2, "POST", "/api/v1/ws/ticket", &token, None).await;
+        assert_eq!(s, 200, "{t}");
+        let url = format!(
+            "{}/ws/alerts?ticket={}",
+            c.nodes[2].url().replace("http://", "ws://"),
+            t["ticket"].as_str().unwrap()
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        feeds.push((ws, user["id"].as_str().unwrap().to_string(), change));
+    }
+    for (mut ws, id, change) in feeds {
+        let (s, v) = call(&c, 0, "PATCH", &format!("/api/v1/users/{id}"), &owner, Some(change.clone())).await;
+        assert_eq!(s, 200, "{v}");
+        let (code, reason) = closed_by_server(&mut ws).await;
+        assert_eq!(code, 1008, "{change}: closed with a policy code, reason {reason:?}");
+        assert!(!reason.is_empty(), "{change}: the reason is given");
+    }
+}

@@ -6,6 +6,10 @@
 //! commands (emergency-console tokens). The node keeps a sender per connected agent in
 //! `ingest::sockets::Sockets` for those pushes.
 //!
+//! Every second the socket re-checks the agent's token against this node's applied state: a
+//! deleted agent or a rotated token closes it with code 1008 and the reason. A node that stops
+//! closes it with 1001, so the agent reconnects to another node.
+//!
 //! Memory: an idle connection must stay small (thousands per node), so the upgrade uses a 4 KiB
 //! read buffer, no write buffering and 64 KiB frame/message limits instead of tungstenite's
 //! defaults (128 KiB read buffer, 16 MiB messages).
@@ -17,7 +21,7 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::extract::AgentAuth;
+use super::extract::{AgentAuth, CLOSE_GOING_AWAY, CLOSE_REVOKED, SOCKET_RECHECK};
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::ingest::service;
@@ -55,8 +59,19 @@ async fn serve(hub: Hub, agent: AgentAuth, socket: WebSocket) {
     let (tx, mut pushes) = plane.sockets.open(&agent.agent_id);
     tracing::debug!(agent = %agent.agent_id, "agent websocket open");
     let (mut sink, mut stream) = socket.split();
+    let mut recheck = tokio::time::interval(SOCKET_RECHECK);
+    let stop = hub.life.stop.clone();
     loop {
         tokio::select! {
+            _ = recheck.tick() => if let Some(why) = agent.revoked(hub.replica.reader()) {
+                tracing::info!(agent = %agent.agent_id, why, "closing the agent websocket: credentials revoked");
+                let _ = sink.send(close_frame(CLOSE_REVOKED, why)).await;
+                break;
+            },
+            _ = stop.cancelled() => {
+                let _ = sink.send(close_frame(CLOSE_GOING_AWAY, "node shutting down; reconnect to another node")).await;
+                break;
+            }
             push = pushes.recv() => match push {
                 Some(text) => if sink.send(Message::Text(text.into())).await.is_err() { break },
                 None => break,
@@ -75,6 +90,11 @@ async fn serve(hub: Hub, agent: AgentAuth, socket: WebSocket) {
     }
     plane.sockets.close(&agent.agent_id, &tx);
     tracing::debug!(agent = %agent.agent_id, "agent websocket closed");
+}
+
+/// A close frame with `code` and `reason`.
+pub(crate) fn close_frame(code: u16, reason: &str) -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame { code, reason: reason.to_string().into() }))
 }
 
 async fn handle_frame(hub: &Hub, agent: &AgentAuth, text: &str) -> serde_json::Value {

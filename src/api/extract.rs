@@ -77,6 +77,8 @@ pub struct AgentAuth {
     pub tenant: String,
     /// The agent's id.
     pub agent_id: String,
+    /// SHA-256 of the token it presented (a long-lived socket checks it is still the agent's).
+    pub token_sha256: [u8; 32],
 }
 
 impl AgentAuth {
@@ -84,7 +86,28 @@ impl AgentAuth {
     pub fn id(&self) -> crate::ingest::service::AgentId {
         crate::ingest::service::AgentId { tenant: self.tenant.clone(), agent_id: self.agent_id.clone() }
     }
+
+    /// Why the token this agent authenticated with no longer admits it (the agent was deleted
+    /// or its token rotated), read from this node's applied state; `None` while it still does.
+    pub fn revoked(&self, reader: &monsys_raft::StateReader) -> Option<&'static str> {
+        match reader.fleet().agent_by_token(&self.token_sha256) {
+            Ok(Some((tenant, id))) if tenant == self.tenant && id == self.agent_id => None,
+            Ok(_) => Some("agent token revoked (agent deleted or token rotated)"),
+            Err(_) => None, // a storage error is not a revocation; the next check decides
+        }
+    }
 }
+
+/// Close code of a long-lived socket whose credentials were revoked (RFC 6455 1008, policy
+/// violation); the close frame's reason says what happened.
+pub const CLOSE_REVOKED: u16 = 1008;
+/// Close code of a socket whose node is stopping (RFC 6455 1001, going away).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// How often a long-lived socket re-checks its credentials (the revocation bound the README
+/// states for open sockets: revocation writes answer once every live voter applied them, and a
+/// socket sees that within this).
+pub const SOCKET_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long an unknown agent token waits for this node to catch up.
 const TOKEN_CATCH_UP: std::time::Duration = std::time::Duration::from_millis(1500);
@@ -108,7 +131,7 @@ impl FromRequestParts<Hub> for AgentAuth {
             }
         };
         let (tenant, agent_id) = found.ok_or_else(|| ApiError::Unauthorized("invalid agent token".into()))?;
-        Ok(AgentAuth { tenant, agent_id })
+        Ok(AgentAuth { tenant, agent_id, token_sha256: sha })
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! A ticket is consumed through Raft, so it opens at most one socket cluster-wide whichever node
 //! the browser reaches. The feed polls the node's applied state every [`POLL`] and sends every
-//! alert changed since the last poll: `{"type":"alert","alert":{…}}`.
+//! alert changed since the last poll: `{"type":"alert","alert":{…}}`. At each poll it also
+//! re-checks the principal: a user disabled or deleted, or a role that lost `alerts:read`,
+//! closes the feed with code 1008 and the reason. A node that stops closes it with 1001.
 
 use std::time::Duration;
 
@@ -16,8 +18,10 @@ use monsys_raft::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::agent_ws::close_frame;
 use super::alerts::alert_json;
 use super::auth::identity_error;
+use super::extract::{CLOSE_GOING_AWAY, CLOSE_REVOKED};
 use crate::auth::principal::role_permissions;
 use crate::auth::{Auth, Permission};
 use crate::clock::now_ms;
@@ -87,12 +91,41 @@ pub async fn alerts(
         .on_upgrade(move |socket| feed(hub, t, socket)))
 }
 
+/// Why the principal behind a feed's ticket may no longer read alerts, from this node's
+/// applied state: its user was deleted or disabled, or its role (the user's current one, or the
+/// ticket's for a key or the admin token) lost `alerts:read`. `None` while it may.
+fn feed_revoked(hub: &Hub, t: &Ticket) -> Option<&'static str> {
+    let role = match &t.user_id {
+        Some(uid) => match hub.replica.reader().identity().user(&t.tenant, uid) {
+            Ok(Some(u)) if u.disabled => return Some("user disabled"),
+            Ok(Some(u)) => u.role,
+            Ok(None) => return Some("user deleted"),
+            Err(_) => return None, // a storage error is not a revocation
+        },
+        None => t.role.clone(),
+    };
+    match role_permissions(hub, &t.tenant, &role) {
+        Ok(p) if !p.contains(&Permission::AlertsRead) => Some("permission alerts:read revoked"),
+        _ => None,
+    }
+}
+
 async fn feed(hub: Hub, t: Ticket, mut socket: WebSocket) {
     let mut since = now_ms();
     let mut tick = tokio::time::interval(POLL);
+    let stop = hub.life.stop.clone();
     loop {
         tokio::select! {
+            _ = stop.cancelled() => {
+                let _ = socket.send(close_frame(CLOSE_GOING_AWAY, "node shutting down; reconnect to another node")).await;
+                return;
+            }
             _ = tick.tick() => {
+                if let Some(why) = feed_revoked(&hub, &t) {
+                    tracing::info!(tenant = %t.tenant, user = ?t.user_id, why, "closing the alert feed: credentials revoked");
+                    let _ = socket.send(close_frame(CLOSE_REVOKED, why)).await;
+                    return;
+                }
                 let Ok(alerts) = hub.replica.reader().fleet().alerts(&t.tenant) else { return };
                 let mut newest = since;
                 for a in alerts.iter().filter(|a| a.updated_at_ms > since) {
