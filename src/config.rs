@@ -50,6 +50,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Timeout of a request forwarded to another node, milliseconds.
     pub forward_timeout_ms: u64,
+    /// Deadline of a request's headers, and of an idle keep-alive connection, milliseconds.
+    /// Keep it above 10 s: peers and agents reuse a pooled connection for up to 10 s.
+    pub http_header_timeout_ms: u64,
+    /// Longest pause in a request body before the request is ended, milliseconds.
+    pub http_body_stall_ms: u64,
+    /// Most open connections from one client address (agents behind one NAT address count
+    /// together).
+    pub max_connections_per_ip: usize,
     /// A follower whose applied index trails its log by more than this is not ready.
     pub ready_max_lag_entries: u64,
     /// Raft and storage tunables.
@@ -81,6 +89,9 @@ impl Default for Config {
             enrollment_token: None,
             max_body_bytes: 1024 * 1024,
             forward_timeout_ms: 5000,
+            http_header_timeout_ms: 20_000,
+            http_body_stall_ms: 30_000,
+            max_connections_per_ip: 4096,
             ready_max_lag_entries: 1000,
             raft: monsys_raft::Options::default(),
             unsafe_ack_before_commit: false,
@@ -128,6 +139,9 @@ impl Config {
         anyhow::ensure!(self.node_id != Some(0), "node_id must not be 0");
         anyhow::ensure!(!self.cluster_name.is_empty(), "cluster_name must not be empty");
         anyhow::ensure!(self.max_body_bytes >= 1024, "max_body_bytes must be at least 1024");
+        anyhow::ensure!(self.http_header_timeout_ms >= 1000, "http_header_timeout_ms must be at least 1000");
+        anyhow::ensure!(self.http_body_stall_ms >= 100, "http_body_stall_ms must be at least 100");
+        anyhow::ensure!(self.max_connections_per_ip >= 1, "max_connections_per_ip must be at least 1");
         anyhow::ensure!(self.gossip_interval_ms >= 10, "gossip_interval_ms must be at least 10");
         if let Some(secret) = &self.cluster_secret {
             anyhow::ensure!(secret.len() >= 16, "cluster_secret must be at least 16 characters");

@@ -40,3 +40,4 @@ pub mod ratelimit;
 pub mod replica;
 pub mod routing;
 pub mod secrets;
+pub mod server;

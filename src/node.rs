@@ -159,16 +159,13 @@ async fn start_gossip(config: &Config, id: u64, raft: &Raft) -> anyhow::Result<G
 }
 
 fn spawn_server(listener: TcpListener, hub: Hub, stop: CancellationToken) -> JoinHandle<()> {
-    let app = crate::api::router(hub).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(
-        async move {
-            let graceful = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
-            if let Err(e) = graceful.await {
-                tracing::error!(error = %e, "http server failed");
-            }
-        }
-        .in_current_span(),
-    )
+    let limits = crate::server::ServerLimits {
+        header_timeout: Duration::from_millis(hub.config.http_header_timeout_ms),
+        per_ip: hub.config.max_connections_per_ip,
+        drain: HTTP_DRAIN,
+    };
+    let app = crate::api::router(hub);
+    tokio::spawn(crate::server::serve(listener, app, limits, stop).in_current_span())
 }
 
 /// Brings a pristine node into a cluster; returns the admin token if this start created it.
@@ -294,7 +291,7 @@ impl NodeHandle {
         let NodeHandle { hub, gossip, life, server, .. } = self;
         life.stop.cancel();
         let abort = server.abort_handle();
-        if tokio::time::timeout(HTTP_DRAIN, server).await.is_err() {
+        if tokio::time::timeout(HTTP_DRAIN + Duration::from_secs(1), server).await.is_err() {
             abort.abort();
         }
         hub.plane.registry.stop_all().await;

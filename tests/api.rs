@@ -427,3 +427,76 @@ async fn a_declared_length_over_the_limit_is_refused_at_once() {
         assert!(answer.contains("payload_too_large"), "{path}: the JSON error body: {answer:?}");
     }
 }
+
+/// A connection to node 0 from the loopback address `from` (127.0.0.x), with `raw` sent.
+async fn connect_from(c: &TestCluster, from: [u8; 4], raw: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((std::net::Ipv4Addr::from(from), 0).into()).unwrap();
+    let mut s = socket.connect(c.nodes[0].config.api_addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    s
+}
+
+/// Reads what the server sends until it closes the connection or `within` passes; whether it
+/// closed, and what it sent.
+async fn until_closed(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> (bool, String) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (true, String::from_utf8_lossy(&got).into_owned()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (false, String::from_utf8_lossy(&got).into_owned()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_clients_are_cut_and_one_address_cannot_take_every_connection() {
+    use std::time::Duration;
+    let opts = common::ClusterOpts {
+        http_header_timeout_ms: 1000,
+        http_body_stall_ms: 1000,
+        max_connections_per_ip: 3,
+        ..Default::default()
+    };
+    let c = TestCluster::start_with(1, opts).await;
+    c.wait_leader().await;
+
+    // headers that never finish (slowloris): closed at the header deadline
+    let mut slow = connect_from(&c, [127, 0, 0, 2], b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-A: ").await;
+    let started = std::time::Instant::now();
+    let (closed, _) = until_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(closed && started.elapsed() < Duration::from_secs(4), "closed after {:?}", started.elapsed());
+
+    // a body that stalls: the request ends with an answer instead of waiting for ever
+    let stalled = format!(
+        "PUT /api/v1/settings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"a\""
+    );
+    let mut body = connect_from(&c, [127, 0, 0, 3], stalled.as_bytes()).await;
+    let (_, answer) = until_closed(&mut body, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 4"), "an error answer, not a hang: {answer:?}");
+    assert!(answer.contains("\"code\""), "with the JSON error body: {answer:?}");
+
+    // three idle connections from 127.0.0.4 fill its cap; a fourth is refused, others are not
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(connect_from(&c, [127, 0, 0, 4], b"").await);
+    }
+    let mut fourth = connect_from(&c, [127, 0, 0, 4], b"").await;
+    let (closed, answer) = until_closed(&mut fourth, Duration::from_secs(3)).await;
+    assert!(closed && answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.contains("\"code\":\"unavailable\""), "{answer:?}");
+    assert_eq!(c.get(0, "/api/v1/health").await.0, 200, "another address is served");
+    // the idle ones reach the idle deadline and free the address's places
+    for s in &mut idle {
+        assert!(until_closed(s, Duration::from_secs(5)).await.0, "an idle connection is closed");
+    }
+    let mut again = connect_from(&c, [127, 0, 0, 4], b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (_, answer) = until_closed(&mut again, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}

@@ -51,7 +51,7 @@ async fn killing_the_leader_elects_a_new_one_and_writes_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_behind_the_purged_log_catches_up_through_a_snapshot() {
-    let opts = ClusterOpts { snapshot_every_entries: 20, keep_logs_behind_snapshot: 5 };
+    let opts = ClusterOpts { snapshot_every_entries: 20, keep_logs_behind_snapshot: 5, ..Default::default() };
     let mut c = TestCluster::start_with(3, opts).await;
     let lagging = c.follower().await;
     c.crash(lagging).await;

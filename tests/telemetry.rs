@@ -37,7 +37,7 @@ fn applied(c: &TestCluster, i: usize) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_mid_ingest_comes_back_from_a_snapshot_with_identical_series() {
     // small snapshots and log tails, so the restarted node must be sent a snapshot
-    let opts = ClusterOpts { snapshot_every_entries: 40, keep_logs_behind_snapshot: 5 };
+    let opts = ClusterOpts { snapshot_every_entries: 40, keep_logs_behind_snapshot: 5, ..Default::default() };
     let mut c = TestCluster::start_with(3, opts).await;
     let leader = c.wait_leader().await;
     let all = urls(&c);

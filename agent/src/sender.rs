@@ -55,6 +55,9 @@ impl Sender {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
             .pool_max_idle_per_host(1)
+            // below a hub's idle keep-alive deadline (20 s by default), so the agent does not
+            // reuse a connection just as the hub closes it
+            .pool_idle_timeout(Duration::from_secs(10))
             .build()?;
         Ok(Sender {
             hubs: hubs.into_iter().map(|h| h.trim_end_matches('/').to_string()).collect(),

@@ -125,6 +125,9 @@ pub fn router(hub: Hub) -> Router {
         .merge(internal)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_millis(
+            hub.config.http_body_stall_ms,
+        )))
         .layer(from_fn_with_state(max_body, declared_length::refuse_oversized))
         .layer(from_fn_with_state(
             observe::Observer { node: hub.replica.id(), metrics: hub.metrics.clone() },

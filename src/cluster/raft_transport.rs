@@ -25,7 +25,8 @@ impl HttpRaftTransport {
     pub fn new(secret: ClusterSecret, links: LinkPolicy) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(300))
-            .pool_idle_timeout(Duration::from_secs(60))
+            // below the peers' idle keep-alive deadline (see `routing::forward`)
+            .pool_idle_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .build()
             .expect("reqwest client with static settings");

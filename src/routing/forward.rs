@@ -38,7 +38,9 @@ impl Forwarder {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_secs(30))
+            // below the peers' idle keep-alive deadline (http_header_timeout_ms, 20 s by default), so a
+            // pooled connection is not reused just as the peer closes it
+            .pool_idle_timeout(Duration::from_secs(10))
             .build()
             .expect("reqwest client with static settings");
         Forwarder { client, secret, links }

@@ -46,11 +46,24 @@ impl TestNode {
 pub struct ClusterOpts {
     pub snapshot_every_entries: u64,
     pub keep_logs_behind_snapshot: u64,
+    /// The nodes' HTTP header (and idle keep-alive) deadline.
+    pub http_header_timeout_ms: u64,
+    /// The nodes' longest pause in a request body.
+    pub http_body_stall_ms: u64,
+    /// The nodes' cap of open connections per client address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ClusterOpts {
     fn default() -> Self {
-        ClusterOpts { snapshot_every_entries: 5000, keep_logs_behind_snapshot: 1000 }
+        let server = Config::default();
+        ClusterOpts {
+            snapshot_every_entries: 5000,
+            keep_logs_behind_snapshot: 1000,
+            http_header_timeout_ms: server.http_header_timeout_ms,
+            http_body_stall_ms: server.http_body_stall_ms,
+            max_connections_per_ip: server.max_connections_per_ip,
+        }
     }
 }
 
@@ -144,6 +157,9 @@ impl TestCluster {
                 keep_logs_behind_snapshot: self.opts.keep_logs_behind_snapshot,
                 ..Default::default()
             },
+            http_header_timeout_ms: self.opts.http_header_timeout_ms,
+            http_body_stall_ms: self.opts.http_body_stall_ms,
+            max_connections_per_ip: self.opts.max_connections_per_ip,
             ..Config::default()
         };
         let handle = monsys::node::start_wired(config.clone(), listener, self.wiring(&config)).await.unwrap();
