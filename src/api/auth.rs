@@ -299,6 +299,9 @@ pub async fn change_password(
 ) -> Result<Response, ApiError> {
     let uid =
         auth.user_id.clone().ok_or_else(|| ApiError::BadRequest("this credential has no user".into()))?;
+    // guessing the current password is held to the login limit, per user (a stolen session
+    // must not turn into a password oracle at the generic 1000/min)
+    ratelimit::check(&hub, &format!("password:user:{}:{uid}", auth.tenant), ratelimit::LOGIN).await?;
     let user = hub
         .replica
         .reader()

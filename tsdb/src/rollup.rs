@@ -44,7 +44,10 @@ impl Agg {
         }
     }
 
-    /// Average.
+    /// Average: the sum over the count. The sum is an `f64`, so a bucket of values near
+    /// `f64::MAX` can overflow it; the average is then not finite (the API shows `null`) while
+    /// min, max, count and last stay exact. Keeping a scaled sum instead would change the stored
+    /// format, which is not worth it for values no host metric reaches.
     pub fn avg(&self) -> f64 {
         self.sum / self.count as f64
     }
