@@ -302,8 +302,55 @@ async fn every_route_refuses_roles_without_its_permission_and_tenants_are_isolat
     s["registration_enabled"] = json!(true);
     assert_eq!(call(&c, 0, "PUT", "/api/v1/settings", &owner, Some(s)).await.0, 200);
     let (st, acme) = register_owner(&c, 1, "boss@acme.example", Some("Acme Corp")).await;
-    assert_eq!((st, acme["tenant"].as_str()), (201, Some("acme-corp")), "{acme}");
+    assert_eq!(st, 202, "{acme}");
     let acme_token = session(&c, 2, "boss@acme.example").await;
+    let (_, me) = call(&c, 0, "GET", "/api/v1/auth/me", &acme_token, None).await;
+    assert_eq!(me["tenant"], "acme-corp", "{me}");
+    // which emails exist cannot be told from outside: registering with an address that has an
+    // account (in this or another organisation) answers exactly like a new one; the mail says
+    for taken in ["boss@acme.example", "operator@example.com"] {
+        let (st, again) = register_owner(&c, 0, taken, Some("Other Corp")).await;
+        assert_eq!((st, &again), (202, &acme), "{taken}");
+        mail_containing(&c, taken, "already has a monsys account").await;
+    }
+    let (st, other) = register_owner(&c, 0, "new@other.example", Some("Other Corp")).await;
+    assert_eq!((st, &other), (202, &acme), "the tenant was not taken by the refused attempts");
+    mail_containing(&c, "new@other.example", "was created").await;
+    // an invitation of another organisation's user answers like any invitation (a notice is
+    // mailed instead); one of the inviter's own members is a plain conflict
+    let (st, fresh) = call(
+        &c,
+        0,
+        "POST",
+        "/api/v1/auth/invitations",
+        &acme_token,
+        Some(json!({ "email": "fresh@acme.example", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!(st, 201, "{fresh}");
+    let (st, elsewhere) = call(
+        &c,
+        1,
+        "POST",
+        "/api/v1/auth/invitations",
+        &acme_token,
+        Some(json!({ "email": "operator@example.com", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!(st, 201, "{elsewhere}");
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&elsewhere), keys(&fresh), "{elsewhere} vs {fresh}");
+    mail_containing(&c, "operator@example.com", "no invitation was made").await;
+    let (st, own) = call(
+        &c,
+        2,
+        "POST",
+        "/api/v1/auth/invitations",
+        &acme_token,
+        Some(json!({ "email": "boss@acme.example", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!((st, own["code"].as_str()), (409, Some("conflict")), "{own}");
     let (_, list) = call(&c, 0, "GET", "/api/v1/agents", &acme_token, None).await;
     assert_eq!(list["agents"].as_array().unwrap().len(), 0, "{list}");
     assert_eq!(call(&c, 1, "GET", &format!("/api/v1/agents/{}", agent.id), &acme_token, None).await.0, 404);
@@ -774,6 +821,24 @@ async fn websocket_tickets_are_single_use_and_feed_alerts() {
         (Some("alert"), Some("agent:unit_failed_nginx")),
         "{v}"
     );
+}
+
+/// Waits for a mail to `to` whose text contains `needle` in any node's outbox.
+async fn mail_containing(c: &TestCluster, to: &str, needle: &str) {
+    let dirs: Vec<_> = c.nodes.iter().map(|n| n.config.data_dir.join("outbox")).collect();
+    common::eventually(
+        &format!("a mail to {to} saying {needle:?}"),
+        std::time::Duration::from_secs(5),
+        || async {
+            dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flatten().flatten().find_map(|e| {
+                // long lines are folded (quoted-printable soft breaks): unfold before searching
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let text = text.replace("=\r\n", "").replace("=\n", "");
+                (text.contains(&format!("To: {to}")) && text.contains(needle)).then_some(())
+            })
+        },
+    )
+    .await
 }
 
 /// Waits (up to 5 s) for `ws` to be closed by the server and returns the close code and reason.

@@ -147,19 +147,58 @@ pub async fn register(
         (slug, name)
     };
     let owner = new_user(&tenant_id, &b.email, &b.name, "owner", &b.password)?;
+    let email = owner.email.clone();
     let cmd = IdentityCommand::CreateTenant {
-        tenant: Tenant { id: tenant_id, name: tenant_name, created_at_ms: now_ms() },
+        tenant: Tenant { id: tenant_id, name: tenant_name.clone(), created_at_ms: now_ms() },
         owner,
         only_if_no_owner: first_run,
     };
-    match hub.replica.write(Command::Identity(cmd)).await? {
-        CommandResult::Identity(IdentityResult::User(u)) => {
-            Ok((StatusCode::CREATED, Json(user_json(&hub, &u)?)).into_response())
-        }
-        CommandResult::IdentityRejected(r) => Err(identity_error(&r)),
-        other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),
+    let result = hub.replica.write(Command::Identity(cmd)).await?;
+    if first_run {
+        // the first owner of the cluster: no account exists yet, so there is nothing to hide
+        return match result {
+            CommandResult::Identity(IdentityResult::User(u)) => {
+                Ok((StatusCode::CREATED, Json(user_json(&hub, &u)?)).into_response())
+            }
+            CommandResult::IdentityRejected(r) => Err(identity_error(&r)),
+            other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),
+        };
     }
+    // Later registrations answer alike whether the address already has an account or not,
+    // and the mail says which it was: the answer must not tell anyone which emails exist.
+    let url = super::invites::public_url(&hub);
+    let mail = match result {
+        CommandResult::Identity(IdentityResult::User(_)) => crate::mail::Mail {
+            to: email,
+            subject: "Your monsys organisation".into(),
+            body: format!(
+                "Your monsys organisation {tenant_name} was created, with this address as its owner.\n\nSign in at {url}\n"
+            ),
+        },
+        CommandResult::IdentityRejected(IdentityRejection::EmailTaken) => crate::mail::Mail {
+            to: email,
+            subject: "A monsys registration with your address".into(),
+            body: format!(
+                "Someone asked to register a new monsys organisation ({tenant_name}) with this address, which \
+                 already has a monsys account. Nothing was created.\n\nIf it was you, sign in at {url} or \
+                 reset your password at {url}/forgot-password.\n"
+            ),
+        },
+        CommandResult::IdentityRejected(r) => return Err(identity_error(&r)),
+        other => return Err(ApiError::Internal(format!("unexpected result {other:?}"))),
+    };
+    let mailer = hub.mailer.clone();
+    hub.life.spawn(async move {
+        if let Err(e) = mailer.send(mail).await {
+            tracing::warn!(error = %e, "registration mail not sent");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({ "status": REGISTRATION_RECEIVED }))).into_response())
 }
+
+/// The answer to every registration after the first: the mail says what happened.
+pub const REGISTRATION_RECEIVED: &str =
+    "registration received: a mail to this address says whether the organisation was created";
 
 /// `POST /api/v1/auth/login` body.
 #[derive(Debug, Deserialize)]

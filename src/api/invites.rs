@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use monsys_raft::identity::{IdentityCommand, IdentityResult, Invitation, ResetToken};
+use monsys_raft::identity::{IdentityCommand, IdentityRejection, IdentityResult, Invitation, ResetToken};
 use monsys_raft::{Command, CommandResult};
 use serde::Deserialize;
 use serde_json::json;
@@ -33,7 +33,7 @@ pub const RESET_PREFIX: &str = "msr_";
 const INVITE_LIFETIME_MS: u64 = 7 * 86_400_000;
 const RESET_LIFETIME_MS: u64 = 3_600_000;
 
-fn public_url(hub: &Hub) -> String {
+pub(crate) fn public_url(hub: &Hub) -> String {
     hub.config
         .mail
         .public_url
@@ -72,25 +72,53 @@ pub async fn invite(
         created_at_ms: now,
         expires_at_ms: now + INVITE_LIFETIME_MS,
     };
+    let mut taken_elsewhere = false;
     match hub
         .replica
         .write_everywhere(Command::Identity(IdentityCommand::CreateInvitation(inv)), REVOKE_SPREAD)
         .await?
     {
         CommandResult::Identity(_) => {}
+        CommandResult::IdentityRejected(IdentityRejection::EmailTaken) => {
+            // a member of this organisation already: the inviter can see that in the user list
+            let existing = hub.replica.reader().identity().user_by_email(&email)?;
+            if existing.is_none_or(|u| u.tenant == auth.tenant) {
+                return Err(ApiError::Conflict(
+                    "this address is already a member of this organisation".into(),
+                ));
+            }
+            taken_elsewhere = true;
+        }
         CommandResult::IdentityRejected(r) => return Err(identity_error(&r)),
         other => return Err(ApiError::Internal(format!("unexpected result {other:?}"))),
     }
-    let body = format!(
-        "You are invited to monsys (organisation {}) as {}.\n\nAccept within 7 days:\n{}/accept-invite?token={token}\n\nInvitation token: {token}\n",
-        auth.tenant,
-        b.role,
-        public_url(&hub)
-    );
+    // An address that has an account in another organisation gets a notice instead of an
+    // invitation, and the answer is the same: it must not tell the inviter which emails exist.
+    let (subject, body) = if taken_elsewhere {
+        (
+            "A monsys invitation for your address".to_string(),
+            format!(
+                "The monsys organisation {} invited this address as {}, but it already has a monsys \
+                 account in another organisation, so no invitation was made. Ask them to invite \
+                 another address.\n",
+                auth.tenant, b.role
+            ),
+        )
+    } else {
+        (
+            "Your monsys invitation".to_string(),
+            format!(
+                "You are invited to monsys (organisation {}) as {}.\n\nAccept within 7 days:\n{}/accept-invite?token={token}\n\nInvitation token: {token}\n",
+                auth.tenant,
+                b.role,
+                public_url(&hub)
+            ),
+        )
+    };
     // The invitation is committed: a failed mail is reported in the 201, not as a 503 (which
     // promises that nothing was applied; a retry creates a new invitation either way).
-    let mut answer = json!({ "email": email, "role": b.role, "expires_at_ms": now + INVITE_LIFETIME_MS });
-    match hub.mailer.send(Mail { to: email.clone(), subject: "Your monsys invitation".into(), body }).await {
+    let mut answer = json!({ "email": email, "role": b.role });
+    match hub.mailer.send(Mail { to: email.clone(), subject, body }).await {
         Ok(()) => answer["mail_sent"] = json!(true),
         Err(e) => {
             tracing::warn!(error = %e, "invitation stored but its mail was not sent");
