@@ -500,3 +500,34 @@ async fn stalled_clients_are_cut_and_one_address_cannot_take_every_connection() 
     let (_, answer) = until_closed(&mut again, Duration::from_secs(3)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
+
+/// Every request body the API parses refuses unknown fields, and the document says so, so that
+/// a generated client or fuzzer does not send fields the server refuses. (The internal
+/// rate-limit check is the one body that tolerates extra fields.)
+#[test]
+fn documented_request_bodies_refuse_unknown_fields() {
+    let spec: Value = serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+    let schemas = spec["components"]["schemas"].clone();
+    let resolve = |s: &Value| {
+        let mut s = s.clone();
+        while let Some(r) = s["$ref"].as_str() {
+            s = schemas[r.rsplit('/').next().unwrap()].clone();
+        }
+        s
+    };
+    let mut checked = 0;
+    for (path, methods) in spec["paths"].as_object().unwrap() {
+        for (method, op) in methods.as_object().unwrap() {
+            let Some(content) = op["requestBody"]["content"].as_object() else { continue };
+            for (ct, body) in content {
+                let schema = resolve(&body["schema"]);
+                if schema["type"] != "object" || path == "/internal/v1/ratelimit" {
+                    continue;
+                }
+                assert_eq!(schema["additionalProperties"], false, "{method} {path} ({ct})");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} bodies checked");
+}
