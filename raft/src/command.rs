@@ -92,6 +92,62 @@ pub const LOG_FEATURE_RECORD_AUDIT: &str = "record-audit";
 pub const LOG_FEATURE_ACTOR_AUDIT: &str = "actor-audit";
 
 impl Command {
+    /// The log feature every member must announce before this command may be proposed
+    /// (`None`: a baseline command, which every supported build applies). The matches have no
+    /// wildcard, so a new variant does not compile until it is classified here; the proposer
+    /// (`Replica` in the binary) refuses a command whose feature some member lacks.
+    pub fn required_feature(&self) -> Option<&'static str> {
+        use crate::fleet::FleetCommand as F;
+        use crate::identity::IdentityCommand as I;
+        match self {
+            Command::Noop | Command::PutSettings { .. } | Command::InitAdminToken { .. } => None,
+            Command::Batch(_) => Some(LOG_FEATURE_BATCH),
+            Command::PutSettingsAudited { .. } => Some(LOG_FEATURE_SETTINGS_AUDIT),
+            Command::Fleet(f) => match f {
+                F::RecordAudit { .. } => Some(LOG_FEATURE_RECORD_AUDIT),
+                F::CreateEnrollmentTokenBy { .. } | F::PutRulesBy { .. } => Some(LOG_FEATURE_ACTOR_AUDIT),
+                F::CreateEnrollmentToken(_)
+                | F::RevokeEnrollmentToken { .. }
+                | F::Register(_)
+                | F::Group(_)
+                | F::DeleteAgent(_)
+                | F::RotateToken { .. }
+                | F::ClearSigningKey(_)
+                | F::FireOffline(_)
+                | F::SetAlertState { .. }
+                | F::PutRules { .. }
+                | F::Expire { .. }
+                | F::RecordAnomalies { .. }
+                | F::ResolveAnomaly { .. } => None,
+            },
+            Command::Identity(i) => match i {
+                I::CreateTenant { .. }
+                | I::CreateUser(_)
+                | I::UpdateUser { .. }
+                | I::SetPassword { .. }
+                | I::CreateSession(_)
+                | I::RevokeSession { .. }
+                | I::TouchSessions { .. }
+                | I::CreateApiKey(_)
+                | I::RevokeApiKey { .. }
+                | I::PutRole(_)
+                | I::DeleteRole { .. }
+                | I::SetTotpPending { .. }
+                | I::EnableTotp { .. }
+                | I::DisableTotp { .. }
+                | I::CreateChallenge(_)
+                | I::CompleteLogin { .. }
+                | I::CreateInvitation(_)
+                | I::AcceptInvitation { .. }
+                | I::CreateReset(_)
+                | I::CompleteReset { .. }
+                | I::TouchApiKeys { .. }
+                | I::CreateTicket(_)
+                | I::ConsumeTicket { .. } => None,
+            },
+        }
+    }
+
     /// Whether the command may travel inside a [`Command::Batch`]: it reads nothing outside
     /// its run's write set (no prescan) and the state machine keeps nothing per entry for it
     /// (so of the fleet commands only registrations: group outcomes are recorded per entry
@@ -196,8 +252,7 @@ mod tests {
         hex::encode(codec::encode("test", value, MAX_VALUE_BYTES).unwrap())
     }
 
-    /// Pins the persisted bytes of every variant. If this fails, you changed the log format:
-    /// append a new variant instead (see the module doc).
+    /// A group shared by `Arc` encodes exactly like the `Vec` it replaced.
     #[test]
     fn a_group_shared_by_arc_encodes_like_the_vec_it_replaced() {
         use crate::fleet::{FleetCommand, GroupItem, HeartbeatItem};
@@ -218,6 +273,9 @@ mod tests {
         assert_eq!(format!("{back:?}"), format!("{:?}", Command::Fleet(FleetCommand::Group(items.into()))));
     }
 
+    /// Pins the persisted bytes of every variant (nested ones: `fleet::golden`,
+    /// `identity::golden`). If this fails, you changed the log format: append a new variant
+    /// instead (see the module doc).
     #[test]
     fn encoding_is_stable() {
         let commands = [
@@ -321,5 +379,45 @@ mod tests {
             let bytes = hex::decode(hex).unwrap();
             assert_eq!(codec::decode::<Command>("test", &bytes, MAX_VALUE_BYTES).unwrap(), *cmd);
         }
+    }
+
+    #[test]
+    fn every_gated_command_names_a_feature_this_build_announces() {
+        use crate::fleet::{EnrollmentToken, FleetCommand};
+        let token = EnrollmentToken {
+            id: "e".into(),
+            tenant: "t".into(),
+            name: "n".into(),
+            sha256: [1; 32],
+            created_at_ms: 1,
+            expires_at_ms: None,
+            max_uses: None,
+            uses: 0,
+            revoked: false,
+        };
+        let gated = [
+            Command::Batch(vec![]),
+            Command::PutSettingsAudited {
+                tenant: "t".into(),
+                expected_revision: None,
+                settings: settings(),
+                at_ms: 1,
+                actor: "a".into(),
+            },
+            Command::Fleet(FleetCommand::RecordAudit {
+                tenant: "t".into(),
+                at_ms: 1,
+                event_type: "x".into(),
+                actor: "a".into(),
+                details: "{}".into(),
+            }),
+            Command::Fleet(FleetCommand::CreateEnrollmentTokenBy { token: token.clone(), actor: "a".into() }),
+        ];
+        for cmd in &gated {
+            let f = cmd.required_feature().unwrap_or_else(|| panic!("{cmd:?} is gated"));
+            assert!(LOG_FEATURES.contains(&f), "{f} is announced by this build");
+        }
+        assert_eq!(Command::Fleet(FleetCommand::CreateEnrollmentToken(token)).required_feature(), None);
+        assert_eq!(Command::Noop.required_feature(), None);
     }
 }

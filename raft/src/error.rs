@@ -43,6 +43,17 @@ pub enum Error {
         /// Version this build reads.
         supported: u8,
     },
+    /// The data directory was written by a newer build (see `data_format`).
+    #[error(
+        "the data directory has data format {found}, written by a newer monsys; this build reads format {supported} \
+         at most: run the newer binary again (or restore a backup made with this one)"
+    )]
+    DataFormat {
+        /// The format the directory's marker names.
+        found: u32,
+        /// The newest format this build reads.
+        supported: u32,
+    },
     /// A value exceeds the size limit of its kind.
     #[error("{what} too large: more than {max} bytes")]
     TooLarge {

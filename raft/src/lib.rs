@@ -22,6 +22,7 @@
 //! - [`network`]: `RaftNetworkFactory` over a byte-moving [`network::RaftTransport`] trait and the
 //!   server-side [`network::serve_rpc`] that decodes and dispatches incoming RPCs.
 //! - [`options`]: tunables and their translation into `openraft::Config`.
+//! - [`data_format`]: the data directory's format marker, checked before anything is opened.
 //! - `codec` (bincode options, versioned values), `durable` (flush + fdatasync, atomic files),
 //!   `snapshot` (snapshot file format and directory), `storage` ([`open`]): internals.
 //!
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 mod audit;
 mod codec;
 pub mod command;
+pub mod data_format;
 mod durable;
 pub mod error;
 pub mod fleet;

@@ -6,6 +6,7 @@
 //! <dir>/sled/         sled database (trees sm_meta, sm_data; raft_log and raft_meta only
 //!                     until a log kept there by an earlier version is imported)
 //! <dir>/snapshots/    snapshot files (see `snapshot`)
+//! <dir>/FORMAT        the layout version of all of it (see `data_format`), checked first
 //! ```
 //! One `sled::Db` with few trees: sled flushes one log for all trees, so more databases or
 //! per-tenant trees would only add flushes and space overhead.
@@ -49,6 +50,7 @@ pub async fn open(dir: &Path, opts: &Options) -> Result<Storage, Error> {
 
 fn open_blocking(dir: &Path, cache_capacity: u64) -> Result<(LogStore, StateMachineStore), Error> {
     std::fs::create_dir_all(dir)?;
+    crate::data_format::check_or_write(dir)?;
     let sled_dir = dir.join("sled");
     let db = sled::Config::new().path(&sled_dir).cache_capacity(cache_capacity).open()?;
     let durable = Durable::open(db.clone(), &sled_dir)?;

@@ -184,6 +184,7 @@ impl Replica {
 
     /// [`Replica::write`], also returning the log index of the entry that carried the command.
     async fn write_at(&self, cmd: Command) -> Result<(CommandResult, u64), WriteError> {
+        gate(&cmd, |f| self.members_support(f))?;
         match cmd.batch_feature() {
             Some(feature) if self.members_support(feature) => {
                 monsys_raft::check_command_size(&cmd).map_err(|e| WriteError::invalid(e.to_string()))?;
@@ -209,6 +210,7 @@ impl Replica {
         if self.is_leader() {
             return self.write(cmd).await;
         }
+        gate(&cmd, |f| self.members_support(f))?;
         let (_, leader) = self.leader().ok_or_else(|| WriteError::not_applied("no leader elected"))?;
         monsys_raft::check_command_size(&cmd).map_err(|e| WriteError::invalid(e.to_string()))?;
         let body = monsys_raft::encode_command(&cmd).map_err(|e| WriteError::invalid(e.to_string()))?;
@@ -289,6 +291,21 @@ impl Replica {
     }
 }
 
+/// Refuses (as certainly not applied) a command whose log feature not every member announces:
+/// an older member would stop on an entry it cannot decode. Proposers pick an older command
+/// themselves while a feature is missing; this is the net under them.
+fn gate(cmd: &Command, supported: impl Fn(&str) -> bool) -> Result<(), WriteError> {
+    match cmd.required_feature() {
+        Some(f) if !supported(f) => Err(WriteError::busy(
+            format!(
+                "not every member can apply this command yet (log feature {f}); retry when all run a build that has it"
+            ),
+            Duration::from_secs(5),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Whether every one of `members` is in `live` and announces `feature`.
 fn all_announce(mut members: impl Iterator<Item = NodeId>, live: &LiveView, feature: &str) -> bool {
     members.all(|id| live.get(&id).is_some_and(|m| m.log_features.split(',').any(|f| f == feature)))
@@ -312,6 +329,21 @@ mod tests {
             gossip_addr: "127.0.0.1:1".parse().unwrap(),
         };
         (id, m)
+    }
+
+    #[test]
+    fn a_gated_command_is_refused_until_every_member_has_its_feature() {
+        let audited = Command::PutSettingsAudited {
+            tenant: "t".into(),
+            expected_revision: None,
+            settings: Default::default(),
+            at_ms: 1,
+            actor: "a".into(),
+        };
+        let e = gate(&audited, |_| false).unwrap_err();
+        assert!(e.certainly_not_applied() && e.to_string().contains("settings-audit"), "{e}");
+        assert!(gate(&audited, |f| f == "settings-audit").is_ok());
+        assert!(gate(&Command::Noop, |_| false).is_ok(), "a baseline command needs nothing");
     }
 
     #[test]

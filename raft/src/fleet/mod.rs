@@ -25,4 +25,6 @@ pub use read::{FleetReader, Stat};
 pub use types::*;
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;

@@ -13,4 +13,6 @@ pub use read::IdentityReader;
 pub use types::*;
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;
