@@ -147,7 +147,21 @@ async fn bad_credentials_and_bodies_get_clear_errors_without_revealing_accounts(
     )
     .await;
     assert_eq!((s, e["code"].as_str()), (422, Some("invalid_body")), "{e}");
+    // the first registration's tenant name is held to the same rule as later ones
+    let (s, e) = register_owner(&c, 0, "a@example.com", Some(" -- ")).await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("invalid_body")), "{e}");
     assert_eq!(register_owner(&c, 0, "a@example.com", None).await.0, 201);
+    // user-only operations refuse a credential without a user as forbidden, not as bad input
+    for (method, path) in [
+        ("POST", "/api/v1/auth/logout"),
+        ("PUT", "/api/v1/auth/me/password"),
+        ("POST", "/api/v1/auth/totp/setup"),
+    ] {
+        let body = (method == "PUT")
+            .then(|| json!({ "current_password": "x", "new_password": "another long passphrase" }));
+        let (s, e) = call(&c, 0, method, path, TOKEN, body).await;
+        assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")), "{method} {path}: {e}");
+    }
 
     let (s1, wrong_pw) = login(&c, 0, "a@example.com", "wrong password here").await;
     let (s2, no_user) = login(&c, 0, "nobody@example.com", PW).await;

@@ -130,21 +130,15 @@ pub async fn register(
     if !first_run && !hub.replica.reader().settings(DEFAULT_TENANT)?.settings.registration_enabled {
         return Err(ApiError::Forbidden("registration is closed: ask an admin for an invitation".into()));
     }
+    // a tenant name, when given, must make a slug (the first run's too, although its tenant
+    // id is always `default`)
+    let slug = b.tenant_name.as_deref().map(tenant_slug).transpose()?;
     let (tenant_id, tenant_name) = if first_run {
         (DEFAULT_TENANT.to_string(), b.tenant_name.clone().unwrap_or_else(|| "Default".into()))
     } else {
         let name =
             b.tenant_name.clone().ok_or_else(|| ApiError::InvalidBody("tenant_name is required".into()))?;
-        let slug: String = name
-            .to_ascii_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let slug = slug.trim_matches('-').to_string();
-        if slug.is_empty() || slug.len() > 48 {
-            return Err(ApiError::InvalidBody("tenant_name: 1-48 letters or digits".into()));
-        }
-        (slug, name)
+        (slug.expect("a slug of the name"), name)
     };
     let owner = new_user(&tenant_id, &b.email, &b.name, "owner", &b.password)?;
     let email = owner.email.clone();
@@ -194,6 +188,18 @@ pub async fn register(
         }
     });
     Ok((StatusCode::ACCEPTED, Json(json!({ "status": REGISTRATION_RECEIVED }))).into_response())
+}
+
+/// The tenant id a tenant name makes: lower-case letters and digits, other runs of characters
+/// as `-`, 1-48 long.
+fn tenant_slug(name: &str) -> Result<String, ApiError> {
+    let slug: String =
+        name.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let slug = slug.trim_matches('-').to_string();
+    if slug.is_empty() || slug.len() > 48 {
+        return Err(ApiError::InvalidBody("tenant_name: 1-48 letters or digits".into()));
+    }
+    Ok(slug)
 }
 
 /// The answer to every registration after the first: the mail says what happened.
@@ -293,7 +299,7 @@ pub fn session_response(hub: &Hub, user: &User, token: &str) -> Result<Response,
 /// `POST /api/v1/auth/logout`: ends the session on every node.
 pub async fn logout(State(replica): State<Replica>, auth: Auth) -> Result<Response, ApiError> {
     let Credential::Session(sha) = auth.credential else {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::Forbidden(
             "logout ends a session; this request used another credential".into(),
         ));
     };
@@ -337,7 +343,7 @@ pub async fn change_password(
     JsonBody(b): JsonBody<PasswordBody>,
 ) -> Result<Response, ApiError> {
     let uid =
-        auth.user_id.clone().ok_or_else(|| ApiError::BadRequest("this credential has no user".into()))?;
+        auth.user_id.clone().ok_or_else(|| ApiError::Forbidden("this credential has no user".into()))?;
     // guessing the current password is held to the login limit, per user (a stolen session
     // must not turn into a password oracle at the generic 1000/min)
     ratelimit::check(&hub, &format!("password:user:{}:{uid}", auth.tenant), ratelimit::LOGIN).await?;

@@ -25,7 +25,7 @@ fn current_user(hub: &Hub, auth: &Auth) -> Result<User, ApiError> {
     let uid = auth
         .user_id
         .as_ref()
-        .ok_or_else(|| ApiError::BadRequest("two-factor settings belong to a user; log in".into()))?;
+        .ok_or_else(|| ApiError::Forbidden("two-factor settings belong to a user; log in".into()))?;
     hub.replica
         .reader()
         .identity()
