@@ -910,3 +910,29 @@ async fn an_open_alert_feed_closes_when_its_user_is_disabled_or_loses_the_permis
         assert!(!reason.is_empty(), "{change}: the reason is given");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn name_and_password_limits_count_characters_not_bytes() {
+    let c = TestCluster::start(1).await;
+    c.wait_leader().await;
+    // 128 characters of two bytes each: within the documented maxLength of 128
+    let name: String = "é".repeat(128);
+    let (s, v) = split(
+        c.http
+            .post(format!("{}/api/v1/auth/register", c.nodes[0].url()))
+            .json(&json!({ "email": "u@example.com", "password": "ü".repeat(1024), "name": name }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let token =
+        login(&c, 0, "u@example.com", &"ü".repeat(1024)).await.1["token"].as_str().unwrap().to_string();
+    let (s, v) =
+        call(&c, 0, "POST", "/api/v1/api-keys", &token, Some(json!({ "name": "ß".repeat(128) }))).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) =
+        call(&c, 0, "POST", "/api/v1/api-keys", &token, Some(json!({ "name": "ß".repeat(129) }))).await;
+    assert_eq!((s, v["code"].as_str()), (422, Some("invalid_body")), "{v}");
+}

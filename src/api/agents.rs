@@ -81,8 +81,8 @@ pub async fn create_enrollment_token(
     JsonBody(req): JsonBody<NewEnrollmentToken>,
 ) -> Result<Response, ApiError> {
     auth.require(Permission::EnrollmentManage)?;
-    if req.name.trim().is_empty() || req.name.len() > 128 {
-        return Err(ApiError::InvalidBody("name: 1-128 bytes, not only spaces".into()));
+    if req.name.trim().is_empty() || req.name.chars().count() > 128 {
+        return Err(ApiError::InvalidBody("name: 1-128 characters, not only spaces".into()));
     }
     let lifetime = req.expires_in_secs.unwrap_or(7 * 86_400);
     if !(60..=366 * 86_400).contains(&lifetime) {

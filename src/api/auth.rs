@@ -61,8 +61,8 @@ pub fn new_user(tenant: &str, email: &str, name: &str, role: &str, pw: &str) -> 
     if let Some(why) = password::weakness(pw, &email) {
         return Err(ApiError::InvalidBody(format!("password: {why}")));
     }
-    if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::InvalidBody("name: 1-128 bytes".into()));
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(ApiError::InvalidBody("name: 1-128 characters".into()));
     }
     let now = now_ms();
     Ok(User {

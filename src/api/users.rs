@@ -139,8 +139,8 @@ pub async fn update(
     if let Some(r) = &b.role {
         check_grant(&hub, &auth, r)?;
     }
-    if b.name.as_ref().is_some_and(|n| n.is_empty() || n.len() > 128) {
-        return Err(ApiError::InvalidBody("name: 1-128 bytes".into()));
+    if b.name.as_ref().is_some_and(|n| n.is_empty() || n.chars().count() > 128) {
+        return Err(ApiError::InvalidBody("name: 1-128 characters".into()));
     }
     let cmd = IdentityCommand::UpdateUser {
         tenant: auth.tenant.clone(),
@@ -258,8 +258,8 @@ pub async fn create_key(
     if b.tenant_key || auth.user_id.is_none() {
         auth.require(Permission::UsersWrite)?;
     }
-    if b.name.is_empty() || b.name.len() > 128 {
-        return Err(ApiError::InvalidBody("name: 1-128 bytes".into()));
+    if b.name.is_empty() || b.name.chars().count() > 128 {
+        return Err(ApiError::InvalidBody("name: 1-128 characters".into()));
     }
     if b.expires_in_secs.is_some_and(|s| !API_KEY_LIFETIME_SECS.contains(&s)) {
         return Err(ApiError::InvalidBody(format!(

@@ -39,8 +39,8 @@ pub fn weakness(password: &str, email: &str) -> Option<&'static str> {
     if password.chars().count() < 12 {
         return Some("at least 12 characters");
     }
-    if password.len() > 1024 {
-        return Some("at most 1024 bytes");
+    if password.chars().count() > 1024 {
+        return Some("at most 1024 characters");
     }
     if password.eq_ignore_ascii_case(email) {
         return Some("must differ from the email");
