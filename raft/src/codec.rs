@@ -87,6 +87,21 @@ fn map_err(what: &'static str, limit: u64, e: bincode::ErrorKind) -> Error {
     }
 }
 
+/// Asserts that each value encodes (as the log does) to its hex string and that the hex decodes
+/// back to it: the golden-bytes tests of the persisted formats.
+#[cfg(test)]
+pub(crate) fn assert_golden<T>(cases: &[(T, &str)])
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    for (value, hex) in cases {
+        let bytes = encode("golden", value, MAX_VALUE_BYTES).unwrap();
+        assert_eq!(hex::encode(&bytes), *hex, "{value:?}");
+        let back: T = decode("golden", &hex::decode(hex).unwrap(), MAX_VALUE_BYTES).unwrap();
+        assert_eq!(back, *value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

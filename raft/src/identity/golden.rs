@@ -13,24 +13,9 @@
 //! length and the bytes. Fields of the same type get distinct values, so swapping two of them
 //! changes the bytes.
 
-use std::fmt::Debug;
-
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use super::*;
-use crate::codec::{self, MAX_VALUE_BYTES};
+use crate::codec::assert_golden as check;
 use crate::{Command, CommandResult};
-
-/// Asserts that each value encodes to its hex string and that the hex decodes back to it.
-fn check<T: Serialize + DeserializeOwned + PartialEq + Debug>(cases: &[(T, &str)]) {
-    for (value, hex) in cases {
-        let bytes = codec::encode("golden", value, MAX_VALUE_BYTES).unwrap();
-        assert_eq!(hex::encode(&bytes), *hex, "{value:?}");
-        let back: T = codec::decode("golden", &hex::decode(hex).unwrap(), MAX_VALUE_BYTES).unwrap();
-        assert_eq!(back, *value);
-    }
-}
 
 /// A user with TOTP set up (`Some`, non-empty vectors).
 fn user() -> User {
