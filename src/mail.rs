@@ -28,6 +28,12 @@ pub trait Mailer: Send + Sync {
     fn send(&self, mail: Mail) -> BoxFuture<'_, Result<(), String>>;
 }
 
+/// The base URL links in mails point at: `mail.public_url`, or this node's advertised API
+/// address.
+pub fn public_url(config: &Config) -> String {
+    config.mail.public_url.clone().unwrap_or_else(|| format!("http://{}", config.advertised_api_addr()))
+}
+
 /// Builds the mailer a node's configuration asks for.
 pub fn from_config(config: &Config) -> Result<Box<dyn Mailer>, String> {
     let from: Mailbox = config.mail.from.parse().map_err(|e| format!("mail.from: {e}"))?;

@@ -160,7 +160,7 @@ pub async fn register(
     }
     // Later registrations answer alike whether the address already has an account or not,
     // and the mail says which it was: the answer must not tell anyone which emails exist.
-    let url = super::invites::public_url(&hub);
+    let url = crate::mail::public_url(&hub.config);
     let mail = match result {
         CommandResult::Identity(IdentityResult::User(_)) => crate::mail::Mail {
             to: email,

@@ -33,14 +33,6 @@ pub const RESET_PREFIX: &str = "msr_";
 const INVITE_LIFETIME_MS: u64 = 7 * 86_400_000;
 const RESET_LIFETIME_MS: u64 = 3_600_000;
 
-pub(crate) fn public_url(hub: &Hub) -> String {
-    hub.config
-        .mail
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", hub.config.advertised_api_addr()))
-}
-
 /// `POST /api/v1/auth/invitations` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,7 +103,7 @@ pub async fn invite(
                 "You are invited to monsys (organisation {}) as {}.\n\nAccept within 7 days:\n{}/accept-invite?token={token}\n\nInvitation token: {token}\n",
                 auth.tenant,
                 b.role,
-                public_url(&hub)
+                crate::mail::public_url(&hub.config)
             ),
         )
     };
@@ -200,7 +192,7 @@ async fn send_reset(hub: &Hub, email: &str) -> Result<(), ApiError> {
     hub.replica.write_everywhere(Command::Identity(IdentityCommand::CreateReset(r)), REVOKE_SPREAD).await?;
     let body = format!(
         "A password reset was asked for your monsys account.\n\nReset within one hour:\n{}/reset-password?token={token}\n\nReset token: {token}\n\nIf it was not you, ignore this mail.\n",
-        public_url(hub)
+        crate::mail::public_url(&hub.config)
     );
     hub.mailer
         .send(Mail { to: user.email, subject: "Reset your monsys password".into(), body })
