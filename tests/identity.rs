@@ -719,7 +719,17 @@ async fn invitations_and_password_resets_by_mail() {
     .await;
     assert_eq!((s, e["code"].as_str()), (409, Some("conflict")), "{e}");
 
-    // reset: same answer for a known and an unknown address; the mail carries the token
+    // reset: same answer for a known and an unknown address; the mail carries the token (once
+    // every member can apply the exclusive reset commands: one live token per user)
+    c.wait_for(
+        "every member announces reset-exclusive",
+        std::time::Duration::from_secs(20),
+        |c| async move {
+            c.running()
+                .all(|(_, n)| n.hub().replica.members_support(monsys_raft::LOG_FEATURE_RESET_EXCLUSIVE))
+        },
+    )
+    .await;
     let forgot = |email: &str| json!({ "email": email });
     let (s1, a) = split(
         c.http
@@ -742,8 +752,22 @@ async fn invitations_and_password_resets_by_mail() {
     assert_eq!((s1, s2), (202, 202));
     assert_eq!(a, b);
     let old_session = session(&c, 0, "new@example.com").await;
-    let token = token_from_outbox(&c, leader, "new@example.com", "Reset token: ").await;
+    let first = token_from_outbox(&c, leader, "new@example.com", "Reset token: ").await;
+    // a second reset asked for: only its token works, and only once
+    let r = c
+        .http
+        .post(format!("{}/api/v1/auth/forgot-password", c.nodes[0].url()))
+        .json(&forgot("new@example.com"));
+    assert_eq!(r.send().await.unwrap().status(), 202);
+    let token = common::eventually("a second reset mail", std::time::Duration::from_secs(5), || async {
+        let all = tokens_in_outbox(&c, leader, "new@example.com", "Reset token: ");
+        (all.len() == 2).then(|| all[1].clone())
+    })
+    .await;
+    assert_ne!(token, first);
     let reset = |token: &str| json!({ "token": token, "new_password": "a brand new passphrase" });
+    let r = c.http.post(format!("{}/api/v1/auth/reset-password", c.nodes[1].url())).json(&reset(&first));
+    assert_eq!(r.send().await.unwrap().status(), 401, "a newer reset token ends the older one");
     let r = c
         .http
         .post(format!("{}/api/v1/auth/reset-password", c.nodes[2].url()))
@@ -835,6 +859,23 @@ async fn websocket_tickets_are_single_use_and_feed_alerts() {
         (Some("alert"), Some("agent:unit_failed_nginx")),
         "{v}"
     );
+}
+
+/// The tokens after `label` in node `i`'s mails to `to`, oldest first (mail files are named by
+/// their time).
+fn tokens_in_outbox(c: &TestCluster, i: usize, to: &str, label: &str) -> Vec<String> {
+    let dir = c.nodes[i].config.data_dir.join("outbox");
+    let mut files: Vec<_> =
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(p).ok()?;
+            let pos = text.find(label).filter(|_| text.contains(&format!("To: {to}")))?;
+            text[pos + label.len()..].split_whitespace().next().map(str::to_string)
+        })
+        .collect()
 }
 
 /// Waits for a mail to `to` whose text contains `needle` in any node's outbox.

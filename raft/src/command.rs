@@ -72,13 +72,15 @@ pub enum Command {
 /// decode or would apply differently. `batch`: [`Command::Batch`]; `batch-register`: agent
 /// registrations inside a batch; `settings-audit`: [`Command::PutSettingsAudited`];
 /// `record-audit`: `FleetCommand::RecordAudit`; `actor-audit`: the `…By` fleet commands that
-/// name who created an enrollment token or changed the alert rules.
+/// name who created an enrollment token or changed the alert rules; `reset-exclusive`: the
+/// password-reset commands that keep one live token per user.
 pub const LOG_FEATURES: &[&str] = &[
     LOG_FEATURE_BATCH,
     LOG_FEATURE_BATCH_REGISTER,
     LOG_FEATURE_SETTINGS_AUDIT,
     LOG_FEATURE_RECORD_AUDIT,
     LOG_FEATURE_ACTOR_AUDIT,
+    LOG_FEATURE_RESET_EXCLUSIVE,
 ];
 /// See [`LOG_FEATURES`].
 pub const LOG_FEATURE_BATCH: &str = "batch";
@@ -90,6 +92,8 @@ pub const LOG_FEATURE_SETTINGS_AUDIT: &str = "settings-audit";
 pub const LOG_FEATURE_RECORD_AUDIT: &str = "record-audit";
 /// `FleetCommand::CreateEnrollmentTokenBy` and `FleetCommand::PutRulesBy`; see [`LOG_FEATURES`].
 pub const LOG_FEATURE_ACTOR_AUDIT: &str = "actor-audit";
+/// `IdentityCommand::CreateResetExclusive` and `CompleteResetExclusive`; see [`LOG_FEATURES`].
+pub const LOG_FEATURE_RESET_EXCLUSIVE: &str = "reset-exclusive";
 
 impl Command {
     /// The log feature every member must announce before this command may be proposed
@@ -121,6 +125,9 @@ impl Command {
                 | F::ResolveAnomaly { .. } => None,
             },
             Command::Identity(i) => match i {
+                I::CreateResetExclusive(_) | I::CompleteResetExclusive { .. } => {
+                    Some(LOG_FEATURE_RESET_EXCLUSIVE)
+                }
                 I::CreateTenant { .. }
                 | I::CreateUser(_)
                 | I::UpdateUser { .. }

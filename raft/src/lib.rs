@@ -51,8 +51,8 @@ mod txn;
 pub use codec::{MAX_RPC_BYTES, MAX_VALUE_BYTES, encoded_size};
 pub use command::{
     Command, CommandResult, LOG_FEATURE_ACTOR_AUDIT, LOG_FEATURE_BATCH, LOG_FEATURE_RECORD_AUDIT,
-    LOG_FEATURE_SETTINGS_AUDIT, LOG_FEATURES, Rejection, decode_command, decode_result, encode_command,
-    encode_result,
+    LOG_FEATURE_RESET_EXCLUSIVE, LOG_FEATURE_SETTINGS_AUDIT, LOG_FEATURES, Rejection, decode_command,
+    decode_result, encode_command, encode_result,
 };
 pub use error::Error;
 pub use log_store::{LogStore, check_command_size};

@@ -189,7 +189,13 @@ async fn send_reset(hub: &Hub, email: &str) -> Result<(), ApiError> {
         user_id: user.id.clone(),
         expires_at_ms: now_ms() + RESET_LIFETIME_MS,
     };
-    hub.replica.write_everywhere(Command::Identity(IdentityCommand::CreateReset(r)), REVOKE_SPREAD).await?;
+    // one live token per user once every member can apply that: a new one ends the older ones
+    let cmd = if hub.replica.members_support(monsys_raft::LOG_FEATURE_RESET_EXCLUSIVE) {
+        IdentityCommand::CreateResetExclusive(r)
+    } else {
+        IdentityCommand::CreateReset(r)
+    };
+    hub.replica.write_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await?;
     let body = format!(
         "A password reset was asked for your monsys account.\n\nReset within one hour:\n{}/reset-password?token={token}\n\nReset token: {token}\n\nIf it was not you, ignore this mail.\n",
         crate::mail::public_url(&hub.config)
@@ -223,10 +229,11 @@ pub async fn reset(
     if let Some(why) = password::weakness(&b.new_password, &user.email) {
         return Err(ApiError::InvalidBody(format!("new_password: {why}")));
     }
-    let cmd = IdentityCommand::CompleteReset {
-        sha256: sha,
-        password_hash: password::hash(&b.new_password),
-        at_ms: now_ms(),
+    let (password_hash, at_ms) = (password::hash(&b.new_password), now_ms());
+    let cmd = if replica.members_support(monsys_raft::LOG_FEATURE_RESET_EXCLUSIVE) {
+        IdentityCommand::CompleteResetExclusive { sha256: sha, password_hash, at_ms }
+    } else {
+        IdentityCommand::CompleteReset { sha256: sha, password_hash, at_ms }
     };
     match replica.write_applied_everywhere(Command::Identity(cmd), REVOKE_SPREAD).await? {
         CommandResult::Identity(_) => Ok(StatusCode::NO_CONTENT.into_response()),

@@ -397,33 +397,29 @@ pub(crate) fn apply(tx: &Tx<'_>, cmd: &IdentityCommand, pre: &Prescan) -> R<Comm
             put(tx, "reset token", keys::reset(&r.sha256), r)?;
             Ok(CommandResult::Identity(IdentityResult::Done))
         }
-        IdentityCommand::CompleteReset { sha256, password_hash, at_ms } => {
-            let key = keys::reset(sha256);
-            let Some(r) = get::<ResetToken>(tx, "reset token", &key)? else {
-                return Ok(rejected(IdentityRejection::TokenInvalid));
-            };
-            if *at_ms >= r.expires_at_ms {
-                return Ok(rejected(IdentityRejection::TokenInvalid));
-            }
-            tx.remove(key)?;
-            let ukey = keys::user(&r.tenant, &r.user_id);
-            let Some(mut u) = get::<User>(tx, "user", &ukey)? else {
-                return Ok(rejected(IdentityRejection::TokenInvalid));
-            };
-            u.password_hash = password_hash.clone();
-            u.password_changed_at_ms = *at_ms;
-            revoke_all(tx, &r.tenant, &r.user_id, None)?;
-            put(tx, "user", ukey, &u)?;
-            audit::append(
-                tx,
-                &r.tenant,
-                *at_ms,
-                "password_reset",
-                &r.user_id,
-                None,
-                &serde_json::json!({ "user": r.user_id }).to_string(),
-            )?;
+        IdentityCommand::CreateResetExclusive(r) => {
+            put(tx, "reset token", keys::reset(&r.sha256), r)?;
+            put(tx, "current reset", keys::reset_current(&r.tenant, &r.user_id), &r.sha256)?;
             Ok(CommandResult::Identity(IdentityResult::Done))
+        }
+        IdentityCommand::CompleteResetExclusive { sha256, password_hash, at_ms } => {
+            let Some(r) = get::<ResetToken>(tx, "reset token", &keys::reset(sha256))? else {
+                return Ok(rejected(IdentityRejection::TokenInvalid));
+            };
+            let current_key = keys::reset_current(&r.tenant, &r.user_id);
+            match get::<[u8; 32]>(tx, "current reset", &current_key)? {
+                Some(current) if current != *sha256 => return Ok(rejected(IdentityRejection::TokenInvalid)),
+                _ => {}
+            }
+            let done = complete_reset(tx, sha256, password_hash, *at_ms)?;
+            if matches!(done, CommandResult::Identity(_)) {
+                // used: no token of this user works until a new one is issued
+                put(tx, "current reset", current_key, &[0u8; 32])?;
+            }
+            Ok(done)
+        }
+        IdentityCommand::CompleteReset { sha256, password_hash, at_ms } => {
+            complete_reset(tx, sha256, password_hash, *at_ms)
         }
         IdentityCommand::TouchApiKeys { seen } => {
             for (sha, at) in seen {
@@ -526,4 +522,34 @@ fn revoke_all(tx: &Tx<'_>, tenant: &str, user_id: &str, keep: Option<[u8; 32]>) 
         }
     }
     put(tx, "user sessions", index_key, &kept)
+}
+
+/// Consumes reset token `sha256`: the new password, every session of the user ends.
+fn complete_reset(tx: &Tx<'_>, sha256: &[u8; 32], password_hash: &str, at_ms: u64) -> R<CommandResult> {
+    let key = keys::reset(sha256);
+    let Some(r) = get::<ResetToken>(tx, "reset token", &key)? else {
+        return Ok(rejected(IdentityRejection::TokenInvalid));
+    };
+    if at_ms >= r.expires_at_ms {
+        return Ok(rejected(IdentityRejection::TokenInvalid));
+    }
+    tx.remove(key)?;
+    let ukey = keys::user(&r.tenant, &r.user_id);
+    let Some(mut u) = get::<User>(tx, "user", &ukey)? else {
+        return Ok(rejected(IdentityRejection::TokenInvalid));
+    };
+    u.password_hash = password_hash.to_string();
+    u.password_changed_at_ms = at_ms;
+    revoke_all(tx, &r.tenant, &r.user_id, None)?;
+    put(tx, "user", ukey, &u)?;
+    audit::append(
+        tx,
+        &r.tenant,
+        at_ms,
+        "password_reset",
+        &r.user_id,
+        None,
+        &serde_json::json!({ "user": r.user_id }).to_string(),
+    )?;
+    Ok(CommandResult::Identity(IdentityResult::Done))
 }

@@ -237,6 +237,23 @@ fn identity_commands_are_pinned() {
             identity(IdentityCommand::ConsumeTicket { sha256: [7; 32], at_ms: 1 }),
             "040000001600000007070707070707070707070707070707070707070707070707070707070707070100000000000000",
         ),
+        (
+            identity(IdentityCommand::CreateResetExclusive(ResetToken {
+                sha256: [7; 32],
+                tenant: "t".into(),
+                user_id: "u1".into(),
+                expires_at_ms: 1,
+            })),
+            "04000000170000000707070707070707070707070707070707070707070707070707070707070707010000000000000074020000000000000075310100000000000000",
+        ),
+        (
+            identity(IdentityCommand::CompleteResetExclusive {
+                sha256: [7; 32],
+                password_hash: "h".into(),
+                at_ms: 1,
+            }),
+            "040000001800000007070707070707070707070707070707070707070707070707070707070707070100000000000000680100000000000000",
+        ),
     ]);
 }
 

@@ -62,6 +62,11 @@ pub(crate) fn invitation(sha: &[u8; 32]) -> Vec<u8> {
 pub(crate) fn reset(sha: &[u8; 32]) -> Vec<u8> {
     format!("i/rst/{}", hex(sha)).into_bytes()
 }
+/// `i/rcur/<tenant>/<user>` → SHA-256 of the user's one live reset token (all zeros once it
+/// was used): written by the `…Exclusive` reset commands.
+pub(crate) fn reset_current(t: &str, id: &str) -> Vec<u8> {
+    format!("i/rcur/{t}/{id}").into_bytes()
+}
 /// `i/tk/<sha>` → `Ticket`.
 pub(crate) fn ticket(sha: &[u8; 32]) -> Vec<u8> {
     format!("i/tk/{}", hex(sha)).into_bytes()

@@ -128,3 +128,44 @@ async fn roles_in_use_are_kept_and_keys_revoke() {
     assert_eq!(run(&mut sm, del).await, CommandResult::Identity(IdentityResult::Done));
     assert!(ident.roles("t").unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_users_newest_reset_token_is_the_only_one_that_works_and_only_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = storage::open(dir.path(), &Options::default()).await.unwrap().sm;
+    let tenant = Tenant { id: "t".into(), name: "T".into(), created_at_ms: 1 };
+    let owner = user("o", "o@x.io", OWNER);
+    run(&mut sm, IdentityCommand::CreateTenant { tenant, owner, only_if_no_owner: true }).await;
+    let token = |sha: u8| ResetToken {
+        sha256: [sha; 32],
+        tenant: "t".into(),
+        user_id: "o".into(),
+        expires_at_ms: 1000,
+    };
+    let complete = |sha: u8| IdentityCommand::CompleteResetExclusive {
+        sha256: [sha; 32],
+        password_hash: format!("$argon2id${sha}"),
+        at_ms: 10,
+    };
+    let invalid = CommandResult::IdentityRejected(IdentityRejection::TokenInvalid);
+    let done = CommandResult::Identity(IdentityResult::Done);
+    run(&mut sm, IdentityCommand::CreateResetExclusive(token(1))).await;
+    run(&mut sm, IdentityCommand::CreateResetExclusive(token(2))).await;
+    assert_eq!(run(&mut sm, complete(1)).await, invalid, "issuing a newer token ended the older one");
+    assert_eq!(run(&mut sm, complete(2)).await, done);
+    assert_eq!(sm.reader().identity().user("t", "o").unwrap().unwrap().password_hash, "$argon2id$2");
+    assert_eq!(run(&mut sm, complete(2)).await, invalid, "single use");
+    // a token issued before the feature (no newest recorded for its user) still works once;
+    // once a token was used, none of the user's older ones does
+    run(&mut sm, IdentityCommand::CreateReset(token(3))).await;
+    assert_eq!(
+        run(&mut sm, complete(3)).await,
+        invalid,
+        "the user's last token was used: older ones are dead"
+    );
+    let other = user("v", "v@x.io", "viewer");
+    run(&mut sm, IdentityCommand::CreateUser(other)).await;
+    let legacy = ResetToken { sha256: [4; 32], tenant: "t".into(), user_id: "v".into(), expires_at_ms: 1000 };
+    run(&mut sm, IdentityCommand::CreateReset(legacy)).await;
+    assert_eq!(run(&mut sm, complete(4)).await, done, "a token from before the feature");
+}

@@ -171,6 +171,20 @@ pub enum IdentityCommand {
         /// Proposer's clock.
         at_ms: u64,
     },
+    /// [`IdentityCommand::CreateReset`] that also makes this token the user's only live one:
+    /// older unused tokens of the user stop working (log feature `reset-exclusive`).
+    CreateResetExclusive(ResetToken),
+    /// [`IdentityCommand::CompleteReset`] that accepts only the user's newest token and leaves
+    /// the user with none (log feature `reset-exclusive`). A token issued before the feature
+    /// (no record of the newest one) is accepted as before.
+    CompleteResetExclusive {
+        /// SHA-256 of the reset token.
+        sha256: [u8; 32],
+        /// The new password's hash.
+        password_hash: String,
+        /// Proposer's clock.
+        at_ms: u64,
+    },
 }
 
 /// A single-use, short-lived WebSocket ticket (browsers cannot set headers on a WebSocket, and
