@@ -593,3 +593,36 @@ async fn hundreds_of_concurrent_registrations_never_hang_a_node() {
     let entries = c.nodes[leader].hub().replica.raft_metrics().last_log_index.unwrap_or(0) - log_before;
     assert!(entries < 750, "1500 registrations took {entries} log entries");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registration_limits_count_characters_as_the_document_says() {
+    let c = TestCluster::start(1).await;
+    c.wait_leader().await;
+    let url = c.nodes[0].url();
+    let enrollment = enrollment_token(&c.http, &url).await;
+    let body = |os: String| {
+        json!({
+            "enrollment_token": enrollment, "hostname": "h", "machine_id": "m1",
+            "agent_version": "1.0.0", "os": os, "arch": "x86_64",
+        })
+    };
+    // 64 characters of two bytes each are within the documented 1-64
+    let r = c
+        .http
+        .post(format!("{url}/api/v1/agents/register"))
+        .json(&body("é".repeat(64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, v) = split(
+        c.http
+            .post(format!("{url}/api/v1/agents/register"))
+            .json(&body("é".repeat(65)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s, v["code"].as_str()), (422, Some("validation_failed")), "{v}");
+}

@@ -97,7 +97,7 @@ fn validate_register(r: &RegisterRequest) -> Result<(), ApiError> {
         "enrollment_token",
         "must start with mse_",
     );
-    check(!r.hostname.is_empty() && r.hostname.len() <= 253, "hostname", "1-253 bytes");
+    check(!r.hostname.is_empty() && r.hostname.chars().count() <= 253, "hostname", "1-253 characters");
     check(
         !r.machine_id.is_empty()
             && r.machine_id.len() <= 128
@@ -106,7 +106,7 @@ fn validate_register(r: &RegisterRequest) -> Result<(), ApiError> {
         "1-128 characters of [A-Za-z0-9._-]",
     );
     for (field, value) in [("agent_version", &r.agent_version), ("os", &r.os), ("arch", &r.arch)] {
-        check(!value.is_empty() && value.len() <= 64, field, "1-64 bytes");
+        check(!value.is_empty() && value.chars().count() <= 64, field, "1-64 characters");
     }
     if fields.is_empty() { Ok(()) } else { Err(ApiError::Validation(fields)) }
 }

@@ -89,8 +89,8 @@ pub async fn submit(
 /// Records one heartbeat of `agent` (this node owns the agent's actor); returns when it was
 /// received (unix ms), which the agent's WebSocket acknowledges.
 pub async fn heartbeat(plane: &AgentPlane, agent: AgentId, hb: Heartbeat) -> Result<u64, IngestError> {
-    if hb.agent_version.is_empty() || hb.agent_version.len() > 64 {
-        return Err(IngestError::Shape("agent_version: 1-64 bytes".into()));
+    if hb.agent_version.is_empty() || hb.agent_version.chars().count() > 64 {
+        return Err(IngestError::Shape("agent_version: 1-64 characters".into()));
     }
     let received_at_ms = crate::clock::now_ms();
     let item = HeartbeatItem {

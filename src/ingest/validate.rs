@@ -41,7 +41,7 @@ pub fn batch(b: &IngestBatch, series: &[String], agent_id: &str) -> Result<(), I
     // A collection time far in the future (an agent's clock running fast) refuses nothing
     // here: the batch is stored and its samples are refused and counted by the state machine
     // (`samples_refused` of the agent); refusing the batch would make the agent drop it.
-    check(b.agent_version.len() <= 64, &|| "agent_version".into(), "at most 64 bytes");
+    check(b.agent_version.chars().count() <= 64, &|| "agent_version".into(), "at most 64 characters");
     check(b.metrics.len() <= wire::MAX_SAMPLES_PER_BATCH, &|| "metrics".into(), "too many samples");
     check(
         b.processes.as_ref().is_none_or(|p| p.len() <= wire::MAX_PROCESSES),
