@@ -381,27 +381,13 @@ mod tests {
                 "030000000f0000000100000000000000740101000000000000000000000000000000020000000000000002000000000000007531",
             ),
         ];
-        for (cmd, hex) in &commands {
-            assert_eq!(hex_of(cmd), *hex, "{cmd:?}");
-            let bytes = hex::decode(hex).unwrap();
-            assert_eq!(codec::decode::<Command>("test", &bytes, MAX_VALUE_BYTES).unwrap(), *cmd);
-        }
+        codec::assert_golden(&commands);
     }
 
     #[test]
     fn every_gated_command_names_a_feature_this_build_announces() {
-        use crate::fleet::{EnrollmentToken, FleetCommand};
-        let token = EnrollmentToken {
-            id: "e".into(),
-            tenant: "t".into(),
-            name: "n".into(),
-            sha256: [1; 32],
-            created_at_ms: 1,
-            expires_at_ms: None,
-            max_uses: None,
-            uses: 0,
-            revoked: false,
-        };
+        use crate::fleet::FleetCommand;
+        let token = crate::state_machine::test_support::enrollment_token();
         let gated = [
             Command::Batch(vec![]),
             Command::PutSettingsAudited {

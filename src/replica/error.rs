@@ -8,7 +8,7 @@
 //! - [`WriteError::Rejected`]: refused before it was proposed; retrying it unchanged fails
 //!   the same way.
 //!
-//! `crate::error` maps this once to HTTP. Nothing here knows HTTP.
+//! The HTTP mapping is done once, in `src/error.rs`. Nothing here knows HTTP.
 
 use std::time::Duration;
 

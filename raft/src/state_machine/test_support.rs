@@ -46,10 +46,9 @@ pub(crate) async fn log_and_apply(sm: &mut StateMachineStore, cmds: Vec<Command>
     sm.apply(entries).await.unwrap()
 }
 
-/// An enrollment token and the registration of agent `a1` of tenant `t` with it.
-pub(crate) fn fleet_setup() -> Vec<Command> {
-    use crate::fleet::{EnrollmentToken, FleetCommand, Registration};
-    let token = EnrollmentToken {
+/// Enrollment token `et` of tenant `t` (hash `[1; 32]`, no limits).
+pub(crate) fn enrollment_token() -> crate::fleet::EnrollmentToken {
+    crate::fleet::EnrollmentToken {
         id: "et".into(),
         tenant: "t".into(),
         name: "x".into(),
@@ -59,7 +58,13 @@ pub(crate) fn fleet_setup() -> Vec<Command> {
         max_uses: None,
         uses: 0,
         revoked: false,
-    };
+    }
+}
+
+/// An enrollment token and the registration of agent `a1` of tenant `t` with it.
+pub(crate) fn fleet_setup() -> Vec<Command> {
+    use crate::fleet::{FleetCommand, Registration};
+    let token = enrollment_token();
     let reg = Registration {
         enrollment_sha256: [1; 32],
         new_agent_id: "a1".into(),
