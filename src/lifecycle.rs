@@ -54,11 +54,6 @@ impl Lifecycle {
             .in_current_span(),
         );
     }
-
-    /// Whether the node is stopping.
-    pub fn stopping(&self) -> bool {
-        self.stop.is_cancelled()
-    }
 }
 
 #[cfg(test)]
@@ -80,6 +75,6 @@ mod tests {
         life.tasks.close();
         tokio::time::timeout(Duration::from_secs(5), life.tasks.wait()).await.expect("every task ended");
         assert!(done_rx.await.is_ok(), "work in flight ran to its end");
-        assert!(life.stopping());
+        assert!(life.stop.is_cancelled());
     }
 }
