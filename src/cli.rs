@@ -69,6 +69,10 @@ pub struct HubArgs {
     /// Enrollment token (mse_…) to create on first start, for agents started with the cluster.
     #[arg(long, env = "MONSYS_ENROLLMENT_TOKEN", hide_env_values = true)]
     pub enrollment_token: Option<String>,
+    /// Finalize upgrades by itself once every member supports a newer cluster version
+    /// (`false` keeps rolling back possible until `monsys ctl cluster finalize-upgrade`).
+    #[arg(long, env = "MONSYS_AUTO_FINALIZE_UPGRADE", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub auto_finalize_upgrade: Option<bool>,
     /// Test-only fault: acknowledge settings writes before they commit (the chaos checker's
     /// broken build). Never use in production.
     #[arg(long, env = "MONSYS_UNSAFE_ACK_BEFORE_COMMIT", hide = true)]
@@ -115,6 +119,9 @@ impl HubArgs {
         }
         if self.enrollment_token.is_some() {
             c.enrollment_token = self.enrollment_token;
+        }
+        if let Some(auto) = self.auto_finalize_upgrade {
+            c.auto_finalize_upgrade = auto;
         }
         if self.unsafe_ack_before_commit {
             c.unsafe_ack_before_commit = true;

@@ -60,6 +60,10 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// A follower whose applied index trails its log by more than this is not ready.
     pub ready_max_lag_entries: u64,
+    /// Raise the cluster version by itself once every member runs a build that supports a
+    /// newer one (see `monsys ctl cluster finalize-upgrade`). Turn it off on the new binaries
+    /// before a rolling upgrade to keep rolling back possible until you finalize by hand.
+    pub auto_finalize_upgrade: bool,
     /// Raft and storage tunables.
     pub raft: monsys_raft::Options,
     /// Outgoing mail (invitations, password resets).
@@ -93,6 +97,7 @@ impl Default for Config {
             http_body_stall_ms: 30_000,
             max_connections_per_ip: 4096,
             ready_max_lag_entries: 1000,
+            auto_finalize_upgrade: true,
             raft: monsys_raft::Options::default(),
             unsafe_ack_before_commit: false,
             mail: MailConfig::default(),

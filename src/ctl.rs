@@ -51,6 +51,20 @@ pub enum CtlCommand {
     Audit(AuditCommand),
     /// The node's cluster view and the tenant's stored telemetry bytes per resolution.
     Status,
+    /// One node of the cluster.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+/// `ctl node …`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Drain a node and stop it: it hands its agents and (if it leads) Raft leadership to the
+    /// others, finishes the requests in flight, then exits (as on SIGTERM).
+    Drain {
+        /// Raft id of the node.
+        id: u64,
+    },
 }
 
 /// `ctl audit …`.
@@ -90,6 +104,9 @@ pub enum ClusterCommand {
         /// Raft id.
         id: u64,
     },
+    /// Raise the cluster version once every member runs the new binary (ends a rolling
+    /// upgrade: from then on, nodes cannot be rolled back to the older build).
+    FinalizeUpgrade,
 }
 
 /// `ctl settings …`.
@@ -152,6 +169,14 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<i32> {
             client
                 .call(reqwest::Method::POST, &format!("/api/v1/cluster/members/{id}/promote"), None, None)
                 .await
+        }
+        CtlCommand::Node(NodeCommand::Drain { id }) => {
+            client
+                .call(reqwest::Method::POST, &format!("/api/v1/cluster/members/{id}/drain"), None, None)
+                .await
+        }
+        CtlCommand::Cluster(ClusterCommand::FinalizeUpgrade) => {
+            client.call(reqwest::Method::POST, "/api/v1/cluster/finalize-upgrade", None, None).await
         }
         CtlCommand::Settings(SettingsCommand::Get) => {
             client.call(reqwest::Method::GET, "/api/v1/settings", None, None).await

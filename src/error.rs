@@ -81,6 +81,10 @@ pub enum ApiError {
     /// A used `seq` came with a different body.
     #[error("{0}")]
     SeqConflict(String),
+    /// An upgrade cannot be finalized: a member is down or runs a build without a newer
+    /// cluster version.
+    #[error("{0}")]
+    UpgradeBlocked(String),
     /// The host registered again with a different signing key than the pinned one.
     #[error("this host is registered with a different signing key; an admin must clear the pin first")]
     SigningKeyMismatch,
@@ -126,6 +130,7 @@ impl ApiError {
             ApiError::SignatureInvalid(_) => (StatusCode::FORBIDDEN, "signature_invalid"),
             ApiError::Replay(_) => (StatusCode::FORBIDDEN, "replay_rejected"),
             ApiError::SeqConflict(_) => (StatusCode::CONFLICT, "seq_conflict"),
+            ApiError::UpgradeBlocked(_) => (StatusCode::CONFLICT, "not_all_members_support"),
             ApiError::SigningKeyMismatch => (StatusCode::CONFLICT, "signing_key_mismatch"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }
@@ -211,6 +216,7 @@ pub const CODES: &[&str] = &[
     "signature_invalid",
     "replay_rejected",
     "seq_conflict",
+    "not_all_members_support",
     "signing_key_mismatch",
     "rate_limited",
 ];
@@ -332,6 +338,7 @@ mod tests {
             ApiError::SignatureInvalid(String::new()),
             ApiError::Replay(String::new()),
             ApiError::SeqConflict(String::new()),
+            ApiError::UpgradeBlocked(String::new()),
             ApiError::SigningKeyMismatch,
             ApiError::RateLimited { retry_after: Duration::from_secs(1), limit: 1 },
             ApiError::Internal(String::new()),
@@ -355,6 +362,7 @@ mod tests {
                 | ApiError::SignatureInvalid(_)
                 | ApiError::Replay(_)
                 | ApiError::SeqConflict(_)
+                | ApiError::UpgradeBlocked(_)
                 | ApiError::SigningKeyMismatch
                 | ApiError::RateLimited { .. }
                 | ApiError::Internal(_) => {}

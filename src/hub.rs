@@ -18,6 +18,7 @@ use monsys_actors::limits::LimitTable;
 
 use crate::audit::Auditor;
 use crate::auth::touch::Touches;
+use crate::cluster::drain::Draining;
 use crate::cluster::membership::Membership;
 use crate::config::Config;
 use crate::ingest::AgentPlane;
@@ -26,6 +27,7 @@ use crate::mail::Mailer;
 use crate::metrics::NodeMetrics;
 use crate::replica::Replica;
 use crate::routing::forward::Forwarder;
+use crate::routing::suspects::Suspects;
 use crate::secrets::ClusterSecret;
 
 /// Most rate-limit keys a node keeps.
@@ -69,6 +71,10 @@ pub struct Services {
     pub plane: Arc<AgentPlane>,
     /// The node's tasks and stop signal.
     pub life: Lifecycle,
+    /// Whether this node drains, and the request to drain it.
+    pub draining: Arc<Draining>,
+    /// Owners this node found dead before gossip did (placement skips them).
+    pub suspects: Suspects,
     /// `x-monsys-owner` value of this node's agents (`config.agent_url()`, checked at start).
     owner_hint: Option<HeaderValue>,
     started: Instant,
@@ -114,6 +120,8 @@ impl Hub {
             limits: Arc::new(LimitTable::new(MAX_LIMIT_KEYS)),
             touches: Arc::default(),
             life: p.life,
+            draining: Arc::default(),
+            suspects: Suspects::default(),
             owner_hint,
             started: Instant::now(),
         }))
@@ -131,6 +139,9 @@ impl Hub {
 
     /// Why this node is not ready to serve, if it is not (see `cluster::status`).
     pub fn not_ready_reason(&self) -> Option<String> {
+        if self.draining.is_active() {
+            return Some("draining: this node is about to stop".into());
+        }
         crate::cluster::status::not_ready_reason(
             &self.replica,
             &self.config.data_dir,

@@ -37,8 +37,11 @@ fn main() -> anyhow::Result<()> {
 async fn run_hub(config: monsys::config::Config) -> anyhow::Result<()> {
     let node = monsys::node::start(config).await?;
     tracing::info!(addr = %node.api_addr, "monsys hub ready to serve");
-    wait_for_signal().await;
-    tracing::info!("shutting down");
+    tokio::select! {
+        _ = wait_for_signal() => tracing::info!("signal received: draining, then stopping"),
+        _ = node.drain_requested() => tracing::info!("drain requested: draining, then stopping"),
+    }
+    node.drain().await;
     node.shutdown().await;
     Ok(())
 }

@@ -31,6 +31,8 @@ use crate::secrets::{self, CLUSTER_SECRET_HEADER, ClusterSecret};
 
 /// How long a graceful HTTP shutdown may wait for open connections.
 const HTTP_DRAIN: Duration = Duration::from_secs(2);
+/// How long a drain waits for gossip to stop counting this node live.
+const DRAIN_PLACEMENT_WAIT: Duration = Duration::from_secs(3);
 /// How long stopping waits for the node's tasks and the last holders of its state.
 const TASK_DRAIN: Duration = Duration::from_secs(15);
 
@@ -134,6 +136,9 @@ async fn start_node(
     crate::auth::touch::spawn_flush(hub.touches.clone(), replica, &life);
     life.spawn(metrics.upkeeper().run(crate::metrics::UPKEEP_EVERY, life.stop.clone()));
     crate::ingest::jobs::spawn(hub.clone());
+    if config.auto_finalize_upgrade {
+        crate::cluster::upgrade::spawn_auto(hub.replica.clone(), &life);
+    }
     let admin_token = bootstrap(&hub).await?;
     Ok(NodeHandle { hub, api_addr, admin_token, gossip, life, server })
 }
@@ -182,6 +187,8 @@ async fn bootstrap(hub: &Hub) -> anyhow::Result<Option<String>> {
             let me = self_node(hub);
             tracing::info!("initialising a new single-node cluster");
             hub.replica.raft().initialize(std::collections::BTreeMap::from([(hub.replica.id(), me)])).await?;
+            wait_until_leader(hub).await?;
+            start_at_newest_version(hub).await?;
             let token = install_admin_token(hub).await?;
             install_enrollment_token(hub).await?;
             Ok(token)
@@ -194,12 +201,25 @@ fn self_node(hub: &Hub) -> Node {
     Node { api_addr: hub.config.advertised_api_addr(), gossip_addr: hub.config.advertised_gossip_addr() }
 }
 
-async fn install_admin_token(hub: &Hub) -> anyhow::Result<Option<String>> {
+async fn wait_until_leader(hub: &Hub) -> anyhow::Result<()> {
     hub.replica
         .raft()
         .wait(Some(Duration::from_secs(30)))
         .current_leader(hub.replica.id(), "single-node leader")
         .await?;
+    Ok(())
+}
+
+/// A new cluster starts at the newest cluster version this build runs: it has no member on an
+/// older build to wait for. (Committed directly: the gossip view may not list this node yet.)
+async fn start_at_newest_version(hub: &Hub) -> anyhow::Result<()> {
+    let version = monsys_raft::cluster_version::CLUSTER_VERSION;
+    hub.replica.commit(Command::SetClusterVersion { version }).await?;
+    tracing::info!(version, "new cluster started at this build's cluster version");
+    Ok(())
+}
+
+async fn install_admin_token(hub: &Hub) -> anyhow::Result<Option<String>> {
     let token = hub.config.admin_token.clone().unwrap_or_else(|| secrets::random_token("msa_"));
     let result = hub.replica.write(Command::InitAdminToken { sha256: secrets::sha256(&token) }).await?;
     match result {
@@ -282,6 +302,38 @@ async fn join_cluster(hub: &Hub, url: &str) {
 }
 
 impl NodeHandle {
+    /// Resolves once someone asked this node to drain (`POST /api/v1/cluster/members/{id}/drain`).
+    pub async fn drain_requested(&self) {
+        self.hub.draining.requested().await
+    }
+
+    /// Hands this node's work to the others before it stops (see `cluster::drain`): readiness
+    /// and gossip say it is draining, leadership moves away, its actors stop once placement
+    /// has moved them. Returns how long it took; call [`NodeHandle::shutdown`] next.
+    pub async fn drain(&self) -> Duration {
+        let started = tokio::time::Instant::now();
+        let hub = &self.hub;
+        hub.draining.begin();
+        self.gossip.announce_draining().await;
+        tracing::info!("draining: announced; waiting for placement to move this node's actors");
+        let me = hub.replica.id();
+        let gone = crate::cluster::gossip::wait_until(self.gossip.watch(), DRAIN_PLACEMENT_WAIT, |live| {
+            !live.contains_key(&me)
+        })
+        .await;
+        if !gone {
+            tracing::warn!(
+                "this node still counts itself live after {DRAIN_PLACEMENT_WAIT:?}; stopping anyway"
+            );
+        }
+        // peers learn it a gossip round or two later; requests they still send here are forwarded
+        tokio::time::sleep(Duration::from_millis(3 * hub.config.gossip_interval_ms)).await;
+        hub.plane.registry.stop_all().await;
+        let took = started.elapsed();
+        tracing::info!(took_ms = took.as_millis() as u64, "drained");
+        took
+    }
+
     /// Stops the node and returns once it has let go of everything: the HTTP server (drained
     /// for a bounded time), every task of the node (loops end at once, work in flight within
     /// its own timeout), the agent actors, Raft and gossip. When this returns, the data

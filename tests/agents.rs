@@ -626,3 +626,38 @@ async fn registration_limits_count_characters_as_the_document_says() {
     .await;
     assert_eq!((s, v["code"].as_str()), (422, Some("validation_failed")), "{v}");
 }
+
+/// An owner that is gone (its port refuses connections) is skipped at once by the node that
+/// tried it: the agent's next owner takes the batch, without the seconds of 503s gossip's
+/// failure detector would take to drop the dead node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_owner_is_skipped_at_once() {
+    let (mut c, all, enrollment) = ready_cluster(0).await;
+    let leader = c.wait_leader().await;
+    // an agent owned by a follower (losing the leader would stall writes for an election)
+    let mut found = None;
+    for i in 0..20 {
+        let a = TestAgent::register(&c.http, &all[0], &enrollment, &format!("handoff-{i}"), false).await;
+        let owner_id = owner_of(&c, &a.id).await;
+        let owner = c.nodes.iter().position(|n| n.id() == owner_id).unwrap();
+        if owner != leader {
+            found = Some((a, owner_id, owner));
+            break;
+        }
+    }
+    let (a, owner_id, owner) = found.expect("some agent is owned by a follower");
+    let other = (0..3).find(|i| *i != owner && *i != leader).unwrap();
+    let (s, body) = a.post(&all[other], &a.body(1, 1.0), None).await.unwrap();
+    assert_eq!(s, 200, "{body}");
+
+    c.crash(owner).await;
+    let gossip_still_live = c.nodes[other].hub().replica.live_voters().contains_key(&owner_id);
+    let (s, body) = a.post(&all[other], &a.body(2, 1.0), None).await.unwrap();
+    assert_eq!(
+        s, 200,
+        "the next owner took the batch at once (gossip still live: {gossip_still_live}): {body}"
+    );
+    let (s, body) = a.post(&all[leader], &a.body(3, 1.0), None).await.unwrap();
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(agent_doc(&c, leader, &a.id).await["last_seq"], 3);
+}

@@ -21,6 +21,10 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Version of this wire protocol (the JSON shapes and the signing rule above). A change that
+/// an older hub or agent cannot read gets a new version, announced by hubs with their formats.
+pub const PROTOCOL_VERSION: u32 = 1;
+
 /// Header carrying the batch signature.
 pub const SIGNATURE_HEADER: &str = "x-monsys-signature";
 /// Header of ingest and heartbeat answers naming the base URL of the node that owns the agent

@@ -65,6 +65,13 @@ pub enum Command {
         /// Who changed them (user id, `api-key:<id>`, `admin-token`).
         actor: String,
     },
+    /// Raises the cluster's active version (see [`crate::cluster_version`]); a lower or equal
+    /// version changes nothing. Proposed only once every member announces support for it
+    /// (log feature `cluster-version`).
+    SetClusterVersion {
+        /// The new active version.
+        version: u32,
+    },
 }
 
 /// Log features this binary can apply, announced over gossip. A proposer uses a feature only
@@ -73,7 +80,8 @@ pub enum Command {
 /// registrations inside a batch; `settings-audit`: [`Command::PutSettingsAudited`];
 /// `record-audit`: `FleetCommand::RecordAudit`; `actor-audit`: the `…By` fleet commands that
 /// name who created an enrollment token or changed the alert rules; `reset-exclusive`: the
-/// password-reset commands that keep one live token per user.
+/// password-reset commands that keep one live token per user; `cluster-version`:
+/// [`Command::SetClusterVersion`].
 pub const LOG_FEATURES: &[&str] = &[
     LOG_FEATURE_BATCH,
     LOG_FEATURE_BATCH_REGISTER,
@@ -81,6 +89,7 @@ pub const LOG_FEATURES: &[&str] = &[
     LOG_FEATURE_RECORD_AUDIT,
     LOG_FEATURE_ACTOR_AUDIT,
     LOG_FEATURE_RESET_EXCLUSIVE,
+    LOG_FEATURE_CLUSTER_VERSION,
 ];
 /// See [`LOG_FEATURES`].
 pub const LOG_FEATURE_BATCH: &str = "batch";
@@ -94,6 +103,8 @@ pub const LOG_FEATURE_RECORD_AUDIT: &str = "record-audit";
 pub const LOG_FEATURE_ACTOR_AUDIT: &str = "actor-audit";
 /// `IdentityCommand::CreateResetExclusive` and `CompleteResetExclusive`; see [`LOG_FEATURES`].
 pub const LOG_FEATURE_RESET_EXCLUSIVE: &str = "reset-exclusive";
+/// [`Command::SetClusterVersion`]; see [`LOG_FEATURES`].
+pub const LOG_FEATURE_CLUSTER_VERSION: &str = "cluster-version";
 
 impl Command {
     /// The log feature every member must announce before this command may be proposed
@@ -107,6 +118,7 @@ impl Command {
             Command::Noop | Command::PutSettings { .. } | Command::InitAdminToken { .. } => None,
             Command::Batch(_) => Some(LOG_FEATURE_BATCH),
             Command::PutSettingsAudited { .. } => Some(LOG_FEATURE_SETTINGS_AUDIT),
+            Command::SetClusterVersion { .. } => Some(LOG_FEATURE_CLUSTER_VERSION),
             Command::Fleet(f) => match f {
                 F::RecordAudit { .. } => Some(LOG_FEATURE_RECORD_AUDIT),
                 F::CreateEnrollmentTokenBy { .. } | F::PutRulesBy { .. } => Some(LOG_FEATURE_ACTOR_AUDIT),
@@ -172,7 +184,11 @@ impl Command {
             Command::PutSettingsAudited { .. } => Some(LOG_FEATURE_SETTINGS_AUDIT),
             Command::Identity(i) => (!crate::identity::needs_prescan(i)).then_some(LOG_FEATURE_BATCH),
             Command::Fleet(crate::fleet::FleetCommand::Register(_)) => Some(LOG_FEATURE_BATCH_REGISTER),
-            Command::Noop | Command::InitAdminToken { .. } | Command::Fleet(_) | Command::Batch(_) => None,
+            Command::Noop
+            | Command::InitAdminToken { .. }
+            | Command::SetClusterVersion { .. }
+            | Command::Fleet(_)
+            | Command::Batch(_) => None,
         }
     }
 }
@@ -196,6 +212,13 @@ pub enum CommandResult {
     IdentityRejected(IdentityRejection),
     /// Results of a [`Command::Batch`], in its order.
     Batch(Vec<CommandResult>),
+    /// Result of a [`Command::SetClusterVersion`]: the active version after it, and before.
+    ClusterVersion {
+        /// The active version now.
+        active: u32,
+        /// The active version before the command.
+        previous: u32,
+    },
 }
 
 /// Why the state machine refused a command. Nothing was changed.
@@ -385,6 +408,15 @@ mod tests {
     }
 
     #[test]
+    fn cluster_version_variants_encoding_is_stable() {
+        codec::assert_golden(&[(Command::SetClusterVersion { version: 1 }, "0700000001000000")]);
+        codec::assert_golden(&[(
+            CommandResult::ClusterVersion { active: 1, previous: 0 },
+            "080000000100000000000000",
+        )]);
+    }
+
+    #[test]
     fn every_gated_command_names_a_feature_this_build_announces() {
         use crate::fleet::FleetCommand;
         let token = crate::state_machine::test_support::enrollment_token();
@@ -405,6 +437,7 @@ mod tests {
                 details: "{}".into(),
             }),
             Command::Fleet(FleetCommand::CreateEnrollmentTokenBy { token: token.clone(), actor: "a".into() }),
+            Command::SetClusterVersion { version: 1 },
         ];
         for cmd in &gated {
             let f = cmd.required_feature().unwrap_or_else(|| panic!("{cmd:?} is gated"));

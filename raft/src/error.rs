@@ -54,6 +54,19 @@ pub enum Error {
         /// The newest format this build reads.
         supported: u32,
     },
+    /// The cluster's active version is one this build cannot run (see `cluster_version`).
+    #[error(
+        "the cluster runs cluster version {active}; this build runs versions {min} to {max}: start this node \
+         with a binary that supports version {active}"
+    )]
+    ClusterVersion {
+        /// The cluster's active version.
+        active: u32,
+        /// The oldest version this build runs.
+        min: u32,
+        /// The newest version this build runs.
+        max: u32,
+    },
     /// A value exceeds the size limit of its kind.
     #[error("{what} too large: more than {max} bytes")]
     TooLarge {

@@ -23,6 +23,8 @@
 //!   server-side [`network::serve_rpc`] that decodes and dispatches incoming RPCs.
 //! - [`options`]: tunables and their translation into `openraft::Config`.
 //! - [`data_format`]: the data directory's format marker, checked before anything is opened.
+//! - [`cluster_version`]: the replicated cluster version, the versions and formats this build
+//!   runs, and which log features a finalized version turns on for good.
 //! - `codec` (bincode options, versioned values), `durable` (flush + fdatasync, atomic files),
 //!   `snapshot` (snapshot file format and directory), `storage` ([`open`]): internals.
 //!
@@ -33,6 +35,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 mod audit;
+pub mod cluster_version;
 mod codec;
 pub mod command;
 pub mod data_format;
@@ -50,9 +53,9 @@ mod txn;
 
 pub use codec::{MAX_RPC_BYTES, MAX_VALUE_BYTES, encoded_size};
 pub use command::{
-    Command, CommandResult, LOG_FEATURE_ACTOR_AUDIT, LOG_FEATURE_BATCH, LOG_FEATURE_RECORD_AUDIT,
-    LOG_FEATURE_RESET_EXCLUSIVE, LOG_FEATURE_SETTINGS_AUDIT, LOG_FEATURES, Rejection, decode_command,
-    decode_result, encode_command, encode_result,
+    Command, CommandResult, LOG_FEATURE_ACTOR_AUDIT, LOG_FEATURE_BATCH, LOG_FEATURE_CLUSTER_VERSION,
+    LOG_FEATURE_RECORD_AUDIT, LOG_FEATURE_RESET_EXCLUSIVE, LOG_FEATURE_SETTINGS_AUDIT, LOG_FEATURES,
+    Rejection, decode_command, decode_result, encode_command, encode_result,
 };
 pub use error::Error;
 pub use log_store::{LogStore, check_command_size};

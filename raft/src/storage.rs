@@ -44,6 +44,15 @@ pub async fn open(dir: &Path, opts: &Options) -> Result<Storage, Error> {
         .map_err(|e| Error::Io(std::io::Error::other(format!("open task failed: {e}"))))??;
     sm.recover().await?;
     let reader = sm.reader();
+    let active = reader.cluster_version()?;
+    if !crate::cluster_version::supports(active) {
+        return Err(Error::ClusterVersion {
+            active,
+            min: crate::cluster_version::MIN_CLUSTER_VERSION,
+            max: crate::cluster_version::CLUSTER_VERSION,
+        });
+    }
+    sm.sync_data_format().await?;
     tracing::info!(last_applied = ?reader.last_applied()?, "raft store opened");
     Ok(Storage { log, sm, reader })
 }
@@ -57,7 +66,7 @@ fn open_blocking(dir: &Path, cache_capacity: u64) -> Result<(LogStore, StateMach
     let log = LogStore::open(dir, &db.open_tree("raft_log")?, &db.open_tree("raft_meta")?)?;
     let snapshots = SnapshotDir::open(&dir.join("snapshots"))?;
     let trees = (db.open_tree("sm_meta")?, db.open_tree("sm_data")?);
-    let sm = StateMachineStore::open(trees.0, trees.1, durable, snapshots, log.clone())?;
+    let sm = StateMachineStore::open(trees.0, trees.1, durable, snapshots, log.clone(), dir.to_path_buf())?;
     Ok((log, sm))
 }
 

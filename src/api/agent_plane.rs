@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::ingest::service::{self, IngestError};
 use crate::replica::Replica;
-use crate::routing::owner::{Placement, forward_to_owner, place};
+use crate::routing::owner::{Routed, route};
 use crate::secrets;
 
 /// How long a registration waits for every live voter to have it.
@@ -116,10 +116,10 @@ pub async fn ingest(State(hub): State<Hub>, req: Request) -> Result<Response, Ap
     let (mut parts, body) = req.into_parts();
     let agent = AgentAuth::from_request_parts(&mut parts, &hub).await?;
     let key = ActorKey::Agent(agent.agent_id.clone());
-    if let Placement::Remote(_, owner) = place(&hub, &key)? {
-        let req = Request::from_parts(parts, body);
-        return forward_to_owner(&hub, &key, &owner, req).await;
-    }
+    let (parts, body) = match route(&hub, &key, Request::from_parts(parts, body)).await? {
+        Routed::Local(req) => req.into_parts(),
+        Routed::Answered(answer) => return Ok(answer),
+    };
     // every answer of the owner carries the hint: the agent trusts a hinted URL only then
     let answer = ingest_owned(&hub, agent, parts, body).await.unwrap_or_else(IntoResponse::into_response);
     Ok(with_owner_hint(&hub, answer))
@@ -207,9 +207,10 @@ pub async fn heartbeat(
         return Err(ApiError::Forbidden("the agent token belongs to another agent".into()));
     }
     let key = ActorKey::Agent(id.clone());
-    if let Placement::Remote(_, owner) = place(&hub, &key)? {
-        return forward_to_owner(&hub, &key, &owner, Request::from_parts(parts, body)).await;
-    }
+    let (parts, body) = match route(&hub, &key, Request::from_parts(parts, body)).await? {
+        Routed::Local(req) => req.into_parts(),
+        Routed::Answered(answer) => return Ok(answer),
+    };
     let answer = heartbeat_owned(&hub, agent, parts, body).await.unwrap_or_else(IntoResponse::into_response);
     Ok(with_owner_hint(&hub, answer))
 }

@@ -8,6 +8,10 @@
 //! - `POST /api/v1/cluster/members/{id}/promote` (admin): learner → voter. Leader-routed.
 //! - `DELETE /api/v1/cluster/members/{id}` (admin): remove a voter or learner. Leader-routed.
 //! - `GET /api/v1/cluster/placement/{kind}/{key}` (admin): which node owns an actor key now.
+//! - `POST /api/v1/cluster/members/{id}/drain` (admin): the node drains (hands over its actors
+//!   and, if it leads, leadership) and stops; answered 202 once it was told. Relayed to the node.
+//! - `POST /api/v1/cluster/finalize-upgrade` (admin): raise the active cluster version to the
+//!   newest one every member supports (see `cluster::upgrade`). Proposed through the leader.
 //!
 //! Membership changes run one at a time (a lock on the leader) through openraft's joint consensus.
 
@@ -15,12 +19,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use monsys_actors::ActorKey;
 use monsys_proto::DEFAULT_TENANT;
-use monsys_proto::cluster::{ClusterStatus, JoinRequest};
+use monsys_proto::cluster::{ClusterStatus, FinalizeUpgrade, JoinRequest};
 use serde_json::json;
 
 use super::extract::{ClusterAuth, JsonBody};
 use crate::auth::{Auth, Permission};
 use crate::cluster::membership::MembershipError;
+use crate::cluster::upgrade::FinalizeError;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::replica::Replica;
@@ -75,6 +80,48 @@ impl From<MembershipError> for ApiError {
         match e {
             e @ MembershipError::NotMember(_) => ApiError::NotFound(e.to_string()),
             MembershipError::Write(e) => e.into(),
+        }
+    }
+}
+
+/// `POST /api/v1/cluster/members/{id}/drain`.
+pub async fn drain(
+    State(hub): State<Hub>,
+    auth: Auth,
+    Path(id): Path<u64>,
+) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), ApiError> {
+    auth.require(Permission::ClusterWrite)?;
+    if id == hub.replica.id() {
+        hub.draining.request();
+    } else {
+        let metrics = hub.replica.raft_metrics();
+        let Some(node) = metrics.membership_config.membership().get_node(&id).cloned() else {
+            return Err(ApiError::NotFound(format!("node {id} is not a member")));
+        };
+        hub.forwarder.drain(&node.api_addr, id).await?;
+    }
+    hub.audit.record(DEFAULT_TENANT, "cluster_member_drained", &auth.actor(), json!({ "node_id": id }));
+    Ok((axum::http::StatusCode::ACCEPTED, Json(json!({ "node_id": id, "draining": true }))))
+}
+
+/// `POST /api/v1/cluster/finalize-upgrade`.
+pub async fn finalize_upgrade(State(hub): State<Hub>, auth: Auth) -> Result<Json<FinalizeUpgrade>, ApiError> {
+    auth.require(Permission::ClusterWrite)?;
+    let done = crate::cluster::upgrade::finalize(&hub.replica).await?;
+    if done.active != done.previous {
+        let details = json!({ "active_version": done.active, "previous_version": done.previous });
+        hub.audit.record(DEFAULT_TENANT, "cluster_upgrade_finalized", &auth.actor(), details);
+    }
+    Ok(Json(FinalizeUpgrade { active_version: done.active, previous_version: done.previous }))
+}
+
+impl From<FinalizeError> for ApiError {
+    fn from(e: FinalizeError) -> Self {
+        match e {
+            e @ (FinalizeError::MembersDown(_) | FinalizeError::NotSupported { .. }) => {
+                ApiError::UpgradeBlocked(e.to_string())
+            }
+            FinalizeError::Write(e) => e.into(),
         }
     }
 }

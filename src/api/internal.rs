@@ -112,6 +112,7 @@ pub async fn node_state(State(replica): State<Replica>, _: PeerAuth) -> Result<R
         has_log: initialized || m.last_log_index.is_some() || m.current_term > 0,
         last_log_index: m.last_log_index,
         term: m.current_term,
+        formats: Some(monsys_raft::cluster_version::formats()),
     };
     Ok(axum::Json(state).into_response())
 }
@@ -137,4 +138,25 @@ pub async fn removed(
     }
     hub.membership.removed(n.by, std::time::Duration::ZERO);
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /internal/v1/drain` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// The node to drain (must be this one).
+    pub node_id: u64,
+}
+
+/// `POST /internal/v1/drain`: another node relays an operator's drain request for this node.
+pub async fn drain(
+    State(hub): State<Hub>,
+    _: PeerAuth,
+    super::extract::JsonBody(d): super::extract::JsonBody<DrainRequest>,
+) -> Result<Response, ApiError> {
+    if d.node_id != hub.replica.id() {
+        return Err(ApiError::Conflict(format!("this is node {}, not node {}", hub.replica.id(), d.node_id)));
+    }
+    hub.draining.request();
+    Ok(axum::http::StatusCode::ACCEPTED.into_response())
 }

@@ -49,6 +49,8 @@ pub fn router(hub: Hub) -> Router {
     let leader_routes = Router::new()
         .route("/api/v1/settings", get(settings::get).put(settings::put))
         .route("/api/v1/cluster/members", post(cluster::add))
+        .route("/api/v1/cluster/finalize-upgrade", post(cluster::finalize_upgrade))
+        .route("/api/v1/cluster/members/{id}/drain", post(cluster::drain))
         .route("/api/v1/cluster/members/{id}", delete(cluster::remove))
         .route("/api/v1/cluster/members/{id}/promote", post(cluster::promote))
         .route(
@@ -116,6 +118,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/internal/v1/ratelimit", post(internal::rate_limit))
         .route("/internal/v1/node", get(internal::node_state))
         .route("/internal/v1/removed", post(internal::removed))
+        .route("/internal/v1/drain", post(internal::drain))
         .layer(DefaultBodyLimit::max(INTERNAL_BODY_LIMIT));
     let max_body = hub.config.max_body_bytes;
     Router::new()

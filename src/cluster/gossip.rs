@@ -1,7 +1,8 @@
 //! Gossip membership with chitchat over UDP.
 //!
-//! Each node announces small, node-level facts only: its Raft id, HTTP address and binary
-//! version; the chitchat id carries the gossip address and a generation (start time in unix ms),
+//! Each node announces small, node-level facts only: its Raft id, HTTP address, binary version,
+//! the log features it applies and the cluster versions and formats it runs (see
+//! `monsys_raft::cluster_version`); the chitchat id carries the gossip address and a generation (start time in unix ms),
 //! so a restarted node is a new incarnation and the old one fades out as dead. The live set is
 //! republished on a `watch` channel as a [`LiveView`] keyed by Raft id (highest generation wins).
 //!
@@ -26,14 +27,21 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use monsys_raft::cluster_version::{self, Formats};
+
 use crate::clock::now_ms;
 
 const KEY_RAFT_ID: &str = "raft_id";
 const KEY_API_ADDR: &str = "api_addr";
 const KEY_VERSION: &str = "version";
 const KEY_LOG_FEATURES: &str = "log_features";
+/// The cluster versions and formats the node runs (`cluster=0-1,data=1-2,…`); absent on builds
+/// from before cluster versions.
+const KEY_FORMATS: &str = "formats";
 /// `"1"` while the node's request runtime has not run for longer than its stall limit.
 const KEY_STALLED: &str = "stalled";
+/// `"1"` once the node is draining (about to stop): peers stop placing actors on it.
+const KEY_DRAINING: &str = "draining";
 
 /// How long the request runtime may go without running before the node announces itself as
 /// not live: far beyond any overload measured (heartbeats behind requests for hundreds of
@@ -54,10 +62,20 @@ pub struct LiveMember {
     /// Log features the member can apply (comma-separated; see `monsys_raft::LOG_FEATURES`).
     /// Empty for members of versions that announce none.
     pub log_features: String,
+    /// Cluster versions and formats the member runs; `None` for builds from before cluster
+    /// versions (which run version 0 only).
+    pub formats: Option<Formats>,
     /// Incarnation: start time of the member's process, unix ms.
     pub generation: u64,
     /// Gossip address.
     pub gossip_addr: SocketAddr,
+}
+
+impl LiveMember {
+    /// The newest cluster version the member runs (0 for builds from before cluster versions).
+    pub fn max_cluster_version(&self) -> u32 {
+        self.formats.map_or(cluster_version::UNVERSIONED, |f| f.cluster.max)
+    }
 }
 
 /// The live members by Raft id.
@@ -127,7 +145,9 @@ impl Gossip {
             marked_for_deletion_grace_period: Duration::from_secs(3600),
             catchup_callback: None,
             extra_liveness_predicate: Some(Box::new(|state: &NodeState| {
-                state.get(KEY_RAFT_ID).is_some() && state.get(KEY_STALLED) != Some("1")
+                state.get(KEY_RAFT_ID).is_some()
+                    && state.get(KEY_STALLED) != Some("1")
+                    && state.get(KEY_DRAINING) != Some("1")
             })),
             protocol_version: chitchat::ProtocolVersion::V0,
         };
@@ -136,6 +156,7 @@ impl Gossip {
             (KEY_API_ADDR.to_string(), s.api_addr.clone()),
             (KEY_VERSION.to_string(), monsys_proto::VERSION.to_string()),
             (KEY_LOG_FEATURES.to_string(), monsys_raft::LOG_FEATURES.join(",")),
+            (KEY_FORMATS.to_string(), cluster_version::formats().announce()),
         ];
         let (handle, thread_stop) = spawn_on_own_thread(config, initial, beat, s.stall_limit).await?;
         let mut chitchat_rx = handle.chitchat().lock().await.live_nodes_watcher();
@@ -174,6 +195,12 @@ impl Gossip {
         if let Err(e) = self.handle.gossip(addr) {
             tracing::debug!(%addr, error = %e, "gossip command dropped");
         }
+    }
+
+    /// Announces that this node is draining: from the next gossip round on, peers (and this
+    /// node's own view) no longer count it live, so placement moves its actors elsewhere.
+    pub async fn announce_draining(&self) {
+        self.handle.chitchat().lock().await.self_node_state().set(KEY_DRAINING, "1");
     }
 
     /// Stops gossip.
@@ -294,6 +321,7 @@ fn to_live_view(nodes: &BTreeMap<ChitchatId, NodeState>) -> LiveView {
             api_addr: state.get(KEY_API_ADDR).unwrap_or_default().to_string(),
             version: state.get(KEY_VERSION).unwrap_or_default().to_string(),
             log_features: state.get(KEY_LOG_FEATURES).unwrap_or_default().to_string(),
+            formats: state.get(KEY_FORMATS).and_then(Formats::parse),
             generation: id.generation_id,
             gossip_addr: id.gossip_advertise_addr,
         };
@@ -303,6 +331,15 @@ fn to_live_view(nodes: &BTreeMap<ChitchatId, NodeState>) -> LiveView {
         }
     }
     Arc::new(view)
+}
+
+/// Waits (at most `limit`) until the live view satisfies `cond`; whether it did.
+pub async fn wait_until(
+    mut rx: watch::Receiver<LiveView>,
+    limit: Duration,
+    cond: impl Fn(&LiveView) -> bool,
+) -> bool {
+    tokio::time::timeout(limit, rx.wait_for(|v| cond(v))).await.is_ok_and(|r| r.is_ok())
 }
 
 /// Resolves a `host:port` string to one socket address.

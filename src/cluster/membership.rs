@@ -84,7 +84,8 @@ impl Membership {
     }
 
     /// Asks a node about to be added for its own Raft state: it must answer with this
-    /// cluster's secret, be the node id it is added as, and have no log of its own. A node that
+    /// cluster's secret, be the node id it is added as, run the cluster's active version, and
+    /// have no log of its own. A node that
     /// started its own cluster (no `--join`) or kept a removed member's data would otherwise
     /// take this cluster's entries over its own ones at the same terms and indexes, and serve
     /// a mix of both.
@@ -94,6 +95,18 @@ impl Membership {
             return Err(WriteError::conflict(format!(
                 "the node at {} is node {}, not node {}",
                 req.api_addr, state.node_id, req.id
+            )));
+        }
+        let active = self.replica.active_cluster_version();
+        let runs = state.formats.map(|f| f.cluster);
+        if !runs.is_some_and(|r| (r.min..=r.max).contains(&active)) {
+            let runs = runs.map_or("only version 0 (it predates cluster versions)".to_string(), |r| {
+                format!("versions {} to {}", r.min, r.max)
+            });
+            return Err(WriteError::conflict(format!(
+                "node {} runs cluster {runs}, but this cluster is at version {active}: start it with a \
+                 binary that supports version {active}",
+                req.id
             )));
         }
         if state.has_log {

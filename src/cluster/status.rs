@@ -29,6 +29,7 @@ pub fn status(replica: &Replica) -> ClusterStatus {
                 live: seen.is_some(),
                 version: seen.map(|s| s.version.clone()),
                 generation: seen.map(|s| s.generation),
+                formats: seen.and_then(|s| s.formats),
             }
         })
         .collect();
@@ -41,6 +42,8 @@ pub fn status(replica: &Replica) -> ClusterStatus {
         state: format!("{:?}", m.state),
         members,
         version: monsys_proto::VERSION.to_string(),
+        active_version: Some(replica.active_cluster_version()),
+        finalizable_to: crate::cluster::upgrade::target(replica).ok().flatten(),
     }
 }
 

@@ -168,12 +168,26 @@ impl Replica {
         self.view().live_voters.clone()
     }
 
-    /// Whether every member (voters and learners: all apply the log) is live in gossip and
-    /// announces the log feature `feature` (a member that is down might come back running an
-    /// older binary).
+    /// Whether the log feature `feature` may be used: always once the cluster version that
+    /// includes it is finalized (whoever is down: no member may run an older build any more);
+    /// before that, only while every member (voters and learners: all apply the log) is live
+    /// in gossip and announces it (a member that is down might come back running an older
+    /// binary).
     pub fn members_support(&self, feature: &str) -> bool {
+        if monsys_raft::cluster_version::feature_finalized(self.active_cluster_version(), feature) {
+            return true;
+        }
         let live = self.0.live.borrow().clone();
         all_announce(self.view().members.iter().copied(), &live, feature)
+    }
+
+    /// The cluster's active version as applied on this node (a local read: right after a
+    /// finalize, a follower may still show the previous version for a moment).
+    pub fn active_cluster_version(&self) -> u32 {
+        self.0.reader.cluster_version().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the cluster version; assuming none");
+            monsys_raft::cluster_version::UNVERSIONED
+        })
     }
 
     /// Proposes `cmd` on this node (the leader) and waits until it is committed and applied
@@ -325,6 +339,7 @@ mod tests {
             api_addr: String::new(),
             version: String::new(),
             log_features: features.into(),
+            formats: None,
             generation: 1,
             gossip_addr: "127.0.0.1:1".parse().unwrap(),
         };

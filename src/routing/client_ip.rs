@@ -25,14 +25,18 @@ impl FromRequestParts<Hub> for ClientIp {
     }
 }
 
-/// See [`ClientIp`].
-pub fn client_ip(parts: &Parts, hub: &Hub) -> Option<IpAddr> {
-    let from_peer = parts
+/// Whether a peer node forwarded this request (it carries a valid forwarder secret).
+pub fn from_peer(parts: &Parts, hub: &Hub) -> bool {
+    parts
         .headers
         .get(FORWARDER_SECRET_HEADER)
         .and_then(|s| s.to_str().ok())
-        .is_some_and(|s| hub.secret.verify(s));
-    if from_peer
+        .is_some_and(|s| hub.secret.verify(s))
+}
+
+/// See [`ClientIp`].
+pub fn client_ip(parts: &Parts, hub: &Hub) -> Option<IpAddr> {
+    if from_peer(parts, hub)
         && let Some(ip) =
             parts.headers.get(CLIENT_IP_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
     {

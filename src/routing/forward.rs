@@ -54,9 +54,23 @@ impl Forwarder {
         body: Bytes,
         client_ip: Option<std::net::IpAddr>,
     ) -> Result<Response, ApiError> {
+        self.forward_to(addr, parts, body, client_ip).await.map_err(ForwardFailure::into_error)
+    }
+
+    /// [`Forwarder::forward`], telling a refused connection (nothing listens at `addr`: the
+    /// request was certainly not delivered and the node is down) from other failures.
+    pub async fn forward_to(
+        &self,
+        addr: &str,
+        parts: &Parts,
+        body: Bytes,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Result<Response, ForwardFailure> {
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         if !self.links.pass(addr).await {
-            return Err(ApiError::unavailable(format!("could not reach node at {addr}")));
+            return Err(ForwardFailure::Failed(ApiError::unavailable(format!(
+                "could not reach node at {addr}"
+            ))));
         }
         let url = format!("http://{addr}{path}");
         let mut req = self.client.request(parts.method.clone(), &url).body(body);
@@ -69,18 +83,56 @@ impl Forwarder {
         if let Some(ip) = client_ip {
             req = req.header(super::CLIENT_IP_HEADER, ip.to_string());
         }
-        let resp = req.send().await.map_err(|e| delivery_error(&parts.method, addr, e))?;
+        let resp = req.send().await.map_err(|e| {
+            let error = delivery_error(&parts.method, addr, &e);
+            if is_refused(&e) { ForwardFailure::Refused(error) } else { ForwardFailure::Failed(error) }
+        })?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| delivery_error(&parts.method, addr, e))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ForwardFailure::Failed(delivery_error(&parts.method, addr, &e)))?;
         let mut out = Response::builder().status(status);
         for (name, value) in &headers {
             if !is_hop_by_hop(name) {
                 out = out.header(name, value);
             }
         }
-        out.body(Body::from(bytes)).map_err(|e| ApiError::Internal(e.to_string()))
+        out.body(Body::from(bytes)).map_err(|e| ForwardFailure::Failed(ApiError::Internal(e.to_string())))
     }
+}
+
+/// Why a forward failed.
+#[derive(Debug)]
+pub enum ForwardFailure {
+    /// The target refused the connection: not delivered, and nothing listens there.
+    Refused(ApiError),
+    /// Any other failure, with what it means for the request.
+    Failed(ApiError),
+}
+
+impl ForwardFailure {
+    /// The answer to give the client.
+    pub fn into_error(self) -> ApiError {
+        match self {
+            ForwardFailure::Refused(e) | ForwardFailure::Failed(e) => e,
+        }
+    }
+}
+
+/// Whether `e` is a refused TCP connection (somewhere in its chain of causes).
+fn is_refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 impl Forwarder {
@@ -197,6 +249,28 @@ impl Forwarder {
         }
     }
 
+    /// Asks node `id` at `addr` to drain and stop; its answer's status.
+    pub async fn drain(&self, addr: &str, id: u64) -> Result<(), ApiError> {
+        if !self.links.pass(addr).await {
+            return Err(ApiError::unavailable(format!("node {id} at {addr} is not reachable")));
+        }
+        let sent = self
+            .client
+            .post(format!("http://{addr}/internal/v1/drain"))
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+            .timeout(Duration::from_secs(5))
+            .json(&serde_json::json!({ "node_id": id }))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => {
+                Err(ApiError::unavailable(format!("node {id} refused the drain request: {}", r.status())))
+            }
+            Err(e) => Err(ApiError::unavailable(format!("node {id} at {addr} is not reachable: {e}"))),
+        }
+    }
+
     /// Asks the node at `addr` to wait until it has applied `index`; true if it confirmed.
     pub async fn wait_applied(&self, addr: &str, index: u64, wait: Duration) -> bool {
         if !self.links.pass(addr).await {
@@ -233,7 +307,7 @@ fn proposal_delivery_error(addr: &str, e: reqwest::Error) -> WriteError {
     }
 }
 
-fn delivery_error(method: &Method, addr: &str, e: reqwest::Error) -> ApiError {
+fn delivery_error(method: &Method, addr: &str, e: &reqwest::Error) -> ApiError {
     if e.is_connect() || *method == Method::GET || *method == Method::HEAD {
         ApiError::unavailable(format!("could not reach node at {addr}"))
     } else {

@@ -5,6 +5,7 @@
 //! - [`owner`]: requests for an actor key (an agent, a console session) run on the key's owner
 //!   node, chosen by rendezvous placement over the live voters; other nodes forward them.
 //! - [`forward`]: the one-hop HTTP forwarder both use.
+//! - [`suspects`]: owners this node found dead (a refused connection) before gossip says so.
 //!
 //! A forwarded request carries `x-monsys-hop: 1`; a node that receives a forwarded request it
 //! cannot serve itself answers 503 with `Retry-After` instead of forwarding again, so churn can
@@ -14,6 +15,7 @@ pub mod client_ip;
 pub mod forward;
 pub mod leader;
 pub mod owner;
+pub mod suspects;
 
 /// Header marking a request already forwarded once.
 pub const HOP_HEADER: &str = "x-monsys-hop";

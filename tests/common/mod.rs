@@ -174,6 +174,14 @@ impl TestCluster {
         }
     }
 
+    /// Drains node `i` as a SIGTERM would, then stops it (its data stays); how long the drain took.
+    pub async fn drain_and_stop(&mut self, i: usize) -> Duration {
+        let h = self.nodes[i].handle.take().expect("node is running");
+        let took = h.drain().await;
+        h.shutdown().await;
+        took
+    }
+
     /// Restarts node `i` on its addresses and data dir (its `shutdown` released the data
     /// directory, so it opens at once).
     pub async fn restart(&mut self, i: usize) {

@@ -9,10 +9,10 @@ use openraft::{Entry, EntryPayload, LogId};
 
 use super::settings::put_settings;
 use super::{KEY_ADMIN_TOKEN, KEY_LAST_APPLIED, KEY_MEMBERSHIP, Membership, stored_key};
-use crate::fleet;
 use crate::fleet::telemetry::{HeadsTx, SharedHeads};
 use crate::txn::Tx;
 use crate::{Command, CommandResult, Error, NodeId, Rejection, TypeConfig, codec};
+use crate::{cluster_version, fleet};
 
 /// Most entries applied in one batch. A sled batch costs a few KiB of log writes whatever its
 /// size, so one per entry made the state machine the write bottleneck; the bound keeps a
@@ -64,6 +64,7 @@ fn apply_command(
         Command::PutSettingsAudited { tenant, expected_revision, settings, at_ms, actor } => {
             put_settings(data, tenant, *expected_revision, settings, *at_ms, Some(actor))
         }
+        Command::SetClusterVersion { version } => set_cluster_version(data, *version),
         Command::InitAdminToken { sha256 } => {
             if data.get(KEY_ADMIN_TOKEN)?.is_some() {
                 return Ok(CommandResult::Rejected(Rejection::AlreadyInitialized));
@@ -73,6 +74,26 @@ fn apply_command(
             Ok(CommandResult::Ok)
         }
     }
+}
+
+/// Raises the active cluster version to `version` (never lowers it). A version this build
+/// cannot run stops the node: applying it would mean writing formats it does not know.
+fn set_cluster_version(data: &Tx<'_>, version: u32) -> Result<CommandResult, Error> {
+    let previous = crate::txn::get(data, "cluster version", cluster_version::KEY)?
+        .unwrap_or(cluster_version::UNVERSIONED);
+    if version <= previous {
+        return Ok(CommandResult::ClusterVersion { active: previous, previous });
+    }
+    if !cluster_version::supports(version) {
+        return Err(Error::ClusterVersion {
+            active: version,
+            min: cluster_version::MIN_CLUSTER_VERSION,
+            max: cluster_version::CLUSTER_VERSION,
+        });
+    }
+    crate::txn::put(data, "cluster version", cluster_version::KEY.to_vec(), &version)?;
+    tracing::info!(version, previous, "cluster version raised");
+    Ok(CommandResult::ClusterVersion { active: version, previous })
 }
 
 /// Applies `entries` in runs (see [`MAX_RUN`]); a run that fails stops the rest and is

@@ -115,6 +115,16 @@ impl StateReader {
         crate::fleet::FleetReader { data: self.data.clone(), heads: self.heads.clone() }
     }
 
+    /// The cluster's active version as applied here ([`crate::cluster_version::UNVERSIONED`]
+    /// if never set).
+    pub fn cluster_version(&self) -> Result<u32, Error> {
+        let raw = self.data.get(crate::cluster_version::KEY)?;
+        Ok(raw
+            .map(|v| codec::decode_value("cluster version", &v))
+            .transpose()?
+            .unwrap_or(crate::cluster_version::UNVERSIONED))
+    }
+
     /// Id of the last entry applied to this replica.
     pub fn last_applied(&self) -> Result<Option<LogId<NodeId>>, Error> {
         decode_last_applied(self.data.get(KEY_LAST_APPLIED)?)
@@ -132,12 +142,23 @@ pub struct StateMachineStore {
     /// The Raft log (read by `recover` to rebuild heads; `apply` waits until an entry is
     /// durable in it, so an applied entry is always there to replay).
     log: crate::LogStore,
+    /// The data directory, whose format marker follows the applied cluster version.
+    dir: std::path::PathBuf,
 }
 
 impl StateMachineStore {
     /// A reader over the same trees.
     pub fn reader(&self) -> StateReader {
         StateReader { data: self.data.clone(), heads: self.heads.clone() }
+    }
+
+    /// Raises the data directory's format marker to what the applied cluster version needs
+    /// (see `data_format`): from then on, builds that cannot run the version refuse the
+    /// directory instead of reading data they do not know.
+    pub(crate) async fn sync_data_format(&self) -> Result<(), Error> {
+        let format = crate::cluster_version::data_format_for(self.reader().cluster_version()?);
+        let dir = self.dir.clone();
+        blocking(move || crate::data_format::raise_to(&dir, format)).await
     }
 
     fn membership(&self) -> Result<Membership, Error> {
@@ -184,10 +205,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| (last, Error::Io(std::io::Error::other(format!("apply task failed: {e}")))))
             .and_then(|r| r);
-        match applied {
-            Ok(results) => Ok(results),
-            Err((at, e)) => Err(e).sto(ErrorSubject::Apply(at), ErrorVerb::Write),
+        let results = match applied {
+            Ok(results) => results,
+            Err((at, e)) => return Err(e).sto(ErrorSubject::Apply(at), ErrorVerb::Write),
+        };
+        if results
+            .iter()
+            .any(|r| matches!(r, CommandResult::ClusterVersion { active, previous } if active > previous))
+        {
+            self.sync_data_format().await.sto(ErrorSubject::Apply(last), ErrorVerb::Write)?;
         }
+        Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -213,7 +241,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tracing::info!(snapshot = %meta, "installing snapshot");
         let file = snapshot.into_std().await;
         let path = self.store_received(file, meta).await.sto(subject(), ErrorVerb::Write)?;
-        self.load_snapshot(path, meta).await.sto(subject(), ErrorVerb::Write)
+        self.load_snapshot(path, meta).await.sto(subject(), ErrorVerb::Write)?;
+        self.sync_data_format().await.sto(subject(), ErrorVerb::Write)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {

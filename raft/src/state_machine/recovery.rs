@@ -27,10 +27,11 @@ impl StateMachineStore {
         durable: Durable,
         snapshots: SnapshotDir,
         log: crate::LogStore,
+        dir: std::path::PathBuf,
     ) -> Result<Self, Error> {
         move_legacy_records(&meta, &data)?;
         let heads = SharedHeads::default();
-        Ok(StateMachineStore { meta, data, durable, snapshots: Arc::new(snapshots), heads, log })
+        Ok(StateMachineStore { meta, data, durable, snapshots: Arc::new(snapshots), heads, log, dir })
     }
 
     /// Loads the newest snapshot if it is ahead of the applied state or an install was cut short.
