@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use monsys_proto::cluster::{ClusterStatus, JoinRequest};
+use monsys_proto::cluster::{ClusterStatus, FormatRange, Formats, JoinRequest};
 use monsys_raft::{Node, NodeId};
 use openraft::ChangeMembers;
 use tokio::sync::Mutex;
@@ -97,18 +97,7 @@ impl Membership {
                 req.api_addr, state.node_id, req.id
             )));
         }
-        let active = self.replica.active_cluster_version();
-        let runs = state.formats.map(|f| f.cluster);
-        if !runs.is_some_and(|r| (r.min..=r.max).contains(&active)) {
-            let runs = runs.map_or("only version 0 (it predates cluster versions)".to_string(), |r| {
-                format!("versions {} to {}", r.min, r.max)
-            });
-            return Err(WriteError::conflict(format!(
-                "node {} runs cluster {runs}, but this cluster is at version {active}: start it with a \
-                 binary that supports version {active}",
-                req.id
-            )));
-        }
+        check_joiner_version(req.id, self.replica.active_cluster_version(), state.formats.as_ref())?;
         if state.has_log {
             return Err(WriteError::conflict(format!(
                 "node {} already has a Raft log of its own (last index {:?}, term {}): it started a \
@@ -215,5 +204,39 @@ impl Membership {
             tokio::time::timeout(CATCH_UP_TIMEOUT, self.replica.raft().change_membership(change, false))
                 .await;
         membership_error(res)
+    }
+}
+
+/// Refuses a joiner whose build cannot run the cluster's active version `active` (`formats`:
+/// what it announced; `None` from builds before cluster versions, which run version 0 only).
+fn check_joiner_version(id: NodeId, active: u32, formats: Option<&Formats>) -> Result<(), WriteError> {
+    let runs = formats.map_or(FormatRange { min: 0, max: 0 }, |f| f.cluster);
+    if (runs.min..=runs.max).contains(&active) {
+        return Ok(());
+    }
+    Err(WriteError::conflict(format!(
+        "node {id} runs cluster versions {} to {}, but this cluster is at version {active}: start it with a \
+         binary that supports version {active}",
+        runs.min, runs.max
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_joiner_must_run_the_active_version() {
+        let this = monsys_raft::cluster_version::formats();
+        assert!(check_joiner_version(2, 1, Some(&this)).is_ok());
+        assert!(check_joiner_version(2, 0, Some(&this)).is_ok(), "this build runs an unversioned cluster");
+        assert!(
+            check_joiner_version(2, 0, None).is_ok(),
+            "a build before versions joins an unversioned cluster"
+        );
+        let e = check_joiner_version(2, 1, None).unwrap_err();
+        assert!(e.to_string().contains("versions 0 to 0") && e.to_string().contains("version 1"), "{e}");
+        let newer = Formats { cluster: FormatRange { min: 2, max: 3 }, ..this };
+        assert!(check_joiner_version(2, 1, Some(&newer)).is_err(), "a build that dropped version 1");
     }
 }
