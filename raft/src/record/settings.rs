@@ -197,9 +197,8 @@ mod tests {
     #[test]
     fn check_names_every_field_out_of_range() {
         assert_eq!(SettingsV1::default().check(), Ok(()));
-        let mut s = SettingsV1::default();
-        s.refresh_interval_secs = 0;
-        s.retention.raw_hours = 9000;
+        let retention = RetentionV1 { raw_hours: 9000, ..SettingsV1::default().retention };
+        let s = SettingsV1 { refresh_interval_secs: 0, retention, ..SettingsV1::default() };
         assert_eq!(
             s.check(),
             Err(

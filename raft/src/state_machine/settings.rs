@@ -105,6 +105,16 @@ mod tests {
     use crate::state_machine::test_support::*;
     use crate::{Options, storage};
 
+    /// The audit details are persisted: the field paths stay those of the settings before they
+    /// were records.
+    #[test]
+    fn changed_fields_name_the_fields_as_before() {
+        let mut new = refresh(30);
+        new.retention.raw_hours = 24;
+        let changes = serde_json::Value::Object(changed_fields(&SettingsV1::default(), &new));
+        assert_eq!(changes.to_string(), r#"{"refresh_interval_secs":[15,30],"retention.raw_hours":[48,24]}"#);
+    }
+
     #[tokio::test]
     async fn put_settings_is_a_compare_and_set() {
         let dir = tempfile::tempdir().unwrap();
