@@ -64,8 +64,8 @@ pub use error::Error;
 pub use log_store::{LogStore, check_command_size};
 pub use network::{NetworkFactory, RaftTransport, RpcKind, TransportError, serve_rpc};
 pub use options::Options;
-pub use snapshot::{SnapshotFormat, SnapshotFormatSetting};
 pub use record::settings::{RetentionV1, SettingsRecord, SettingsRecordV1, SettingsV1};
+pub use snapshot::{SnapshotFormat, SnapshotFormatSetting};
 pub use state_machine::{StateMachineStore, StateReader};
 pub use storage::{Storage, open};
 
