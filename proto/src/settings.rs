@@ -2,8 +2,10 @@
 //!
 //! `PUT /api/v1/settings` replaces the whole document (every field required, unknown fields
 //! refused) and bumps its revision; `If-Match: "<revision>"` makes the write a compare-and-set.
-//! Validation lives here so the hub refuses bad values before they reach the Raft log, and the
-//! state machine can re-check them deterministically.
+//! Validation lives here so the hub refuses bad values before they reach the Raft log. These
+//! are the API types only: the replicated store persists its own versioned records
+//! (`monsys_raft::SettingsV1`), converted by the hub, and re-checks them on apply with rules
+//! frozen there (a test in the hub keeps the two checks in agreement).
 
 use serde::{Deserialize, Serialize};
 

@@ -46,6 +46,13 @@ pub fn data_format_for(active: u32) -> u32 {
     if active >= 1 { 2 } else { 1 }
 }
 
+/// The snapshot format a leader writes while its cluster is at `active`: one every member of
+/// such a cluster reads (feed it to `StateMachineStore::snapshot_format`). Format 1 at every
+/// version so far; a new format gets a new cluster version and a row here.
+pub fn snapshot_format_for(_active: u32) -> crate::snapshot::SnapshotFormat {
+    crate::snapshot::SnapshotFormat::V1
+}
+
 /// What this build reads and writes.
 pub fn formats() -> Formats {
     let one = FormatRange { min: 1, max: 1 };
@@ -53,7 +60,7 @@ pub fn formats() -> Formats {
         cluster: FormatRange { min: MIN_CLUSTER_VERSION, max: CLUSTER_VERSION },
         data_dir: FormatRange { min: 1, max: crate::data_format::DATA_FORMAT },
         log_entry: FormatRange { min: 1, max: u32::from(crate::codec::FORMAT_VERSION) },
-        snapshot: FormatRange { min: 1, max: u32::from(crate::snapshot::SNAPSHOT_VERSION) },
+        snapshot: FormatRange { min: 1, max: u32::from(crate::snapshot::SnapshotFormat::NEWEST.version()) },
         internal_rpc: one,
         agent_protocol: FormatRange { min: 1, max: monsys_proto::agent::PROTOCOL_VERSION },
     }
@@ -90,6 +97,10 @@ mod tests {
     fn announced_formats_parse_back() {
         let f = formats();
         assert_eq!(f.announce(), "cluster=0-1,data=1-2,log=1-1,snapshot=1-1,rpc=1-1,agent=1-1");
+        for active in MIN_CLUSTER_VERSION..=CLUSTER_VERSION {
+            let written = snapshot_format_for(active).version();
+            assert!(u32::from(written) <= f.snapshot.max, "a build at {active} reads what it writes");
+        }
         assert_eq!(Formats::parse(&f.announce()), Some(f));
         assert_eq!(Formats::parse("cluster=0-1"), None);
         assert_eq!(Formats::parse("cluster=2-1,data=1-2,log=1-1,snapshot=1-1,rpc=1-1,agent=1-1"), None);

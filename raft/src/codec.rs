@@ -5,10 +5,13 @@
 //!   (fixed-width little-endian integers, trailing bytes allowed, a size limit), so what one
 //!   side writes the other reads; the limit bounds allocations driven by untrusted length
 //!   prefixes (RPC bodies, damaged files).
-//! - Every value persisted in sled is `[FORMAT_VERSION] ++ bincode(value)` ([`encode_value`]).
-//!   A reader refuses an unknown version with `Error::UnsupportedFormat` instead of guessing.
-//!   Bump the version only when the envelope changes; new command shapes are new enum variants
-//!   (see `command`).
+//! - Every value persisted in sled is `[version] ++ bincode(value)`. The leading byte is the
+//!   version of the value's record type: [`FORMAT_VERSION`] (1) for every type's first version,
+//!   which is all most types have ([`encode_value`]/[`decode_value`] read and write only that).
+//!   Types with more than one version implement `record::Record` and go through
+//!   `record::encode`/`record::decode`, which upgrade older versions on read. A reader refuses a
+//!   version it does not know with `Error::UnsupportedFormat` instead of guessing. New command
+//!   shapes are new enum variants (see `command`), not new versions.
 //! - Persisted values stay under [`MAX_VALUE_BYTES`]: sled writes larger values to blob files it
 //!   never fsyncs.
 //!
@@ -21,7 +24,7 @@ use serde::de::DeserializeOwned;
 
 use crate::Error;
 
-/// Version byte in front of every persisted value.
+/// Version byte in front of a persisted value of a type's first (so far only) version.
 pub(crate) const FORMAT_VERSION: u8 = 1;
 
 /// Largest bincode payload of one sled value. sled moves values above ~131 052 bytes to blob
@@ -64,7 +67,16 @@ pub fn encoded_size<T: Serialize>(value: &T) -> u64 {
 
 /// Encodes a value for sled: `[FORMAT_VERSION] ++ bincode(value)`.
 pub(crate) fn encode_value<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, Error> {
-    let mut out = vec![FORMAT_VERSION];
+    encode_versioned(what, FORMAT_VERSION, value)
+}
+
+/// Encodes a value for sled at a record version: `[version] ++ bincode(value)`.
+pub(crate) fn encode_versioned<T: Serialize>(
+    what: &'static str,
+    version: u8,
+    value: &T,
+) -> Result<Vec<u8>, Error> {
+    let mut out = vec![version];
     options(MAX_VALUE_BYTES)
         .serialize_into(&mut out, value)
         .map_err(|e| map_err(what, MAX_VALUE_BYTES, *e))?;

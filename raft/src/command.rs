@@ -14,11 +14,11 @@
 //! Commands carry everything `apply` needs (timestamps are stamped by the proposer), so every
 //! replica computes the same state.
 
-use monsys_proto::{Settings, SettingsDoc};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::{FleetCommand, FleetRejection, FleetResult};
 use crate::identity::{IdentityCommand, IdentityRejection, IdentityResult};
+use crate::record::settings::{SettingsRecordV1, SettingsV1};
 
 /// A state change proposed through Raft.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,8 +32,8 @@ pub enum Command {
         tenant: String,
         /// Revision the writer read; `None` writes unconditionally.
         expected_revision: Option<u64>,
-        /// The new settings (already validated by the proposer; validated again on apply).
-        settings: Settings,
+        /// The new settings (already validated by the proposer; checked again on apply).
+        settings: SettingsV1,
         /// Proposer's wall clock, unix milliseconds.
         at_ms: u64,
     },
@@ -59,7 +59,7 @@ pub enum Command {
         /// Revision the writer read; `None` writes unconditionally.
         expected_revision: Option<u64>,
         /// The new settings.
-        settings: Settings,
+        settings: SettingsV1,
         /// Proposer's wall clock, unix milliseconds.
         at_ms: u64,
         /// Who changed them (user id, `api-key:<id>`, `admin-token`).
@@ -199,7 +199,7 @@ pub enum CommandResult {
     /// Applied; nothing to report (also the result of blank and membership entries).
     Ok,
     /// Settings after a successful `PutSettings`.
-    Settings(SettingsDoc),
+    Settings(SettingsRecordV1),
     /// The command was valid Raft input but refused by the state machine; nothing changed.
     Rejected(Rejection),
     /// Result of a fleet command.
@@ -257,19 +257,17 @@ pub fn decode_result(bytes: &[u8]) -> Result<CommandResult, crate::Error> {
 
 #[cfg(test)]
 mod tests {
-    use monsys_proto::settings::Retention;
-    use monsys_proto::{Settings, SettingsDoc};
-
     use super::*;
     use crate::codec::{self, MAX_VALUE_BYTES};
+    use crate::record::settings::RetentionV1;
 
-    fn settings() -> Settings {
-        Settings {
+    fn settings() -> SettingsV1 {
+        SettingsV1 {
             refresh_interval_secs: 15,
             registration_enabled: true,
             agent_offline_after_secs: 90,
             integrity_check_interval_secs: 600,
-            retention: Retention {
+            retention: RetentionV1 {
                 raw_hours: 48,
                 rollup_1m_days: 14,
                 rollup_5m_days: 90,
@@ -344,7 +342,8 @@ mod tests {
                 "06000000010000000000000061000f000000015a00000058020000300000000e0000005a000000da0200000000000000000000010000000000000075",
             ),
         ];
-        let doc = SettingsDoc { tenant: "acme".into(), revision: 4, updated_at_ms: 5, settings: settings() };
+        let doc =
+            SettingsRecordV1 { tenant: "acme".into(), revision: 4, updated_at_ms: 5, settings: settings() };
         let results = [
             (CommandResult::Ok, "00000000"),
             (

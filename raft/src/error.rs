@@ -9,6 +9,9 @@
 //!   binary past a format bump is not supported).
 //! - `TooLarge`: a value would exceed what sled stores durably (see `codec::MAX_VALUE_BYTES`);
 //!   callers should check proposals with `log_store::check_command_size` first.
+//! - `SnapshotFormat`: a snapshot of a newer format than this build reads. Not corruption:
+//!   an incoming one is refused chunk-side (`network::serve_rpc`), before openraft installs it;
+//!   the binary answers 409 with the message, and the leader retries.
 //! - `BadRequest`: an incoming Raft RPC body did not decode; the binary answers 400.
 //! - `Config`: invalid [`crate::Options`].
 //!
@@ -42,6 +45,15 @@ pub enum Error {
         found: u8,
         /// Version this build reads.
         supported: u8,
+    },
+    /// A snapshot of a newer format than this build reads (see the snapshot module's rules).
+    /// Not corruption: the snapshot is refused before it replaces anything.
+    #[error("unsupported snapshot format {found}; this build reads up to {newest}")]
+    SnapshotFormat {
+        /// The format byte of the snapshot's header.
+        found: u8,
+        /// The newest format this build reads.
+        newest: u8,
     },
     /// The data directory was written by a newer build (see `data_format`).
     #[error(
@@ -130,6 +142,9 @@ mod tests {
         assert!(Error::UnsupportedFormat { what: "log entry", found: 9, supported: 1 }.is_corruption());
         assert!(!Error::Io(std::io::Error::other("x")).is_corruption());
         assert!(Error::BadRequest("x".into()).is_bad_request());
+        let refused = Error::SnapshotFormat { found: 2, newest: 1 };
+        assert!(!refused.is_corruption() && !refused.is_bad_request());
+        assert_eq!(refused.to_string(), "unsupported snapshot format 2; this build reads up to 1");
     }
 
     #[test]

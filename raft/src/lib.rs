@@ -25,6 +25,8 @@
 //! - [`data_format`]: the data directory's format marker, checked before anything is opened.
 //! - [`cluster_version`]: the replicated cluster version, the versions and formats this build
 //!   runs, and which log features a finalized version turns on for good.
+//! - [`record`]: versioned persisted records owned by this crate (settings so far), one
+//!   migration per version; the binary converts them from and to the API types.
 //! - `codec` (bincode options, versioned values), `durable` (flush + fdatasync, atomic files),
 //!   `snapshot` (snapshot file format and directory), `storage` ([`open`]): internals.
 //!
@@ -46,6 +48,7 @@ pub mod identity;
 pub mod log_store;
 pub mod network;
 pub mod options;
+pub mod record;
 mod snapshot;
 pub mod state_machine;
 mod storage;
@@ -61,6 +64,8 @@ pub use error::Error;
 pub use log_store::{LogStore, check_command_size};
 pub use network::{NetworkFactory, RaftTransport, RpcKind, TransportError, serve_rpc};
 pub use options::Options;
+pub use record::settings::{RetentionV1, SettingsRecord, SettingsRecordV1, SettingsV1};
+pub use snapshot::{SnapshotFormat, SnapshotFormatSetting};
 pub use state_machine::{StateMachineStore, StateReader};
 pub use storage::{Storage, open};
 

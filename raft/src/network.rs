@@ -215,12 +215,18 @@ impl<T: RaftTransport> RaftNetwork<TypeConfig> for PeerNetwork<T> {
 /// Serves one incoming Raft RPC: decodes `body`, hands it to `raft`, encodes the result.
 ///
 /// Raft-level errors (e.g. the node is shutting down) are part of the encoded reply; `Err` means
-/// the body did not decode (`Error::BadRequest`) or the reply did not encode.
+/// the body did not decode (`Error::BadRequest`), a snapshot chunk names a format this build
+/// cannot read (`Error::SnapshotFormat`, refused before openraft sees it) or the reply did not
+/// encode.
 pub async fn serve_rpc(raft: &Raft, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>, Error> {
     match kind {
         RpcKind::AppendEntries => encode_reply(&raft.append_entries(decode_request(body)?).await),
         RpcKind::Vote => encode_reply(&raft.vote(decode_request(body)?).await),
-        RpcKind::InstallSnapshot => encode_reply(&raft.install_snapshot(decode_request(body)?).await),
+        RpcKind::InstallSnapshot => {
+            let req: InstallSnapshotRequest<TypeConfig> = decode_request(body)?;
+            crate::snapshot::refuse_unreadable_chunk(req.offset, &req.data)?;
+            encode_reply(&raft.install_snapshot(req).await)
+        }
     }
 }
 
@@ -237,9 +243,8 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet, HashMap};
     use std::sync::Mutex;
 
-    use monsys_proto::Settings;
-
     use super::*;
+    use crate::record::settings::SettingsV1 as Settings;
     use crate::{Command, StateReader, storage};
 
     /// In-process transport: calls `serve_rpc` on the target's `Raft`; unknown targets are

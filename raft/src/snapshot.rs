@@ -1,14 +1,28 @@
 //! Snapshot files: their format, and the directory that holds them.
 //!
-//! Format (version [`SNAPSHOT_VERSION`]):
+//! Layout (every format so far):
 //! ```text
-//! "MONSYSSN" | version: u8 | frame*        frame := len: u32 LE | bincode(Frame)
+//! "MONSYSSN" | format: u8 | frame*        frame := len: u32 LE | bincode(Frame)
 //! frames: Meta(SnapshotMeta), Record{tree, key, value}*, End{records, checksum}
 //! checksum = xxh3-64 over the payloads of every frame before End
 //! ```
-//! A reader checks magic, version, frame sizes (`codec::MAX_FRAME_BYTES`), record count,
-//! checksum and that nothing follows `End`, so a truncated or damaged file is refused before it
-//! can replace the state machine.
+//! A reader checks magic, format, frame sizes (`codec::MAX_FRAME_BYTES`), that each record's
+//! tree belongs to the file's format, the record count, the checksum and that nothing follows
+//! `End`, so a truncated or damaged file is refused before it can replace the state machine.
+//!
+//! Formats ([`SnapshotFormat`]): the header's format byte names the set of trees a file may
+//! carry. Rules:
+//! - a new tree, or a new meaning of a tree, is a new format; never add a tree to an existing
+//!   one (an older reader takes the unknown tree for damage);
+//! - a build reads every format up to [`SnapshotFormat::NEWEST`] and refuses a newer one with
+//!   `Error::SnapshotFormat` ("unsupported snapshot format N; this build reads up to M"), which
+//!   is not corruption: a follower refuses such a snapshot when its first chunk arrives
+//!   ([`refuse_unreadable_chunk`], called by `network::serve_rpc`), before openraft installs
+//!   it, so the refusal is an RPC error the leader retries, not a storage error that would stop
+//!   this node's Raft;
+//! - the builder writes the format it is told (`StateMachineStore::snapshot_format`), so a
+//!   leader keeps writing what every member reads until the cluster version is finalized; a
+//!   received snapshot is kept in the format it came in.
 //!
 //! Directory: `<dir>/snapshots/snap-<generation>.bin`, generation increasing per node; the
 //! highest is current. New files are written as `<name>.tmp` and published with an atomic
@@ -21,8 +35,8 @@
 use std::fs::File;
 use std::io::{self, BufRead, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3Default;
@@ -32,10 +46,93 @@ use crate::durable::{AtomicFile, TMP_SUFFIX, fsync_dir};
 use crate::{Error, Node, NodeId};
 
 const MAGIC: &[u8; 8] = b"MONSYSSN";
-/// Version of the snapshot file format.
-pub(crate) const SNAPSHOT_VERSION: u8 = 1;
+/// Length of the header: the magic and the format byte.
+const HEADER_LEN: usize = MAGIC.len() + 1;
+/// Tree id of `sm_data` in snapshot records.
+pub(crate) const TREE_DATA: u8 = 0;
+/// Tree id of the telemetry heads in snapshot records (key: series prefix, value: the head).
+pub(crate) const TREE_HEADS: u8 = 1;
 const PREFIX: &str = "snap-";
 const SUFFIX: &str = ".bin";
+
+/// A snapshot file format: the format byte of its header and the trees it may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SnapshotFormat {
+    /// Format 1: `sm_data` without the state machine's own records (tree 0) and the telemetry
+    /// heads (tree 1). The baseline: the heads tree joined it without a new format byte, so
+    /// the format before it (files with tree 0 only, from builds that kept heads in sled)
+    /// cannot be written any more; heads covered by a snapshot are not in any log to rebuild
+    /// them from.
+    V1 = 1,
+}
+
+impl SnapshotFormat {
+    /// The newest format this build reads and writes.
+    pub const NEWEST: SnapshotFormat = SnapshotFormat::V1;
+
+    /// The format's byte in a file header.
+    pub fn version(self) -> u8 {
+        self as u8
+    }
+
+    /// The format a header byte names; a newer (or unknown) one is `Error::SnapshotFormat`.
+    pub fn from_version(found: u8) -> Result<Self, Error> {
+        match found {
+            1 => Ok(SnapshotFormat::V1),
+            _ => Err(Error::SnapshotFormat { found, newest: Self::NEWEST.version() }),
+        }
+    }
+
+    /// Whether files of this format may carry records of `tree`.
+    pub(crate) fn carries(self, tree: u8) -> bool {
+        match self {
+            SnapshotFormat::V1 => matches!(tree, TREE_DATA | TREE_HEADS),
+        }
+    }
+}
+
+impl std::fmt::Display for SnapshotFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "snapshot format {}", self.version())
+    }
+}
+
+/// The snapshot format the builder writes: shared between the state machine and whoever
+/// decides it (the binary, from the active cluster version). Starts at
+/// [`SnapshotFormat::NEWEST`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SnapshotFormatSetting(Arc<AtomicU8>);
+
+impl Default for SnapshotFormatSetting {
+    fn default() -> Self {
+        SnapshotFormatSetting(Arc::new(AtomicU8::new(SnapshotFormat::NEWEST.version())))
+    }
+}
+
+impl SnapshotFormatSetting {
+    /// The format the next snapshot is written in.
+    pub fn get(&self) -> SnapshotFormat {
+        // only `set` stores, and only formats this build knows
+        SnapshotFormat::from_version(self.0.load(Ordering::SeqCst)).unwrap_or(SnapshotFormat::NEWEST)
+    }
+
+    /// Writes the next snapshots in `format` (one every member reads).
+    pub fn set(&self, format: SnapshotFormat) {
+        self.0.store(format.version(), Ordering::SeqCst);
+    }
+}
+
+/// Refuses the chunk of an incoming snapshot that holds its format byte when that format is
+/// newer than this build reads (other chunks, and readable formats, pass). Checked when the
+/// chunk arrives, before openraft streams it into a file: once a complete snapshot reaches the
+/// state machine's `install_snapshot`, any error there is fatal to this node's Raft.
+pub fn refuse_unreadable_chunk(offset: u64, data: &[u8]) -> Result<(), Error> {
+    let at = MAGIC.len() as u64;
+    if offset <= at && at < offset + data.len() as u64 {
+        SnapshotFormat::from_version(data[(at - offset) as usize])?;
+    }
+    Ok(())
+}
 
 /// Metadata of a snapshot, as openraft defines it.
 pub(crate) type Meta = openraft::SnapshotMeta<NodeId, Node>;
@@ -59,22 +156,26 @@ pub(crate) struct Record {
 /// Writes a snapshot stream.
 pub(crate) struct SnapshotWriter<W: Write> {
     w: W,
+    format: SnapshotFormat,
     hasher: Xxh3Default,
     records: u64,
 }
 
 impl<W: Write> SnapshotWriter<W> {
-    /// Writes the header and the meta frame.
-    pub(crate) fn new(mut w: W, meta: &Meta) -> Result<Self, Error> {
+    /// Writes the header of a file in `format` and the meta frame.
+    pub(crate) fn new(mut w: W, meta: &Meta, format: SnapshotFormat) -> Result<Self, Error> {
         w.write_all(MAGIC)?;
-        w.write_all(&[SNAPSHOT_VERSION])?;
-        let mut s = SnapshotWriter { w, hasher: Xxh3Default::new(), records: 0 };
+        w.write_all(&[format.version()])?;
+        let mut s = SnapshotWriter { w, format, hasher: Xxh3Default::new(), records: 0 };
         s.frame(&Frame::<&[u8]>::Meta(meta.clone()), true)?;
         Ok(s)
     }
 
-    /// Appends one record.
+    /// Appends one record; refuses a tree the format does not carry.
     pub(crate) fn record(&mut self, tree: u8, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        if !self.format.carries(tree) {
+            return Err(Error::Codec(format!("{} has no tree {tree}", self.format)));
+        }
         self.records += 1;
         self.frame(&Frame::Record { tree, key, value }, true)
     }
@@ -100,6 +201,7 @@ impl<W: Write> SnapshotWriter<W> {
 /// Reads and verifies a snapshot stream.
 pub(crate) struct SnapshotReader<R: BufRead> {
     r: R,
+    format: SnapshotFormat,
     hasher: Xxh3Default,
     records: u64,
     done: bool,
@@ -108,16 +210,13 @@ pub(crate) struct SnapshotReader<R: BufRead> {
 impl<R: BufRead> SnapshotReader<R> {
     /// Reads the header and the meta frame.
     pub(crate) fn open(mut r: R) -> Result<(Self, Meta), Error> {
-        let mut head = [0u8; 9];
+        let mut head = [0u8; HEADER_LEN];
         r.read_exact(&mut head).map_err(|e| corrupt_eof(e, "header"))?;
-        if &head[..8] != MAGIC {
+        if &head[..MAGIC.len()] != MAGIC {
             return Err(Error::Corrupt("not a monsys snapshot (bad magic)".into()));
         }
-        if head[8] != SNAPSHOT_VERSION {
-            let found = head[8];
-            return Err(Error::UnsupportedFormat { what: "snapshot", found, supported: SNAPSHOT_VERSION });
-        }
-        let mut s = SnapshotReader { r, hasher: Xxh3Default::new(), records: 0, done: false };
+        let format = SnapshotFormat::from_version(head[MAGIC.len()])?;
+        let mut s = SnapshotReader { r, format, hasher: Xxh3Default::new(), records: 0, done: false };
         match s.frame()? {
             (Frame::Meta(meta), payload) => {
                 s.hasher.update(&payload);
@@ -127,12 +226,20 @@ impl<R: BufRead> SnapshotReader<R> {
         }
     }
 
+    /// The file's format.
+    pub(crate) fn format(&self) -> SnapshotFormat {
+        self.format
+    }
+
     /// The next record; `None` after a verified end frame.
     pub(crate) fn next_record(&mut self) -> Result<Option<Record>, Error> {
         if self.done {
             return Ok(None);
         }
         match self.frame()? {
+            (Frame::Record { tree, .. }, _) if !self.format.carries(tree) => {
+                Err(Error::Corrupt(format!("{} has no tree {tree}", self.format)))
+            }
             (Frame::Record { tree, key, value }, payload) => {
                 self.hasher.update(&payload);
                 self.records += 1;
@@ -298,7 +405,7 @@ mod tests {
     }
 
     fn sample() -> Vec<u8> {
-        let mut w = SnapshotWriter::new(Vec::new(), &meta()).unwrap();
+        let mut w = SnapshotWriter::new(Vec::new(), &meta(), SnapshotFormat::V1).unwrap();
         w.record(0, b"a", b"1").unwrap();
         w.record(0, b"b", b"2").unwrap();
         w.finish().unwrap()
@@ -335,7 +442,83 @@ mod tests {
         assert!(matches!(read_all(&trailing), Err(Error::Corrupt(_))));
         let mut version = good;
         version[8] = 9;
-        assert!(matches!(read_all(&version), Err(Error::UnsupportedFormat { found: 9, .. })));
+        assert!(matches!(read_all(&version), Err(Error::SnapshotFormat { found: 9, newest: 1 })));
+    }
+
+    /// Format 1, byte for byte: magic, format byte, then length-prefixed frames (meta, one
+    /// record per tree, end). Files written before formats had names decode unchanged.
+    #[test]
+    fn format_1_layout_is_stable() {
+        let mut w = SnapshotWriter::new(Vec::new(), &meta(), SnapshotFormat::V1).unwrap();
+        w.record(TREE_DATA, b"k", b"v").unwrap();
+        w.record(TREE_HEADS, b"h", b"x").unwrap();
+        let bytes = w.finish().unwrap();
+        let hex = hex::encode(&bytes);
+        assert_eq!(&hex[..18], "4d4f4e535953534e01", "magic, then format 1");
+        assert_eq!(hex, GOLDEN_V1);
+        let (mut r, m) = SnapshotReader::open(Cursor::new(hex::decode(GOLDEN_V1).unwrap())).unwrap();
+        assert_eq!((r.format(), m), (SnapshotFormat::V1, meta()));
+        let mut trees = Vec::new();
+        while let Some(rec) = r.next_record().unwrap() {
+            trees.push((rec.tree, rec.key, rec.value));
+        }
+        assert_eq!(trees, vec![(0, b"k".to_vec(), b"v".to_vec()), (1, b"h".to_vec(), b"x".to_vec())]);
+    }
+
+    const GOLDEN_V1: &str = "4d4f4e535953534e0138000000000000000102000000000000000100000000000000090000000000000000000000000000000000000000000000000200000000000000733117000000010000000001000000000000006b01000000000000007617000000010000000101000000000000006801000000000000007814000000020000000200000000000000302a91670f153b08";
+
+    #[test]
+    fn a_newer_format_is_refused_by_name_and_is_not_corruption() {
+        let mut bytes = sample();
+        bytes[8] = 2;
+        let Err(e) = SnapshotReader::open(Cursor::new(&bytes)) else { panic!("format 2 was read") };
+        assert_eq!(e.to_string(), "unsupported snapshot format 2; this build reads up to 1");
+        assert!(!e.is_corruption(), "{e:?}");
+        assert_eq!(SnapshotFormat::from_version(1).unwrap(), SnapshotFormat::NEWEST);
+        assert!(SnapshotFormat::from_version(0).is_err());
+    }
+
+    #[test]
+    fn a_tree_outside_the_format_is_refused_on_both_sides() {
+        let mut w = SnapshotWriter::new(Vec::new(), &meta(), SnapshotFormat::V1).unwrap();
+        assert!(w.record(7, b"k", b"v").is_err(), "the writer refuses it");
+        // a file that names tree 7 anyway, with a right checksum, is damaged for this format
+        let mut bytes = [&MAGIC[..], &[1]].concat();
+        let frames = [Frame::Meta(meta()), Frame::Record { tree: 7, key: &b"k"[..], value: &b"v"[..] }];
+        let encode = |f: &Frame<&[u8]>| codec::encode("frame", f, MAX_FRAME_BYTES).unwrap();
+        let payloads: Vec<Vec<u8>> = frames.iter().map(encode).collect();
+        let mut hasher = Xxh3Default::new();
+        payloads.iter().for_each(|p| hasher.update(p));
+        let end = encode(&Frame::End { records: 1, checksum: hasher.digest() });
+        for payload in payloads.iter().chain([&end]) {
+            bytes.extend((payload.len() as u32).to_le_bytes());
+            bytes.extend(payload);
+        }
+        let e = read_all(&bytes).unwrap_err();
+        assert!(matches!(&e, Error::Corrupt(m) if m.contains("snapshot format 1 has no tree 7")), "{e:?}");
+    }
+
+    #[test]
+    fn only_the_chunk_holding_the_format_byte_is_checked() {
+        let mut newer = sample();
+        newer[8] = 2;
+        let refused = |offset: usize, len: usize| {
+            refuse_unreadable_chunk(offset as u64, &newer[offset..offset + len]).is_err()
+        };
+        assert!(refused(0, newer.len()), "the whole file in one chunk");
+        assert!(refused(0, 9) && refused(8, 1) && refused(5, 10), "chunks holding byte 8");
+        assert!(!refused(0, 8) && !refused(9, 20), "chunks before and after it");
+        assert!(refuse_unreadable_chunk(0, &sample()).is_ok(), "a readable format passes");
+        assert!(refuse_unreadable_chunk(0, &[]).is_ok());
+    }
+
+    #[test]
+    fn the_format_setting_starts_at_the_newest_and_is_shared() {
+        let setting = SnapshotFormatSetting::default();
+        assert_eq!(setting.get(), SnapshotFormat::NEWEST);
+        let other = setting.clone();
+        other.set(SnapshotFormat::V1);
+        assert_eq!(setting.get(), SnapshotFormat::V1);
     }
 
     #[test]

@@ -331,8 +331,8 @@ pub async fn metrics(
     }
     let res = match q.interval.as_deref() {
         None | Some("auto") => {
-            let retention = hub.replica.reader().settings(&auth.tenant)?.settings.retention;
-            pick_resolution(from, to, now_ms(), &retention)
+            let stored = hub.replica.reader().settings(&auth.tenant)?.settings;
+            pick_resolution(from, to, now_ms(), &super::settings::settings_to_api(stored).retention)
         }
         Some("raw") => Resolution::Raw,
         Some("1m") => Resolution::M1,

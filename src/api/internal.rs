@@ -25,12 +25,15 @@ pub async fn raft_rpc(
 ) -> Result<Response, ApiError> {
     let kind = RpcKind::from_path_segment(&kind)
         .ok_or_else(|| ApiError::NotFound(format!("unknown raft rpc {kind:?}")))?;
-    let reply = serve_rpc(replica.raft(), kind, &body).await.map_err(|e| {
-        if e.is_bad_request() {
-            ApiError::BadRequest(e.to_string())
-        } else {
-            ApiError::Internal(e.to_string())
+    let reply = serve_rpc(replica.raft(), kind, &body).await.map_err(|e| match e {
+        e if e.is_bad_request() => ApiError::BadRequest(e.to_string()),
+        // a snapshot this build cannot read: the leader sees why (it retries; see the raft
+        // crate's snapshot module)
+        e @ monsys_raft::Error::SnapshotFormat { .. } => {
+            tracing::warn!(error = %e, "refused a snapshot from the leader");
+            ApiError::Conflict(e.to_string())
         }
+        e => ApiError::Internal(e.to_string()),
     })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response())
 }

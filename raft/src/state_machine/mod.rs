@@ -12,7 +12,7 @@
 //! - `apply` is deterministic: it reads only the entry and the trees (timestamps come from the
 //!   proposer). Refusals are `CommandResult::Rejected`, never errors; errors are disk or format
 //!   failures and stop the node. Changing validation rules changes apply results, so a rule
-//!   change needs a new command variant (see `command`), not an edit of `Settings::validate`.
+//!   change needs a new command variant (see `command`), not an edit of `SettingsV1::check`.
 //! - `apply` does not fsync. A crash can lose the last applied entries, but only as a whole
 //!   (batches) and never past durable state: the log is durable up to `committed`, and
 //!   openraft re-applies from `last_applied` on restart. Logs are purged only behind a snapshot,
@@ -44,14 +44,13 @@
 
 use std::sync::Arc;
 
-use monsys_proto::SettingsDoc;
-
 use self::apply::apply_entries;
 use self::settings::{decode_doc, settings_key};
 use crate::durable::Durable;
 use crate::error::StorageResultExt;
 use crate::fleet::telemetry::SharedHeads;
-use crate::snapshot::{Meta, SnapshotDir};
+use crate::record::settings::SettingsRecord;
+use crate::snapshot::{Meta, SnapshotDir, SnapshotFormatSetting};
 use crate::{CommandResult, Error, Node, NodeId, TypeConfig, codec};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, StorageError, StoredMembership};
@@ -96,7 +95,7 @@ pub struct StateReader {
 
 impl StateReader {
     /// The tenant's settings; defaults with revision 0 if never written.
-    pub fn settings(&self, tenant: &str) -> Result<SettingsDoc, Error> {
+    pub fn settings(&self, tenant: &str) -> Result<SettingsRecord, Error> {
         decode_doc(tenant, self.data.get(settings_key(tenant))?)
     }
 
@@ -144,6 +143,8 @@ pub struct StateMachineStore {
     log: crate::LogStore,
     /// The data directory, whose format marker follows the applied cluster version.
     dir: std::path::PathBuf,
+    /// The format the next snapshot is written in.
+    snapshot_format: SnapshotFormatSetting,
 }
 
 impl StateMachineStore {
@@ -159,6 +160,13 @@ impl StateMachineStore {
         let format = crate::cluster_version::data_format_for(self.reader().cluster_version()?);
         let dir = self.dir.clone();
         blocking(move || crate::data_format::raise_to(&dir, format)).await
+    }
+
+    /// The setting of the format snapshots are written in (default: the newest this build
+    /// writes). Take it before handing the store to `Raft::new`; lower it while some member
+    /// cannot read the newest format (see the crate's snapshot module).
+    pub fn snapshot_format(&self) -> SnapshotFormatSetting {
+        self.snapshot_format.clone()
     }
 
     fn membership(&self) -> Result<Membership, Error> {
@@ -219,8 +227,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let format = self.snapshot_format.get();
         SnapshotBuilder {
-            prepared: Some(self.dump().await),
+            prepared: Some(self.dump_as(format).await),
+            format,
             durable: self.durable.clone(),
             snapshots: self.snapshots.clone(),
         }

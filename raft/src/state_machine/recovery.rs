@@ -13,7 +13,7 @@ use super::{KEY_INSTALLING, StateMachineStore, blocking, stored_key};
 use crate::durable::Durable;
 use crate::fleet;
 use crate::fleet::telemetry::{HeadMap, HeadsTx, SharedHeads};
-use crate::snapshot::SnapshotDir;
+use crate::snapshot::{SnapshotDir, SnapshotFormatSetting};
 use crate::{Command, Error};
 
 /// Log entries read at a time while the heads are replayed on open.
@@ -31,7 +31,17 @@ impl StateMachineStore {
     ) -> Result<Self, Error> {
         move_legacy_records(&meta, &data)?;
         let heads = SharedHeads::default();
-        Ok(StateMachineStore { meta, data, durable, snapshots: Arc::new(snapshots), heads, log, dir })
+        let snapshot_format = SnapshotFormatSetting::default();
+        Ok(StateMachineStore {
+            meta,
+            data,
+            durable,
+            snapshots: Arc::new(snapshots),
+            heads,
+            log,
+            dir,
+            snapshot_format,
+        })
     }
 
     /// Loads the newest snapshot if it is ahead of the applied state or an install was cut short.

@@ -3,29 +3,30 @@
 //! (`PutSettingsAudited`), the write appends a `settings_changed` audit event listing each
 //! changed field's old and new value.
 //!
-//! Validation is part of the apply result: a rule change needs a new command variant, not an
-//! edit of `Settings::validate` (see the invariants in the parent module).
+//! The stored document is a versioned record (`record::settings`): read through the record
+//! chain, written at version 1. The range check is part of the apply result: a rule change
+//! needs a new command variant, not an edit of `SettingsV1::check` (see the invariants in the
+//! parent module).
 
-use monsys_proto::{Settings, SettingsDoc};
-
+use crate::record::settings::{SettingsRecord, SettingsRecordV1, SettingsV1};
 use crate::txn::Tx;
-use crate::{CommandResult, Error, Rejection, audit, codec};
+use crate::{CommandResult, Error, Rejection, audit, record};
 
 pub(super) fn settings_key(tenant: &str) -> Vec<u8> {
     format!("settings/{tenant}").into_bytes()
 }
 
-pub(super) fn default_doc(tenant: &str) -> SettingsDoc {
-    SettingsDoc { tenant: tenant.to_string(), revision: 0, updated_at_ms: 0, settings: Settings::default() }
+pub(super) fn default_doc(tenant: &str) -> SettingsRecord {
+    SettingsRecord::defaults_of(tenant)
 }
 
 /// A tenant's settings read directly from the data tree (outside an apply run).
-pub(crate) fn settings_in(data: &sled::Tree, tenant: &str) -> Result<SettingsDoc, Error> {
+pub(crate) fn settings_in(data: &sled::Tree, tenant: &str) -> Result<SettingsRecord, Error> {
     decode_doc(tenant, data.get(settings_key(tenant))?)
 }
 
-pub(super) fn decode_doc(tenant: &str, raw: Option<impl AsRef<[u8]>>) -> Result<SettingsDoc, Error> {
-    raw.map_or_else(|| Ok(default_doc(tenant)), |v| codec::decode_value("settings", v.as_ref()))
+pub(super) fn decode_doc(tenant: &str, raw: Option<impl AsRef<[u8]>>) -> Result<SettingsRecord, Error> {
+    raw.map_or_else(|| Ok(default_doc(tenant)), |v| record::decode(v.as_ref()))
 }
 
 /// Applies a settings write (compare-and-set on the revision, validated again); with an
@@ -35,7 +36,7 @@ pub(super) fn put_settings(
     data: &Tx<'_>,
     tenant: &str,
     expected_revision: Option<u64>,
-    settings: &Settings,
+    settings: &SettingsV1,
     at_ms: u64,
     actor: Option<&str>,
 ) -> Result<CommandResult, Error> {
@@ -45,11 +46,10 @@ pub(super) fn put_settings(
         tracing::debug!(%tenant, expected, current = current.revision, "settings revision mismatch");
         return Ok(CommandResult::Rejected(Rejection::RevisionMismatch { current: current.revision }));
     }
-    if let Err(errors) = settings.validate() {
-        let msg: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
-        return Ok(CommandResult::Rejected(Rejection::Invalid(msg.join("; "))));
+    if let Err(msg) = settings.check() {
+        return Ok(CommandResult::Rejected(Rejection::Invalid(msg)));
     }
-    let doc = SettingsDoc {
+    let doc = SettingsRecordV1 {
         tenant: tenant.to_string(),
         revision: current.revision + 1,
         updated_at_ms: at_ms,
@@ -62,14 +62,14 @@ pub(super) fn put_settings(
         });
         audit::append(data, tenant, at_ms, "settings_changed", actor, None, &details.to_string())?;
     }
-    let value = codec::encode_value("settings", &doc)?;
+    let value = record::encode(&doc)?;
     data.insert(key, value)?;
     Ok(CommandResult::Settings(doc))
 }
 
 /// Each field that differs between two settings documents, by dotted path: `[old, new]`.
 /// Deterministic (serde_json's maps are ordered), as everything applied must be.
-fn changed_fields(old: &Settings, new: &Settings) -> serde_json::Map<String, serde_json::Value> {
+fn changed_fields(old: &SettingsV1, new: &SettingsV1) -> serde_json::Map<String, serde_json::Value> {
     fn walk(
         path: &str,
         a: &serde_json::Value,
@@ -105,6 +105,16 @@ mod tests {
     use crate::state_machine::test_support::*;
     use crate::{Options, storage};
 
+    /// The audit details are persisted: the field paths stay those of the settings before they
+    /// were records.
+    #[test]
+    fn changed_fields_name_the_fields_as_before() {
+        let mut new = refresh(30);
+        new.retention.raw_hours = 24;
+        let changes = serde_json::Value::Object(changed_fields(&SettingsV1::default(), &new));
+        assert_eq!(changes.to_string(), r#"{"refresh_interval_secs":[15,30],"retention.raw_hours":[48,24]}"#);
+    }
+
     #[tokio::test]
     async fn put_settings_is_a_compare_and_set() {
         let dir = tempfile::tempdir().unwrap();
@@ -125,9 +135,9 @@ mod tests {
         .await;
 
         let doc1 =
-            SettingsDoc { tenant: "t1".into(), revision: 1, updated_at_ms: 1000, settings: refresh(30) };
+            SettingsRecordV1 { tenant: "t1".into(), revision: 1, updated_at_ms: 1000, settings: refresh(30) };
         let doc2 =
-            SettingsDoc { tenant: "t1".into(), revision: 2, updated_at_ms: 4000, settings: refresh(50) };
+            SettingsRecordV1 { tenant: "t1".into(), revision: 2, updated_at_ms: 4000, settings: refresh(50) };
         assert_eq!(results[0], CommandResult::Settings(doc1));
         assert_eq!(results[1], CommandResult::Rejected(Rejection::RevisionMismatch { current: 1 }));
         assert!(

@@ -3,7 +3,9 @@
 //! [`SnapshotBuilder`], receiving a leader's snapshot, and loading one in place of the state.
 //!
 //! The file format and the snapshot directory are the crate's `snapshot` module; this module
-//! decides what goes into a file and how it is loaded back.
+//! decides what goes into a file and how it is loaded back. A dump is written in the format of
+//! the store's `snapshot_format` setting, and carries the trees of that format only; a
+//! received snapshot is kept in the format it came in.
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Seek, SeekFrom, Write};
@@ -20,19 +22,18 @@ use super::{
 use crate::durable::{AtomicFile, Durable};
 use crate::error::StorageResultExt;
 use crate::fleet::telemetry::HeadMap;
-use crate::snapshot::{Meta, SnapshotDir, SnapshotReader, SnapshotWriter};
+use crate::snapshot::{
+    Meta, SnapshotDir, SnapshotFormat, SnapshotReader, SnapshotWriter, TREE_DATA, TREE_HEADS,
+};
 use crate::{Error, NodeId, TypeConfig, codec};
 
-/// Tree id of `sm_data` in snapshot records.
-const TREE_DATA: u8 = 0;
-/// Tree id of telemetry heads in snapshot records (key: series prefix, value: the head).
-const TREE_HEADS: u8 = 1;
 /// Records per sled batch when loading a snapshot.
 const LOAD_BATCH: usize = 1024;
 
 impl StateMachineStore {
-    /// Writes the dump of the current state to a new temp snapshot file (not yet synced).
-    pub(super) async fn dump(&self) -> Result<Prepared, Error> {
+    /// Writes the dump of the current state to a new temp snapshot file (not yet synced) in
+    /// `format` (`get_snapshot_builder` passes the `snapshot_format` setting).
+    pub(super) async fn dump_as(&self, format: SnapshotFormat) -> Result<Prepared, Error> {
         let last_log_id = self.reader().last_applied()?;
         let (generation, path) = self.snapshots.allocate();
         let meta = Meta {
@@ -41,14 +42,16 @@ impl StateMachineStore {
             snapshot_id: snapshot_id(last_log_id, generation),
         };
         let data = self.data.clone();
-        let heads: Vec<(Vec<u8>, Vec<u8>)> = {
+        let heads: Vec<(Vec<u8>, Vec<u8>)> = if !format.carries(TREE_HEADS) {
+            Vec::new()
+        } else {
             let heads =
                 self.heads.read().map_err(|_| Error::Corrupt("telemetry heads lock poisoned".into()))?;
             heads.iter().flat_map(|(k, h)| h.to_records().into_iter().map(|r| (k.clone(), r))).collect()
         };
         let (file, meta) = blocking(move || {
             let mut file = AtomicFile::create(&path)?;
-            let mut w = SnapshotWriter::new(file.writer(), &meta)?;
+            let mut w = SnapshotWriter::new(file.writer(), &meta, format)?;
             for kv in data.iter() {
                 let (k, v) = kv?;
                 if !k.starts_with(SM_PREFIX) {
@@ -104,7 +107,7 @@ impl StateMachineStore {
                 return Err(Error::Corrupt(format!("received snapshot is {found}, expected {expected}")));
             }
             let mut out = AtomicFile::create(&dest)?;
-            let mut w = SnapshotWriter::new(out.writer(), &expected)?;
+            let mut w = SnapshotWriter::new(out.writer(), &expected, reader.format())?;
             while let Some(r) = reader.next_record()? {
                 w.record(r.tree, &r.key, &r.value)?;
             }
@@ -181,6 +184,8 @@ pub(super) struct Prepared {
 /// Publishes the snapshot dumped by `get_snapshot_builder`.
 pub struct SnapshotBuilder {
     pub(super) prepared: Option<Result<Prepared, Error>>,
+    /// The format the dump was written in.
+    pub(super) format: SnapshotFormat,
     pub(super) durable: Durable,
     pub(super) snapshots: Arc<SnapshotDir>,
 }
@@ -195,7 +200,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let snapshots = self.snapshots.clone();
         let path = blocking(move || snapshots.publish(file)).await.sto(subject(), ErrorVerb::Write)?;
         let file = std::fs::File::open(&path).map_err(Error::from).sto(subject(), ErrorVerb::Read)?;
-        tracing::info!(snapshot = %meta, "snapshot built");
+        tracing::info!(snapshot = %meta, format = %self.format, "snapshot built");
         Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
     }
 }
@@ -241,6 +246,92 @@ mod tests {
         assert_eq!(rb.last_applied().unwrap(), Some(log_id(1, 1, 2)));
         assert_eq!(b.get_current_snapshot().await.unwrap().unwrap().meta, snap.meta);
         assert_eq!(std::fs::read_dir(dir_b.path().join("snapshots")).unwrap().count(), 1);
+    }
+
+    /// Bytes of the current snapshot of `sm`.
+    async fn current_bytes(sm: &mut StateMachineStore) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut current = sm.get_current_snapshot().await.unwrap().unwrap();
+        current.snapshot.read_to_end(&mut bytes).await.unwrap();
+        bytes
+    }
+
+    #[tokio::test]
+    async fn the_builder_writes_the_format_it_is_set_to_and_a_receiver_keeps_it() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = storage::open(dir_a.path(), &Options::default()).await.unwrap().sm;
+        let mut b = storage::open(dir_b.path(), &Options::default()).await.unwrap().sm;
+        log_and_apply(&mut a, fleet_setup()).await;
+        log_and_apply(&mut a, vec![telemetry(1, 1_764_000_000_000)]).await;
+        for format in [SnapshotFormat::V1] {
+            a.snapshot_format().set(format);
+            let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+            let bytes = current_bytes(&mut a).await;
+            assert_eq!(bytes[8], format.version(), "{format}");
+            let mut incoming = b.begin_receiving_snapshot().await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut *incoming, &bytes).await.unwrap();
+            b.install_snapshot(&snap.meta, incoming).await.unwrap();
+            assert_eq!(current_bytes(&mut b).await[8], format.version(), "kept as received: {format}");
+            let dump = |sm: &StateMachineStore| sm.reader().fleet().telemetry_dump("t", "a1").unwrap();
+            assert!(dump(&b) == dump(&a), "heads carried: {format}");
+        }
+    }
+
+    /// A transport to nowhere: the node under test only serves.
+    struct Nowhere;
+
+    impl crate::RaftTransport for Nowhere {
+        fn send(
+            &self,
+            _: crate::NodeId,
+            _: &crate::Node,
+            _: crate::RpcKind,
+            _: Vec<u8>,
+            _: std::time::Duration,
+        ) -> impl std::future::Future<Output = Result<Vec<u8>, crate::TransportError>> + Send {
+            std::future::ready(Err(crate::TransportError::Unreachable("nowhere".into())))
+        }
+    }
+
+    /// What an older build meets when the leader writes a newer format: the chunk is refused
+    /// with a clear error before openraft installs it, and this node's Raft keeps running (an
+    /// error from `install_snapshot` would stop it).
+    #[tokio::test]
+    async fn a_snapshot_of_a_newer_format_is_refused_and_raft_keeps_running() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = storage::open(dir_a.path(), &Options::default()).await.unwrap().sm;
+        apply_commands(&mut a, vec![put("t1", None, refresh(30), 1)]).await;
+        let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let mut newer = current_bytes(&mut a).await;
+        newer[8] = SnapshotFormat::NEWEST.version() + 1;
+
+        let opts = Options::default();
+        let s = storage::open(dir_b.path(), &opts).await.unwrap();
+        let config = Arc::new(opts.to_config("test").unwrap());
+        let net = crate::NetworkFactory::new(Arc::new(Nowhere), &opts);
+        let raft = crate::Raft::new(1, config, net, s.log, s.sm).await.unwrap();
+        let req = openraft::raft::InstallSnapshotRequest::<TypeConfig> {
+            vote: openraft::Vote::new_committed(1, 2),
+            meta: snap.meta.clone(),
+            offset: 0,
+            data: newer,
+            done: true,
+        };
+        let body = codec::encode("raft rpc", &req, crate::MAX_RPC_BYTES).unwrap();
+        let refused = crate::serve_rpc(&raft, crate::RpcKind::InstallSnapshot, &body).await;
+        let Err(e) = refused else { panic!("the newer snapshot was handed to openraft") };
+        assert_eq!(e.to_string(), "unsupported snapshot format 2; this build reads up to 1");
+        assert!(!e.is_corruption(), "{e:?}");
+
+        assert!(raft.metrics().borrow().running_state.is_ok(), "raft stopped");
+        raft.initialize(BTreeMap::from([(1, crate::Node::default())])).await.unwrap();
+        raft.wait(Some(std::time::Duration::from_secs(10)))
+            .current_leader(1, "leader of itself")
+            .await
+            .unwrap();
+        raft.client_write(Command::Noop).await.unwrap();
+        assert!(s.reader.settings("t1").unwrap().revision == 0, "nothing of the snapshot loaded");
+        raft.shutdown().await.unwrap();
     }
 
     #[tokio::test]

@@ -1,12 +1,12 @@
 //! Test helpers of the state machine, shared with the domains' tests: applying commands as
 //! log entries, reopening a store, a fleet with one agent and its telemetry.
 
-use monsys_proto::Settings;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log_id;
 use openraft::{Entry, EntryPayload};
 
 use super::StateMachineStore;
+use crate::record::settings::SettingsV1 as Settings;
 use crate::{Command, CommandResult, Options, TypeConfig, storage};
 
 /// Applies `cmds` as entries with consecutive indexes after the last applied one.
