@@ -52,7 +52,7 @@ pub async fn open(dir: &Path, opts: &Options) -> Result<Storage, Error> {
             max: crate::cluster_version::CLUSTER_VERSION,
         });
     }
-    sm.sync_data_format().await?;
+    sm.sync_formats().await?;
     tracing::info!(last_applied = ?reader.last_applied()?, "raft store opened");
     Ok(Storage { log, sm, reader })
 }

@@ -153,11 +153,14 @@ impl StateMachineStore {
         StateReader { data: self.data.clone(), heads: self.heads.clone() }
     }
 
-    /// Raises the data directory's format marker to what the applied cluster version needs
-    /// (see `data_format`): from then on, builds that cannot run the version refuse the
-    /// directory instead of reading data they do not know.
-    pub(crate) async fn sync_data_format(&self) -> Result<(), Error> {
-        let format = crate::cluster_version::data_format_for(self.reader().cluster_version()?);
+    /// Brings the formats that follow the applied cluster version up to it: the snapshot
+    /// format the builder writes (what every member of such a cluster reads), and the data
+    /// directory's marker (see `data_format`): from then on, builds that cannot run the
+    /// version refuse the directory instead of reading data they do not know.
+    pub(crate) async fn sync_formats(&self) -> Result<(), Error> {
+        let active = self.reader().cluster_version()?;
+        self.snapshot_format.set(crate::cluster_version::snapshot_format_for(active));
+        let format = crate::cluster_version::data_format_for(active);
         let dir = self.dir.clone();
         blocking(move || crate::data_format::raise_to(&dir, format)).await
     }
@@ -221,7 +224,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .iter()
             .any(|r| matches!(r, CommandResult::ClusterVersion { active, previous } if active > previous))
         {
-            self.sync_data_format().await.sto(ErrorSubject::Apply(last), ErrorVerb::Write)?;
+            self.sync_formats().await.sto(ErrorSubject::Apply(last), ErrorVerb::Write)?;
         }
         Ok(results)
     }
@@ -252,7 +255,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let file = snapshot.into_std().await;
         let path = self.store_received(file, meta).await.sto(subject(), ErrorVerb::Write)?;
         self.load_snapshot(path, meta).await.sto(subject(), ErrorVerb::Write)?;
-        self.sync_data_format().await.sto(subject(), ErrorVerb::Write)
+        self.sync_formats().await.sto(subject(), ErrorVerb::Write)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
