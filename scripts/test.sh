@@ -18,3 +18,6 @@ fi
 
 # Bounded chaos run against real processes (netns partitions when root): see jepsen/README.md.
 bash jepsen/scripts/ci-short.sh
+
+# Rolling upgrade from the previous release (jepsen/PREVIOUS_RELEASE) and back: see jepsen/README.md.
+bash jepsen/scripts/ci-upgrade.sh

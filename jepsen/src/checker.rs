@@ -209,7 +209,17 @@ mod tests {
     use super::*;
 
     fn rec(process: usize, op: Op, t: (u64, u64), outcome: Outcome, result: Option<State>) -> Record {
-        Record { process, node: 0, op, invoke_us: t.0, complete_us: t.1, outcome, result, error: None }
+        Record {
+            process,
+            node: 0,
+            attempts: 1,
+            op,
+            invoke_us: t.0,
+            complete_us: t.1,
+            outcome,
+            result,
+            error: None,
+        }
     }
 
     const INIT: State = (0, 15);

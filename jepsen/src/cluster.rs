@@ -1,9 +1,10 @@
 //! Real `monsys hub` processes, each in its node's namespace (or on 127.0.0.1 ports in
-//! process mode), with kill -9, SIGSTOP/SIGCONT and restart.
+//! process mode), with kill -9, SIGSTOP/SIGCONT, graceful stop and restart — on the same or
+//! (for upgrade runs) another binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::net;
 
@@ -32,6 +33,16 @@ pub struct Node {
     child: Option<Child>,
     args: Vec<String>,
     log: PathBuf,
+    binary: PathBuf,
+}
+
+/// How a graceful stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// The process exited by itself after SIGTERM (false: it was killed at the bound).
+    pub graceful: bool,
+    /// From SIGTERM to exit.
+    pub took: Duration,
 }
 
 /// The cluster under test.
@@ -39,17 +50,19 @@ pub struct Cluster {
     /// Nodes, index 0 = node 1.
     pub nodes: Vec<Node>,
     mode: Mode,
-    binary: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
-    /// Starts `n` nodes: node 1 bootstraps, the others join it.
+    /// Starts `n` nodes on `binary`: node 1 bootstraps, the others join it. `env` is set for
+    /// every process (environment variables, unlike flags, are safe for any binary version).
     pub fn start(
         binary: PathBuf,
         n: usize,
         mode: Mode,
-        dir: &std::path::Path,
+        dir: &Path,
         unsafe_ack: bool,
+        env: Vec<(String, String)>,
     ) -> anyhow::Result<Cluster> {
         let mut nodes = Vec::new();
         for id in 1..=n {
@@ -96,9 +109,10 @@ impl Cluster {
             if unsafe_ack {
                 args.push("--unsafe-ack-before-commit".into());
             }
-            nodes.push(Node { id, url, child: None, args, log: dir.join(format!("n{id}.log")) });
+            let log = dir.join(format!("n{id}.log"));
+            nodes.push(Node { id, url, child: None, args, log, binary: binary.clone() });
         }
-        let mut c = Cluster { nodes, mode, binary };
+        let mut c = Cluster { nodes, mode, env };
         for i in 0..n {
             c.spawn(i)?;
             if i == 0 {
@@ -114,12 +128,13 @@ impl Cluster {
         let mut cmd = match self.mode {
             Mode::Netns => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", &net::ns(node.id)]).arg(&self.binary);
+                c.args(["netns", "exec", &net::ns(node.id)]).arg(&node.binary);
                 c
             }
-            Mode::Process => Command::new(&self.binary),
+            Mode::Process => Command::new(&node.binary),
         };
         cmd.args(&node.args).env("MONSYS_LOG", "info,openraft=warn").stdout(Stdio::null()).stderr(log);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         node.child = Some(cmd.spawn()?);
         Ok(())
     }
@@ -140,17 +155,30 @@ impl Cluster {
 
     /// Graceful stop (SIGTERM, then kill after 10 s).
     pub fn stop(&mut self, i: usize) {
+        self.stop_within(i, Duration::from_secs(10));
+    }
+
+    /// SIGTERM, wait for the exit at most `bound`, then kill -9; says which it was.
+    pub fn stop_within(&mut self, i: usize, bound: Duration) -> Stopped {
+        let sent = Instant::now();
         self.signal(i, "-TERM");
-        if let Some(mut c) = self.nodes[i].child.take() {
-            for _ in 0..100 {
-                if c.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
+        let Some(mut c) = self.nodes[i].child.take() else {
+            return Stopped { graceful: true, took: Duration::ZERO };
+        };
+        while sent.elapsed() < bound {
+            if c.try_wait().ok().flatten().is_some() {
+                return Stopped { graceful: true, took: sent.elapsed() };
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = c.kill();
+        let _ = c.wait();
+        Stopped { graceful: false, took: sent.elapsed() }
+    }
+
+    /// Runs node `i` on `binary` from its next start on (same data directory and addresses).
+    pub fn set_binary(&mut self, i: usize, binary: PathBuf) {
+        self.nodes[i].binary = binary;
     }
 
     /// Restarts a stopped node with its data.

@@ -41,8 +41,11 @@ pub enum Outcome {
 pub struct Record {
     /// Client id.
     pub process: usize,
-    /// Node the client talked to.
+    /// Node that gave the final answer.
     pub node: usize,
+    /// Tries, each on the next node (a try is repeated only when it certainly did not apply).
+    #[serde(default = "one")]
+    pub attempts: u32,
     /// The operation.
     #[serde(flatten)]
     pub op: Op,
@@ -57,6 +60,10 @@ pub struct Record {
     /// Error text of fail/info outcomes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Writes a history as JSON lines.

@@ -1,6 +1,7 @@
 //! The ingest workload and its checkers: simulated agents (real Ed25519 signatures, the agent
 //! protocol of `monsys-proto`) send batches `seq = 1, 2, …` through random nodes, retrying the
-//! byte-identical body on any non-final answer, exactly like `monsys agent`. Afterwards:
+//! byte-identical body on any non-final answer, exactly like `monsys agent` (at once on the next
+//! node when the try certainly did not arrive: connection refused or `503`). Afterwards:
 //! - **no lost acknowledged batch**: every acknowledged seq is stored (the agent's stored batch
 //!   count and highest seq cover it);
 //! - **nothing stored twice**: the stored batch count equals the number of distinct seqs;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::cluster::{ENROLLMENT, TOKEN};
+use crate::until::Until;
 
 /// What one simulated agent did.
 #[derive(Debug, Clone, Serialize)]
@@ -27,6 +29,20 @@ pub struct AgentRun {
     pub pending: u64,
     /// A final refusal of an unchanged batch (a retry must never be refused).
     pub refused: Option<String>,
+    /// Every acknowledged batch's timing (for the unavailability report).
+    #[serde(skip)]
+    pub acks: Vec<Ack>,
+}
+
+/// One acknowledged batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    /// First try, µs since the start of the run.
+    pub first_us: u64,
+    /// Acknowledgement, µs since the start of the run.
+    pub acked_us: u64,
+    /// Tries it took.
+    pub tries: u32,
 }
 
 /// The checkers' findings.
@@ -102,11 +118,13 @@ async fn register(
     anyhow::bail!("agent {i} could not register")
 }
 
-/// Runs `agents` simulated agents until `deadline`, one batch every `every` per agent.
+/// Runs `agents` simulated agents until `until` passes, one batch every `every` per agent;
+/// times are recorded relative to `start`.
 pub async fn run(
     urls: Vec<String>,
     agents: usize,
-    deadline: Instant,
+    start: Instant,
+    until: Until,
     every: Duration,
 ) -> anyhow::Result<Vec<AgentRun>> {
     let http = reqwest::Client::builder()
@@ -117,12 +135,13 @@ pub async fn run(
     for i in 0..agents {
         let key = SigningKey::from_bytes(&[(i as u8).wrapping_add(11); 32]);
         let (id, token) = register(&http, &urls, i, &key).await?;
-        let (http, urls) = (http.clone(), urls.clone());
+        let (http, urls, until) = (http.clone(), urls.clone(), until.clone());
         tasks.push(tokio::spawn(async move {
             let mut acked = 0u64;
             let mut refused = None;
+            let mut acks = Vec::new();
             let mut k = i;
-            'batches: while Instant::now() < deadline {
+            'batches: while !until.passed() {
                 let seq = acked + 1;
                 let batch = IngestBatch {
                     agent_id: id.clone(),
@@ -139,11 +158,14 @@ pub async fn run(
                 };
                 let body = serde_json::to_vec(&batch).expect("json");
                 let sig = wire::sign_body(&key, &body);
+                let first_us = start.elapsed().as_micros() as u64;
+                let mut tries = 0u32;
                 loop {
-                    if Instant::now() >= deadline {
+                    if until.passed() {
                         break 'batches;
                     }
                     k += 1;
+                    tries += 1;
                     let r = http
                         .post(format!("{}/api/v1/ingest", urls[k % urls.len()]))
                         .bearer_auth(&token)
@@ -155,6 +177,7 @@ pub async fn run(
                     match r {
                         Ok(r) if r.status().is_success() => {
                             acked = seq;
+                            acks.push(Ack { first_us, acked_us: start.elapsed().as_micros() as u64, tries });
                             break;
                         }
                         Ok(r) if r.status().as_u16() == 409 || r.status().as_u16() == 403 => {
@@ -166,13 +189,24 @@ pub async fn run(
                             ));
                             break 'batches;
                         }
+                        // not delivered: the next node at once (a short pause after a full round)
+                        Ok(r) if r.status().as_u16() == 503 => {
+                            if tries as usize % urls.len() == 0 {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                        Err(e) if e.is_connect() => {
+                            if tries as usize % urls.len() == 0 {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
                         _ => tokio::time::sleep(Duration::from_millis(200)).await,
                     }
                 }
                 tokio::time::sleep(every).await;
             }
-            let pending = u64::from(Instant::now() >= deadline);
-            AgentRun { id, acked, pending, refused }
+            let pending = u64::from(until.passed());
+            AgentRun { id, acked, pending, refused, acks }
         }));
     }
     let mut out = Vec::new();

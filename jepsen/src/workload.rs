@@ -1,5 +1,12 @@
 //! The settings-register workload: concurrent clients doing linearizable reads, writes and
 //! compare-and-sets against random nodes, each operation recorded with its outcome.
+//!
+//! Clients fail over like a real one behind several addresses: a try that certainly did not
+//! take effect (connection refused or not established, `503`; for reads, which change nothing,
+//! any error) is repeated at once on the next node, for at most [`RETRY_FOR`]. A try whose
+//! outcome is unknown (timeout, connection lost mid-request, `504`) ends the operation as
+//! unknown: repeating it would hide from the checker that it may have applied. The record spans
+//! from the first try to the final answer.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,9 +16,13 @@ use serde_json::{Value, json};
 
 use crate::cluster::TOKEN;
 use crate::history::{Op, Outcome, Record};
+use crate::until::Until;
 
-/// Runs `clients` clients against `urls` until `deadline`; returns the history.
-pub async fn run(urls: Vec<String>, clients: usize, start: Instant, deadline: Instant) -> Vec<Record> {
+/// How long one operation keeps failing over before it is recorded as failed.
+pub const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// Runs `clients` clients against `urls` until `until` passes; returns the history.
+pub async fn run(urls: Vec<String>, clients: usize, start: Instant, until: Until) -> Vec<Record> {
     let history = Arc::new(Mutex::new(Vec::new()));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -20,10 +31,10 @@ pub async fn run(urls: Vec<String>, clients: usize, start: Instant, deadline: In
         .expect("client");
     let tasks: Vec<_> = (0..clients)
         .map(|p| {
-            let (urls, http, history) = (urls.clone(), http.clone(), history.clone());
+            let (urls, http, history, until) = (urls.clone(), http.clone(), history.clone(), until.clone());
             tokio::spawn(async move {
                 let mut last_rev = 0u64;
-                while Instant::now() < deadline {
+                while !until.passed() {
                     let (node, op) = {
                         let mut rng = rand::thread_rng();
                         let node = rng.gen_range(0..urls.len());
@@ -36,7 +47,20 @@ pub async fn run(urls: Vec<String>, clients: usize, start: Instant, deadline: In
                         (node, op)
                     };
                     let invoke_us = start.elapsed().as_micros() as u64;
-                    let (outcome, result, error) = call(&http, &urls[node], op).await;
+                    let give_up = (Instant::now() + RETRY_FOR).min(until.get());
+                    let (mut node, mut attempts) = (node, 0u32);
+                    let (outcome, result, error) = loop {
+                        attempts += 1;
+                        let answer = call(&http, &urls[node], op).await;
+                        if !answer.retry || Instant::now() >= give_up {
+                            break (answer.outcome, answer.result, answer.error);
+                        }
+                        node = (node + 1) % urls.len();
+                        if attempts as usize % urls.len() == 0 {
+                            // every node refused: no leader yet, or all restarting
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
                     let complete_us = start.elapsed().as_micros() as u64;
                     if let Some((rev, _)) = result {
                         last_rev = rev;
@@ -44,6 +68,7 @@ pub async fn run(urls: Vec<String>, clients: usize, start: Instant, deadline: In
                     history.lock().expect("history").push(Record {
                         process: p,
                         node: node + 1,
+                        attempts,
                         op,
                         invoke_us,
                         complete_us,
@@ -74,7 +99,34 @@ fn settings(value: u32) -> Value {
     })
 }
 
-type Answer = (Outcome, Option<(u64, u32)>, Option<String>);
+/// One try's answer.
+struct Answer {
+    outcome: Outcome,
+    result: Option<(u64, u32)>,
+    error: Option<String>,
+    /// Certainly not applied and worth trying on another node.
+    retry: bool,
+}
+
+impl Answer {
+    fn ok(result: (u64, u32)) -> Answer {
+        Answer { outcome: Outcome::Ok, result: Some(result), error: None, retry: false }
+    }
+
+    /// Certainly not applied; `retry`: another node may do better.
+    fn fail(error: String, retry: bool) -> Answer {
+        Answer { outcome: Outcome::Fail, result: None, error: Some(error), retry }
+    }
+
+    /// Outcome unknown for writes; a read changed nothing, so it failed and may be retried.
+    fn unknown(op: Op, error: String) -> Answer {
+        if op == Op::Read {
+            Answer::fail(error, true)
+        } else {
+            Answer { outcome: Outcome::Info, result: None, error: Some(error), retry: false }
+        }
+    }
+}
 
 async fn call(http: &reqwest::Client, url: &str, op: Op) -> Answer {
     let req = match op {
@@ -85,33 +137,34 @@ async fn call(http: &reqwest::Client, url: &str, op: Op) -> Answer {
             .header("if-match", format!("\"{expected}\""))
             .json(&settings(value)),
     };
-    let unknown = |e: String| {
-        if op == Op::Read { (Outcome::Fail, None, Some(e)) } else { (Outcome::Info, None, Some(e)) }
-    };
     let resp = match req.bearer_auth(TOKEN).send().await {
         Ok(r) => r,
-        Err(e) if e.is_connect() => return (Outcome::Fail, None, Some(format!("connect: {e}"))),
-        Err(e) => return unknown(format!("request: {e}")),
+        // no connection was made, so nothing was sent
+        Err(e) if e.is_connect() => return Answer::fail(format!("connect: {e}"), true),
+        Err(e) => return Answer::unknown(op, format!("request: {e}")),
     };
     let status = resp.status().as_u16();
+    if status == 503 {
+        // the server's promise: a 503 was not applied (no leader, stopping, over a limit)
+        let body: Value = resp.json().await.unwrap_or_default();
+        return Answer::fail(format!("503 {}", body["error"]), true);
+    }
     let body: Value = match resp.json().await {
         Ok(v) => v,
-        Err(e) => return unknown(format!("body: {e}")),
+        Err(e) => return Answer::unknown(op, format!("body: {e}")),
     };
     match status {
         200 => {
             let rev = body["revision"].as_u64();
             let val = body["settings"]["refresh_interval_secs"].as_u64().map(|v| v as u32);
             match (rev, val) {
-                (Some(r), Some(v)) => (Outcome::Ok, Some((r, v)), None),
-                _ => unknown(format!("unexpected body {body}")),
+                (Some(r), Some(v)) => Answer::ok((r, v)),
+                _ => Answer::unknown(op, format!("unexpected body {body}")),
             }
         }
-        412 => (Outcome::Fail, None, Some("revision_mismatch".into())),
-        503 => (Outcome::Fail, None, Some(format!("503 {}", body["error"]))),
-        504 => unknown(format!("504 {}", body["error"])),
-        s if s >= 500 => unknown(format!("{s} {}", body["error"])),
-        s => (Outcome::Fail, None, Some(format!("{s} {}", body["code"]))),
+        412 => Answer::fail("revision_mismatch".into(), false),
+        s if s >= 500 => Answer::unknown(op, format!("{s} {}", body["error"])),
+        s => Answer::fail(format!("{s} {}", body["code"]), false),
     }
 }
 
