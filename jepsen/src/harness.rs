@@ -190,3 +190,10 @@ pub fn verdict_text(history: &[Record], judged: &Judged) -> String {
         history.iter().filter(|r| r.attempts > 1).count(),
     )
 }
+
+/// Adds the fields of `more` (an object) to `into` (an object).
+pub fn merge(into: &mut Value, more: Value) {
+    if let (Some(a), Value::Object(b)) = (into.as_object_mut(), more) {
+        a.extend(b);
+    }
+}

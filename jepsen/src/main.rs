@@ -172,7 +172,7 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             "mode": format!("{mode:?}"), "nodes": args.nodes, "time_limit_s": args.time_limit, "concurrency": args.concurrency,
             "unsafe_ack_before_commit": args.unsafe_ack_before_commit, "faults": events,
         });
-        merge(&mut summary, harness::summary(&history, &judged, ingest_runs.as_deref()));
+        harness::merge(&mut summary, harness::summary(&history, &judged, ingest_runs.as_deref()));
         std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
         let text = format!(
             "{}faults injected: {}\n",
@@ -187,11 +187,4 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     .await;
     env.teardown();
     result
-}
-
-/// Adds the fields of `more` (an object) to `into` (an object).
-fn merge(into: &mut serde_json::Value, more: serde_json::Value) {
-    if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), more) {
-        a.extend(b);
-    }
 }

@@ -311,11 +311,7 @@ async fn run_in(args: &UpgradeArgs, env: &Env, old: PathBuf, new: PathBuf) -> an
         "cluster_versions_at_start": versions_at_start, "cluster_versions_at_end": versions_at_end,
         "unavailability_target_ms": TARGET_MS, "failure": failure, "valid": valid,
     });
-    if let (Some(a), Value::Object(b)) =
-        (summary.as_object_mut(), harness::summary(&history, &judged, agents.as_deref()))
-    {
-        a.extend(b);
-    }
+    harness::merge(&mut summary, harness::summary(&history, &judged, agents.as_deref()));
     std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     let mut text = harness::verdict_text(&history, &judged);
     if !valid && judged.valid() {
