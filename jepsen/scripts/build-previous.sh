@@ -15,7 +15,7 @@ cd "$root"
 src="${1:-${PREVIOUS_SRC:-$root/target/previous-src}}"
 tgt="${2:-${PREVIOUS_TARGET:-$root/target/previous}}"
 profile="${PREVIOUS_PROFILE:-debug}"
-commit="$(grep -v '^[[:space:]]*#' jepsen/PREVIOUS_RELEASE | grep -E '^[0-9a-f]{40}$' | head -n1)"
+commit="$(grep -E '^[0-9a-f]{40}$' jepsen/PREVIOUS_RELEASE | head -n1 || true)"
 if [ -z "$commit" ]; then
   echo "jepsen/PREVIOUS_RELEASE names no 40-hex commit" >&2
   exit 1

@@ -13,7 +13,7 @@ target="${CARGO_TARGET_DIR:-target}"
 new="$target/debug/monsys"
 jepsen="$target/debug/monsys-jepsen"
 echo "== previous release"
-commit="$(grep -E '^[0-9a-f]{40}$' jepsen/PREVIOUS_RELEASE | head -n1)"
+commit="$(grep -E '^[0-9a-f]{40}$' jepsen/PREVIOUS_RELEASE | head -n1 || true)"
 if ! git cat-file -e "${commit}^{commit}" 2>/dev/null \
   && [ "$(git rev-parse --is-shallow-repository)" = "true" ]; then
   echo "shallow clone without $commit: fetching the history once" >&2

@@ -87,6 +87,8 @@ pub struct Restart {
     pub step: String,
     /// The binary it runs now.
     pub binary: String,
+    /// It was the leader when it got SIGTERM.
+    pub was_leader: bool,
     /// SIGTERM sent, s since the start of the load.
     pub stop_s: f64,
     /// The process exited, s.
@@ -193,7 +195,11 @@ async fn run_in(args: &UpgradeArgs, env: &Env, old: PathBuf, new: PathBuf) -> an
     harness::wait_formed(&urls, args.nodes, Duration::from_secs(60)).await?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     let versions_at_start = versions(&http, &urls).await;
-    let direction = if args.backwards { "old -> new -> old, not finalized" } else { "old -> new, finalized" };
+    let direction = match (args.backwards, args.no_finalize) {
+        (true, _) => "old -> new -> old, not finalized",
+        (false, true) => "old -> new, not finalized (--no-finalize)",
+        (false, false) => "old -> new, finalized",
+    };
     println!("cluster of {} ready on {} ({mode:?}); rolling {direction}", args.nodes, old.display());
 
     let start = Instant::now();
@@ -220,6 +226,10 @@ async fn run_in(args: &UpgradeArgs, env: &Env, old: PathBuf, new: PathBuf) -> an
     let mut restarts = Vec::new();
     let mut failure = None;
     for (i, binary, step) in plan {
+        let leader = {
+            let urls = urls.clone();
+            tokio::task::spawn_blocking(move || crate::nemesis::leader(&urls)).await?
+        };
         let stop_s = at();
         let stopped = {
             let (cluster, bound) = (cluster.clone(), Duration::from_secs(args.stop_timeout));
@@ -236,8 +246,9 @@ async fn run_in(args: &UpgradeArgs, env: &Env, old: PathBuf, new: PathBuf) -> an
         let ready = wait_ready(&http, &urls[i], Duration::from_secs(args.ready_timeout)).await;
         let ready_s = ready.then(at);
         println!(
-            "node {} {step}: SIGTERM at {stop_s:.2}s, exited after {:.2}s{}, started, ready after {}",
+            "node {}{} {step}: SIGTERM at {stop_s:.2}s, exited after {:.2}s{}, started, ready after {}",
             i + 1,
+            if leader == Some(i + 1) { " (leader)" } else { "" },
             exited_s - stop_s,
             if stopped.graceful { "" } else { " (KILLED at the bound)" },
             ready_s.map_or("NEVER".to_string(), |r| format!("{:.2}s from SIGTERM", r - stop_s)),
@@ -246,6 +257,7 @@ async fn run_in(args: &UpgradeArgs, env: &Env, old: PathBuf, new: PathBuf) -> an
             node: i + 1,
             step: step.into(),
             binary: binary.display().to_string(),
+            was_leader: leader == Some(i + 1),
             stop_s,
             exited_s,
             graceful: stopped.graceful,
@@ -336,12 +348,13 @@ fn report(restarts: &[Restart]) -> String {
     let mut s = format!(
         "API unavailability per restart, as clients failing over to another node see it (target < {TARGET_MS} ms):\n"
     );
-    s.push_str("node step      exit(s) ready(s)  ops  longest-op(ms) longest-gap(ms) unknown | batches longest-batch(ms) ack-gap(ms) | target\n");
+    s.push_str("node        step      exit(s) ready(s)  ops  longest-op(ms) longest-gap(ms) unknown | batches longest-batch(ms) ack-gap(ms) | target\n");
     for r in restarts {
         let Some(w) = &r.window else { continue };
         s.push_str(&format!(
-            "{:>4} {:<9} {:>7.2} {:>8} {:>4} {:>14} {:>15} {:>7} | {:>7} {:>17} {:>11} | {}\n",
+            "{:>4} {:<6} {:<9} {:>7.2} {:>8} {:>4} {:>14} {:>15} {:>7} | {:>7} {:>17} {:>11} | {}\n",
             r.node,
+            if r.was_leader { "leader" } else { "" },
             r.step,
             r.exited_s - r.stop_s,
             r.ready_s.map_or("never".into(), |t| format!("{:.2}", t - r.stop_s)),
