@@ -176,6 +176,28 @@ impl Cluster {
         Stopped { graceful: false, took: sent.elapsed() }
     }
 
+    /// Waits at most `bound` for node `i`'s process to exit by itself; its exit status if it
+    /// did (the process is then gone and the node can be started again).
+    pub fn exited_within(&mut self, i: usize, bound: Duration) -> Option<std::process::ExitStatus> {
+        let since = Instant::now();
+        while since.elapsed() < bound {
+            let child = self.nodes[i].child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes[i].child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The last `n` lines of node `i`'s log.
+    pub fn log_tail(&self, i: usize, n: usize) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines[lines.len().saturating_sub(n)..].to_vec()
+    }
+
     /// Runs node `i` on `binary` from its next start on (same data directory and addresses).
     pub fn set_binary(&mut self, i: usize, binary: PathBuf) {
         self.nodes[i].binary = binary;

@@ -9,7 +9,10 @@
 //! harness decides when the cluster version moves: forward, `POST
 //! /api/v1/cluster/finalize-upgrade` after the last node, and every node must then report the
 //! higher `active_version`; backwards (`--backwards`), every node goes old → new and then back
-//! new → old without finalizing, and the cluster version must not have moved.
+//! new → old without finalizing, and the cluster version must not have moved. After a
+//! finalized run (and its checkers), the last node is stopped and started on the old binary
+//! once more: it must refuse to start (going back after finalizing is not supported), and is
+//! then started on the new binary again.
 //!
 //! Per restart window the report gives the API unavailability seen by clients that fail over
 //! to another node (see the `unavailability` module), next to the 1 s target.
@@ -314,13 +317,24 @@ async fn run_in(args: &UpgradeArgs, env: &Env, old: PathBuf, new: PathBuf) -> an
         let to = restarts.get(k + 1).map_or(rolled_s, |r| r.stop_s);
         restarts[k].window = Some(unavailability::measure(&history, &acks, us(restarts[k].stop_s), us(to)));
     }
+    let downgrade = match &finalized {
+        Some(f) if f["ok"] == true => {
+            let d = refuses_old(&cluster, &http, &urls, &old, &new, args).await?;
+            println!("old binary on a finalized node: {d}");
+            if d["refused"] != true {
+                failure = Some(format!("the old binary started on a finalized node: {d}"));
+            }
+            Some(d)
+        }
+        _ => None,
+    };
     let report = report(&restarts);
     let valid = judged.valid() && failure.is_none();
     let mut summary = json!({
         "kind": "upgrade", "direction": direction, "mode": format!("{mode:?}"), "nodes": args.nodes,
         "concurrency": args.concurrency, "old_binary": old.display().to_string(), "new_binary": new.display().to_string(),
         "load_s": start.elapsed().as_secs_f64(), "restarts": restarts, "finalize": finalized,
-        "cluster_versions_at_start": versions_at_start, "cluster_versions_at_end": versions_at_end,
+        "downgrade_after_finalize": downgrade, "cluster_versions_at_start": versions_at_start, "cluster_versions_at_end": versions_at_end,
         "unavailability_target_ms": TARGET_MS, "failure": failure, "valid": valid,
     });
     harness::merge(&mut summary, harness::summary(&history, &judged, agents.as_deref()));
@@ -336,11 +350,53 @@ async fn run_in(args: &UpgradeArgs, env: &Env, old: PathBuf, new: PathBuf) -> an
     if let Some(f) = &finalized {
         text.push_str(&format!("finalize: {} {} (every node: {})\n", f["status"], f["answer"], f["ok"]));
     }
+    if let Some(d) = &downgrade {
+        text.push_str(&format!("old binary after finalize: refused {} ({})\n", d["refused"], d["why"]));
+    }
     text.push_str(&report);
     std::fs::write(out.join("verdict.txt"), &text)?;
     println!("{text}results in {}", out.display());
     cluster.lock().expect("cluster").shutdown();
     Ok(if failure.is_some() && judged.exit_code() == 0 { 1 } else { judged.exit_code() })
+}
+
+/// Stops the last node, starts it on the old binary (which must exit with an error: the
+/// finalized data directory is newer than it reads), then starts it on the new one again.
+async fn refuses_old(
+    cluster: &Arc<Mutex<Cluster>>,
+    http: &reqwest::Client,
+    urls: &[String],
+    old: &std::path::Path,
+    new: &std::path::Path,
+    args: &UpgradeArgs,
+) -> anyhow::Result<Value> {
+    let i = urls.len() - 1;
+    let (cluster2, bound, old) = (cluster.clone(), Duration::from_secs(args.stop_timeout), old.to_path_buf());
+    let exit = tokio::task::spawn_blocking(move || {
+        let mut c = cluster2.lock().expect("cluster");
+        c.stop_within(i, bound);
+        c.set_binary(i, old);
+        c.restart(i)?;
+        anyhow::Ok(c.exited_within(i, Duration::from_secs(20)))
+    })
+    .await??;
+    let tail = cluster.lock().expect("cluster").log_tail(i, 400);
+    // the error the binary exits with (a backtrace follows it)
+    let why =
+        tail.iter().rev().find(|l| l.starts_with("Error:")).cloned().unwrap_or_else(|| tail.join(" | "));
+    let refused = exit.is_some_and(|s| !s.success());
+    {
+        let mut c = cluster.lock().expect("cluster");
+        if exit.is_none() {
+            c.kill(i);
+        }
+        c.set_binary(i, new.to_path_buf());
+        c.restart(i)?;
+    }
+    let back = wait_ready(http, &urls[i], Duration::from_secs(args.ready_timeout)).await;
+    Ok(
+        json!({ "node": i + 1, "refused": refused, "exit": exit.map(|s| s.to_string()), "why": why, "new_binary_ready_again": back }),
+    )
 }
 
 /// The per-restart unavailability table.
