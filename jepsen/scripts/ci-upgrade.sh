@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Short, bounded rolling-upgrade runs for CI (about 3 minutes of load, plus one debug build of
+# Short, bounded rolling-upgrade runs for CI (about 2.5 minutes in all, plus one debug build of
 # the previous release, reused when it exists): the previous release (jepsen/PREVIOUS_RELEASE,
 # built by build-previous.sh) is upgraded node by node to this tree's build under settings CAS
 # writes and signed ingest through every node, then finalized; and a second cluster is rolled

@@ -191,12 +191,12 @@ pub async fn run(
                         }
                         // not delivered: the next node at once (a short pause after a full round)
                         Ok(r) if r.status().as_u16() == 503 => {
-                            if tries as usize % urls.len() == 0 {
+                            if (tries as usize).is_multiple_of(urls.len()) {
                                 tokio::time::sleep(Duration::from_millis(20)).await;
                             }
                         }
                         Err(e) if e.is_connect() => {
-                            if tries as usize % urls.len() == 0 {
+                            if (tries as usize).is_multiple_of(urls.len()) {
                                 tokio::time::sleep(Duration::from_millis(20)).await;
                             }
                         }

@@ -56,7 +56,7 @@ pub async fn run(urls: Vec<String>, clients: usize, start: Instant, until: Until
                             break (answer.outcome, answer.result, answer.error);
                         }
                         node = (node + 1) % urls.len();
-                        if attempts as usize % urls.len() == 0 {
+                        if (attempts as usize).is_multiple_of(urls.len()) {
                             // every node refused: no leader yet, or all restarting
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
