@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use monsys_raft::network::NetworkFactory;
-use monsys_raft::{Command, CommandResult, Node, Raft};
+use monsys_raft::{Command, CommandResult, Elector, Node, Raft};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -99,11 +99,13 @@ async fn start_node(
     let storage = monsys_raft::open(&config.data_dir, &config.raft).await?;
     let raft_config = Arc::new(config.raft.to_config(&config.cluster_name)?);
     let transport = Arc::new(HttpRaftTransport::new(secret.clone(), wiring.links.clone()));
-    let network = NetworkFactory::new(transport, &config.raft);
+    let network = NetworkFactory::new(transport.clone(), &config.raft);
     let raft = Raft::new(id, raft_config, network, storage.log, storage.sm).await?;
     tracing::info!(%api_addr, data_dir = %config.data_dir.display(), "raft started");
 
     let life = Lifecycle::new();
+    let elector = Elector::new(id, raft.clone(), transport, &config.raft);
+    life.spawn_until_stop(elector.clone().run());
     let gossip = Arc::new(start_gossip(&config, id, &raft).await?);
     let metrics = Arc::new(NodeMetrics::new());
     let forwarder = Forwarder::new(
@@ -119,6 +121,7 @@ async fn start_node(
             live: gossip.watch(),
             forwarder,
             metrics: metrics.clone(),
+            elector,
         },
         &life,
     );

@@ -93,6 +93,9 @@ pub enum Error {
     /// Invalid options.
     #[error("invalid raft options: {0}")]
     Config(String),
+    /// Raft has stopped (shutdown or a fatal error); nothing more can be done on it.
+    #[error("raft stopped: {0}")]
+    Stopped(String),
 }
 
 impl Error {

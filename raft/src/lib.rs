@@ -21,6 +21,8 @@
 //!   `snapshotting` (dumping, receiving and loading snapshots), `migration` (the older layout).
 //! - [`network`]: `RaftNetworkFactory` over a byte-moving [`network::RaftTransport`] trait and the
 //!   server-side [`network::serve_rpc`] that decodes and dispatches incoming RPCs.
+//! - [`election`]: when to campaign (pre-vote; openraft's own election timer is off) and
+//!   leadership transfer, with the two RPCs they add.
 //! - [`options`]: tunables and their translation into `openraft::Config`.
 //! - [`data_format`]: the data directory's format marker, checked before anything is opened.
 //! - [`cluster_version`]: the replicated cluster version, the versions and formats this build
@@ -42,6 +44,7 @@ mod codec;
 pub mod command;
 pub mod data_format;
 mod durable;
+pub mod election;
 pub mod error;
 pub mod fleet;
 pub mod identity;
@@ -52,6 +55,8 @@ pub mod record;
 mod snapshot;
 pub mod state_machine;
 mod storage;
+#[cfg(test)]
+mod test_cluster;
 mod txn;
 
 pub use codec::{MAX_RPC_BYTES, MAX_VALUE_BYTES, encoded_size};
@@ -60,6 +65,7 @@ pub use command::{
     LOG_FEATURE_RECORD_AUDIT, LOG_FEATURE_RESET_EXCLUSIVE, LOG_FEATURE_SETTINGS_AUDIT, LOG_FEATURES,
     Rejection, decode_command, decode_result, encode_command, encode_result,
 };
+pub use election::Elector;
 pub use error::Error;
 pub use log_store::{LogStore, check_command_size};
 pub use network::{NetworkFactory, RaftTransport, RpcKind, TransportError, serve_rpc};

@@ -38,9 +38,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, MAX_RPC_BYTES};
-use crate::{Error, Node, NodeId, Options, Raft, TypeConfig};
+use crate::election::Elector;
+use crate::{Error, Node, NodeId, Options, TypeConfig};
 
-/// The three Raft RPCs.
+/// The three Raft RPCs and the two of the election layer (`election`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RpcKind {
     /// Append entries (also heartbeats).
@@ -49,32 +50,42 @@ pub enum RpcKind {
     Vote,
     /// One chunk of a snapshot.
     InstallSnapshot,
+    /// Pre-vote: would the peer vote for this node now?
+    PreVote,
+    /// The leader asks the peer to campaign at once (leadership transfer).
+    ElectNow,
 }
 
 impl RpcKind {
-    /// URL path segment of the RPC: `append`, `vote` or `snapshot`.
+    /// Every kind.
+    pub const ALL: [RpcKind; 5] = [
+        RpcKind::AppendEntries,
+        RpcKind::Vote,
+        RpcKind::InstallSnapshot,
+        RpcKind::PreVote,
+        RpcKind::ElectNow,
+    ];
+
+    /// URL path segment of the RPC: `append`, `vote`, `snapshot`, `prevote` or `elect-now`.
     pub fn path_segment(&self) -> &'static str {
         match self {
             RpcKind::AppendEntries => "append",
             RpcKind::Vote => "vote",
             RpcKind::InstallSnapshot => "snapshot",
+            RpcKind::PreVote => "prevote",
+            RpcKind::ElectNow => "elect-now",
         }
     }
 
     /// Inverse of [`RpcKind::path_segment`].
     pub fn from_path_segment(segment: &str) -> Option<Self> {
-        match segment {
-            "append" => Some(RpcKind::AppendEntries),
-            "vote" => Some(RpcKind::Vote),
-            "snapshot" => Some(RpcKind::InstallSnapshot),
-            _ => None,
-        }
+        RpcKind::ALL.into_iter().find(|k| k.path_segment() == segment)
     }
 
     fn rpc_type(&self) -> RPCTypes {
         match self {
             RpcKind::AppendEntries => RPCTypes::AppendEntries,
-            RpcKind::Vote => RPCTypes::Vote,
+            RpcKind::Vote | RpcKind::PreVote | RpcKind::ElectNow => RPCTypes::Vote,
             RpcKind::InstallSnapshot => RPCTypes::InstallSnapshot,
         }
     }
@@ -92,6 +103,9 @@ pub enum TransportError {
     /// The peer answered with an error instead of an RPC reply.
     #[error("remote error: {0}")]
     Remote(String),
+    /// The peer does not know this kind of RPC (a build older than the kind).
+    #[error("rpc unknown to the peer: {0}")]
+    Unsupported(String),
 }
 
 /// Moves encoded Raft RPCs between nodes. Implemented by the binary.
@@ -164,7 +178,7 @@ impl<T: RaftTransport> PeerNetwork<T> {
             TransportError::Timeout => {
                 RPCError::Timeout(Timeout { action: kind.rpc_type(), id: from, target: self.target, timeout })
             }
-            TransportError::Remote(_) => network_error(&e),
+            TransportError::Remote(_) | TransportError::Unsupported(_) => network_error(&e),
         })?;
         let decoded: Result<Resp, RaftError<NodeId, E>> =
             codec::decode("raft rpc reply", &reply, MAX_RPC_BYTES).map_err(|e| network_error(&e))?;
@@ -212,21 +226,44 @@ impl<T: RaftTransport> RaftNetwork<TypeConfig> for PeerNetwork<T> {
     }
 }
 
-/// Serves one incoming Raft RPC: decodes `body`, hands it to `raft`, encodes the result.
+/// Serves one incoming RPC: decodes `body`, hands it to the elector's `raft` (or to the
+/// elector itself for pre-vote and elect-now), encodes the result.
 ///
+/// An append-entries or snapshot chunk this node accepts (the sender is a leader of at least
+/// its term) and a vote it grants restart its election clock (`Elector::heard_from_leader`).
 /// Raft-level errors (e.g. the node is shutting down) are part of the encoded reply; `Err` means
 /// the body did not decode (`Error::BadRequest`), a snapshot chunk names a format this build
-/// cannot read (`Error::SnapshotFormat`, refused before openraft sees it) or the reply did not
-/// encode.
-pub async fn serve_rpc(raft: &Raft, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>, Error> {
+/// cannot read (`Error::SnapshotFormat`, refused before openraft sees it), the reply did not
+/// encode, or (elect-now) Raft has stopped.
+pub async fn serve_rpc(elector: &Elector, kind: RpcKind, body: &[u8]) -> Result<Vec<u8>, Error> {
+    let raft = elector.raft();
     match kind {
-        RpcKind::AppendEntries => encode_reply(&raft.append_entries(decode_request(body)?).await),
-        RpcKind::Vote => encode_reply(&raft.vote(decode_request(body)?).await),
+        RpcKind::AppendEntries => {
+            let reply = raft.append_entries(decode_request(body)?).await;
+            if matches!(&reply, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                elector.heard_from_leader();
+            }
+            encode_reply(&reply)
+        }
+        RpcKind::Vote => {
+            let reply = raft.vote(decode_request(body)?).await;
+            if matches!(&reply, Ok(r) if r.vote_granted) {
+                elector.heard_from_leader();
+            }
+            encode_reply(&reply)
+        }
         RpcKind::InstallSnapshot => {
             let req: InstallSnapshotRequest<TypeConfig> = decode_request(body)?;
             crate::snapshot::refuse_unreadable_chunk(req.offset, &req.data)?;
-            encode_reply(&raft.install_snapshot(req).await)
+            let vote = req.vote;
+            let reply = raft.install_snapshot(req).await;
+            if matches!(&reply, Ok(r) if r.vote == vote) {
+                elector.heard_from_leader();
+            }
+            encode_reply(&reply)
         }
+        RpcKind::PreVote => encode_reply(&elector.serve_pre_vote(decode_request(body)?)),
+        RpcKind::ElectNow => encode_reply(&elector.serve_elect_now(decode_request(body)?).await?),
     }
 }
 
@@ -240,66 +277,12 @@ fn encode_reply<T: Serialize>(reply: &T) -> Result<Vec<u8>, Error> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet, HashMap};
-    use std::sync::Mutex;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
+    use crate::Command;
     use crate::record::settings::SettingsV1 as Settings;
-    use crate::{Command, StateReader, storage};
-
-    /// In-process transport: calls `serve_rpc` on the target's `Raft`; unknown targets are
-    /// unreachable.
-    #[derive(Default)]
-    struct Router {
-        nodes: Mutex<HashMap<NodeId, Raft>>,
-    }
-
-    impl RaftTransport for Router {
-        fn send(
-            &self,
-            target: NodeId,
-            _node: &Node,
-            kind: RpcKind,
-            body: Vec<u8>,
-            timeout: Duration,
-        ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send {
-            let raft = self.nodes.lock().unwrap().get(&target).cloned();
-            async move {
-                let raft = raft.ok_or_else(|| TransportError::Unreachable(format!("node {target}")))?;
-                let served = tokio::time::timeout(timeout, serve_rpc(&raft, kind, &body)).await;
-                served
-                    .map_err(|_| TransportError::Timeout)?
-                    .map_err(|e| TransportError::Remote(e.to_string()))
-            }
-        }
-    }
-
-    fn node(id: NodeId) -> Node {
-        Node { api_addr: format!("n{id}:1"), gossip_addr: format!("n{id}:2") }
-    }
-
-    fn options() -> Options {
-        Options {
-            heartbeat_ms: 50,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
-            snapshot_every_entries: 10,
-            keep_logs_behind_snapshot: 0,
-            snapshot_chunk_bytes: 64,
-            install_snapshot_timeout_ms: 2000,
-            ..Options::default()
-        }
-    }
-
-    async fn start(router: &Arc<Router>, id: NodeId, dir: &std::path::Path) -> (Raft, StateReader) {
-        let opts = options();
-        let s = storage::open(dir, &opts).await.unwrap();
-        let config = Arc::new(opts.to_config("test").unwrap());
-        let net = NetworkFactory::new(router.clone(), &opts);
-        let raft = Raft::new(id, config, net, s.log, s.sm).await.unwrap();
-        router.nodes.lock().unwrap().insert(id, raft.clone());
-        (raft, s.reader)
-    }
+    use crate::test_cluster::{Router, node, start};
 
     fn put(n: u32) -> Command {
         let settings = Settings { refresh_interval_secs: n, ..Settings::default() };
@@ -308,15 +291,17 @@ mod tests {
 
     #[test]
     fn path_segments_round_trip() {
-        for kind in [RpcKind::AppendEntries, RpcKind::Vote, RpcKind::InstallSnapshot] {
+        for kind in RpcKind::ALL {
             assert_eq!(RpcKind::from_path_segment(kind.path_segment()), Some(kind));
         }
         assert_eq!(RpcKind::from_path_segment("nope"), None);
+        assert_eq!(RpcKind::PreVote.path_segment(), "prevote");
+        assert_eq!(RpcKind::ElectNow.path_segment(), "elect-now");
     }
 
     #[tokio::test]
     async fn down_peers_are_unreachable_not_network_errors() {
-        let mut factory = NetworkFactory::new(Arc::new(Router::default()), &Options::default());
+        let mut factory = NetworkFactory::new(Arc::new(Router::default()).link(1), &Options::default());
         let mut net = factory.new_client(9, &node(9)).await;
         let req = VoteRequest { vote: openraft::Vote::new(1, 1), last_log_id: None };
         let err = net.vote(req, RPCOption::new(Duration::from_secs(1))).await.unwrap_err();
@@ -329,7 +314,8 @@ mod tests {
     async fn cluster_replicates_and_catches_up_by_snapshot() {
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let router = Arc::new(Router::default());
-        let (r1, reader1) = start(&router, 1, dirs[0].path()).await;
+        let n1 = start(&router, 1, dirs[0].path()).await;
+        let r1 = &n1.raft;
         r1.initialize(BTreeMap::from([(1, node(1))])).await.unwrap();
         let wait = Some(Duration::from_secs(10));
         r1.wait(wait).current_leader(1, "leader elected").await.unwrap();
@@ -340,32 +326,34 @@ mod tests {
         let m = r1.wait(wait).metrics(|m| m.purged.is_some(), "log purged behind a snapshot").await.unwrap();
         let purged = m.purged.unwrap().index;
 
-        let (r2, reader2) = start(&router, 2, dirs[1].path()).await;
-        let (r3, reader3) = start(&router, 3, dirs[2].path()).await;
+        let n2 = start(&router, 2, dirs[1].path()).await;
+        let n3 = start(&router, 3, dirs[2].path()).await;
         r1.add_learner(2, node(2), true).await.unwrap();
         r1.add_learner(3, node(3), true).await.unwrap();
         r1.change_membership(BTreeSet::from([1, 2, 3]), false).await.unwrap();
         let last = r1.client_write(put(26)).await.unwrap().log_id.index;
 
-        for (raft, name) in [(&r2, "n2"), (&r3, "n3")] {
+        for (raft, name) in [(&n2.raft, "n2"), (&n3.raft, "n3")] {
             let m = raft.wait(wait).applied_index_at_least(Some(last), name).await.unwrap();
             assert!(m.snapshot.is_some_and(|s| s.index >= purged), "{name} did not install a snapshot");
         }
-        for reader in [&reader1, &reader2, &reader3] {
-            let doc = reader.settings("t").unwrap();
+        for n in [&n1, &n2, &n3] {
+            let doc = n.reader.settings("t").unwrap();
             assert_eq!((doc.revision, doc.settings.refresh_interval_secs), (26, 26));
         }
-        for raft in [r1, r2, r3] {
-            raft.shutdown().await.unwrap();
+        for n in [n1, n2, n3] {
+            n.raft.shutdown().await.unwrap();
         }
     }
 
     #[tokio::test]
     async fn garbage_rpc_bodies_are_bad_requests() {
         let dir = tempfile::tempdir().unwrap();
-        let (raft, _) = start(&Arc::new(Router::default()), 1, dir.path()).await;
-        let err = serve_rpc(&raft, RpcKind::Vote, b"\x01\x02").await.unwrap_err();
-        assert!(err.is_bad_request(), "{err}");
-        raft.shutdown().await.unwrap();
+        let n = start(&Arc::new(Router::default()), 1, dir.path()).await;
+        for kind in RpcKind::ALL {
+            let err = serve_rpc(&n.elector, kind, b"\x01\x02").await.unwrap_err();
+            assert!(err.is_bad_request(), "{kind:?}: {err}");
+        }
+        n.raft.shutdown().await.unwrap();
     }
 }

@@ -6,11 +6,16 @@
 //! whose fsync takes longer than `heartbeat_ms` therefore times out appends: raise
 //! `heartbeat_ms` (and the election timeouts with it) for slow disks or links.
 //!
-//! Failover time: once a follower has seen a leader, openraft 0.9 waits the leader lease
-//! (`election_timeout_max_ms`) *plus* its own election timeout (drawn once per process from
-//! `[min, max)`) without a heartbeat before it campaigns, and a voter refuses votes while its
-//! own lease runs. With the defaults (100 / 200–300 ms) a killed leader is replaced 500–600 ms
-//! after its last heartbeat, while a follower still tolerates four lost heartbeats in a row.
+//! Elections: openraft's own election timer is off (`enable_elect = false`); the `election`
+//! module campaigns instead, after a pre-vote. openraft still enforces its leader lease: a voter
+//! refuses votes for `election_timeout_max_ms` after it last heard from its leader.
+//!
+//! Failover time: a voter that hears nothing from its leader for a timeout drawn each round from
+//! `[max, 2 × max − min)` asks for pre-votes, which the others grant once they too have heard
+//! nothing for `max` (the lease), and then campaigns. With the defaults (100 / 200–300 ms) a
+//! killed leader is replaced 300–400 ms after its last heartbeat (one round trip more for the
+//! pre-vote), while a follower still tolerates two lost heartbeats in a row; a node cut off from
+//! the others never campaigns, so it cannot depose the leader when it comes back.
 
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +86,8 @@ impl Options {
             // under load such an RPC outlives its heartbeat-long deadline, is retried, and the
             // follower hears nothing long enough to start an election
             max_payload_entries: MAX_ENTRIES_PER_APPEND,
+            // elections are ours: see `election` (pre-vote, leadership transfer)
+            enable_elect: false,
             ..Default::default()
         };
         config.validate().map_err(|e| Error::Config(e.to_string()))
@@ -119,6 +126,7 @@ mod tests {
         assert_eq!(c.snapshot_policy, openraft::SnapshotPolicy::LogsSinceLast(5000));
         assert_eq!(c.snapshot_max_chunk_size, 4 * 1024 * 1024);
         assert_eq!(c.max_in_snapshot_log_to_keep, 1000);
+        assert!(!c.enable_elect, "the election driver campaigns, not openraft's timer");
     }
 
     #[test]

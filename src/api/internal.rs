@@ -1,7 +1,8 @@
 //! Node-to-node routes under `/internal/v1`, authenticated with the cluster secret.
 //!
-//! `POST /internal/v1/raft/{append|vote|snapshot}` carries openraft RPCs as opaque bytes; the
-//! `monsys-raft` crate encodes and decodes them. A bad or missing secret gets 401 before the body
+//! `POST /internal/v1/raft/{append|vote|snapshot|prevote|elect-now}` carries Raft RPCs as opaque
+//! bytes; the `monsys-raft` crate encodes and decodes them. An unknown kind is a 404, which a
+//! newer peer reads as "this build does not know that RPC". A bad or missing secret gets 401 before the body
 //! is looked at, so nothing is applied.
 
 use axum::body::Bytes;
@@ -25,7 +26,7 @@ pub async fn raft_rpc(
 ) -> Result<Response, ApiError> {
     let kind = RpcKind::from_path_segment(&kind)
         .ok_or_else(|| ApiError::NotFound(format!("unknown raft rpc {kind:?}")))?;
-    let reply = serve_rpc(replica.raft(), kind, &body).await.map_err(|e| match e {
+    let reply = serve_rpc(replica.elector(), kind, &body).await.map_err(|e| match e {
         e if e.is_bad_request() => ApiError::BadRequest(e.to_string()),
         // a snapshot this build cannot read: the leader sees why (it retries; see the raft
         // crate's snapshot module)
@@ -33,6 +34,7 @@ pub async fn raft_rpc(
             tracing::warn!(error = %e, "refused a snapshot from the leader");
             ApiError::Conflict(e.to_string())
         }
+        monsys_raft::Error::Stopped(_) => ApiError::unavailable(e.to_string()),
         e => ApiError::Internal(e.to_string()),
     })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response())

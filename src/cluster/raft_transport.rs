@@ -2,7 +2,8 @@
 //!
 //! Bodies are opaque bytes encoded by `monsys-raft`. Every request carries the cluster secret.
 //! Errors are classified for openraft: a refused connection is `Unreachable` (openraft backs off
-//! quietly), a timeout is `Timeout`, anything else `Remote`. This client has its own connection
+//! quietly), a timeout is `Timeout`, a 404 `Unsupported` (the peer's build does not know that
+//! kind of RPC: the election layer treats an older peer by it), anything else `Remote`. This client has its own connection
 //! pool, separate from request forwarding.
 
 use std::time::Duration;
@@ -60,7 +61,12 @@ impl RaftTransport for HttpRaftTransport {
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
-            return Err(TransportError::Remote(format!("{status}: {text}")));
+            let what = format!("{status}: {text}");
+            return Err(if status == reqwest::StatusCode::NOT_FOUND {
+                TransportError::Unsupported(what)
+            } else {
+                TransportError::Remote(what)
+            });
         }
         resp.bytes().await.map(|b| b.to_vec()).map_err(classify)
     }

@@ -17,17 +17,21 @@
 //! a follower); [`Replica::linearizable_barrier`] on the leader makes the next read
 //! linearizable; [`Replica::leader`] and [`Replica::is_leader`] read openraft's metrics directly
 //! (never the derived view), so routing to the leader does not lag an election.
+//!
+//! [`Replica::transfer_leadership`] (module `transfer`) hands the leadership to another voter;
+//! writes and read barriers wait at the replica's gate while it runs.
 
 pub mod commit;
 pub mod error;
+pub mod transfer;
 pub mod writes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use monsys_raft::{Command, CommandResult, Node, NodeId, Raft, RaftMetrics, StateReader};
-use tokio::sync::watch;
+use monsys_raft::{Command, CommandResult, Elector, Node, NodeId, Raft, RaftMetrics, StateReader};
+use tokio::sync::{RwLock, watch};
 
 pub use self::error::{Rejected, WriteError};
 use crate::batch::Batcher;
@@ -50,6 +54,10 @@ struct Inner {
     forwarder: Forwarder,
     metrics: Arc<NodeMetrics>,
     writes: Batcher<writes::LeaderWrites>,
+    elector: Elector,
+    /// Writes and read barriers hold it shared; a leadership transfer holds it exclusively, so
+    /// that nothing is appended (and no heartbeat renews the followers' lease) meanwhile.
+    gate: RwLock<()>,
 }
 
 /// What a [`Replica`] is built from.
@@ -66,6 +74,8 @@ pub struct ReplicaParts {
     pub forwarder: Forwarder,
     /// This node's metrics registry.
     pub metrics: Arc<NodeMetrics>,
+    /// This node's election driver (its task runs on the node's lifecycle).
+    pub elector: Elector,
 }
 
 impl Replica {
@@ -92,6 +102,8 @@ impl Replica {
             forwarder: p.forwarder,
             metrics: p.metrics,
             writes,
+            elector: p.elector,
+            gate: RwLock::new(()),
         }))
     }
 
@@ -108,6 +120,11 @@ impl Replica {
     /// The local Raft handle.
     pub fn raft(&self) -> &Raft {
         &self.0.raft
+    }
+
+    /// This node's election driver (serves pre-vote and elect-now).
+    pub fn elector(&self) -> &Elector {
+        &self.0.elector
     }
 
     /// Reader of this node's applied state (stale on a follower).
@@ -199,12 +216,13 @@ impl Replica {
     /// [`Replica::write`], also returning the log index of the entry that carried the command.
     async fn write_at(&self, cmd: Command) -> Result<(CommandResult, u64), WriteError> {
         gate(&cmd, |f| self.members_support(f))?;
+        let _open = self.pass_gate().await?;
         match cmd.batch_feature() {
             Some(feature) if self.members_support(feature) => {
                 monsys_raft::check_command_size(&cmd).map_err(|e| WriteError::invalid(e.to_string()))?;
                 self.0.writes.submit(cmd).await
             }
-            _ => self.commit(cmd).await.map(|r| (r.data, r.log_id.index)),
+            _ => commit::commit(&self.0.raft, cmd).await.map(|r| (r.data, r.log_id.index)),
         }
     }
 
@@ -214,7 +232,23 @@ impl Replica {
         &self,
         cmd: Command,
     ) -> Result<openraft::raft::ClientWriteResponse<monsys_raft::TypeConfig>, WriteError> {
+        let _open = self.pass_gate().await?;
         commit::commit(&self.0.raft, cmd).await
+    }
+
+    /// Waits while a leadership transfer runs (bounded by its own timeouts); the guard keeps the
+    /// next transfer waiting until the caller's write is done. A write that waited for a
+    /// transfer that moved the leadership is refused here as certainly not applied, rather than
+    /// by openraft as "forward to the leader" (which cannot tell whether it was appended).
+    async fn pass_gate(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>, WriteError> {
+        if let Ok(open) = self.0.gate.try_read() {
+            return Ok(open);
+        }
+        let open = self.0.gate.read().await;
+        if !self.is_leader() {
+            return Err(WriteError::not_applied("the leadership moved to another node; retry there"));
+        }
+        Ok(open)
     }
 
     /// Proposes `cmd` through the leader: locally when this node leads, otherwise as one
@@ -301,6 +335,7 @@ impl Replica {
     /// Waits until this node, as leader, has confirmed its leadership with a quorum and applied
     /// everything committed before the call: a read after this is linearizable.
     pub async fn linearizable_barrier(&self) -> Result<(), WriteError> {
+        let _open = self.pass_gate().await?;
         commit::barrier(&self.0.raft).await
     }
 }
