@@ -318,7 +318,8 @@ mod tests {
             done: true,
         };
         let body = codec::encode("raft rpc", &req, crate::MAX_RPC_BYTES).unwrap();
-        let refused = crate::serve_rpc(&raft, crate::RpcKind::InstallSnapshot, &body).await;
+        let elector = crate::Elector::new(1, raft.clone(), Arc::new(Nowhere), &opts);
+        let refused = crate::serve_rpc(&elector, crate::RpcKind::InstallSnapshot, &body).await;
         let Err(e) = refused else { panic!("the newer snapshot was handed to openraft") };
         assert_eq!(e.to_string(), "unsupported snapshot format 2; this build reads up to 1");
         assert!(!e.is_corruption(), "{e:?}");
