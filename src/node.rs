@@ -319,6 +319,17 @@ impl NodeHandle {
         hub.draining.begin();
         self.gossip.announce_draining().await;
         tracing::info!("draining: announced; waiting for placement to move this node's actors");
+        if hub.replica.is_leader() {
+            match hub.replica.transfer_leadership(None).await {
+                Ok(t) => tracing::info!(
+                    to = t.leader,
+                    leaderless_ms = t.leaderless.as_millis() as u64,
+                    "draining: leadership handed over"
+                ),
+                // stopping still works: the others elect a leader after their timeout
+                Err(e) => tracing::warn!(error = %e, "draining: leadership could not be handed over"),
+            }
+        }
         let me = hub.replica.id();
         let gone = crate::cluster::gossip::wait_until(self.gossip.watch(), DRAIN_PLACEMENT_WAIT, |live| {
             !live.contains_key(&me)

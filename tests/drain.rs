@@ -61,3 +61,20 @@ async fn a_drained_follower_leaves_placement_and_the_cluster_keeps_writing() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_leader_hands_over_leadership_before_it_stops() {
+    let mut c = TestCluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let old_id = c.nodes[leader].id();
+    let handle = c.nodes[leader].handle.as_ref().unwrap();
+    handle.drain().await;
+    // before it stops, another node already leads
+    let other = (leader + 1) % 3;
+    let (_, status) = c.get(other, "/api/v1/cluster").await;
+    let new_leader = status["leader"].as_u64();
+    assert!(new_leader.is_some_and(|l| l != old_id), "leadership moved during the drain: {status}");
+    c.crash(leader).await;
+    let (code, body) = c.put_refresh(other, 78).await;
+    assert_eq!(code, 200, "{body}");
+}

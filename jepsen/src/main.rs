@@ -168,9 +168,13 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
             let _ = c.restart(i);
         }
         let judged = harness::judge(&out, &urls, &history, ingest_runs.as_deref()).await?;
+        let acks: Vec<ingest::Ack> =
+            ingest_runs.iter().flatten().flat_map(|a| a.acks.iter().copied()).collect();
+        let windows = fault_windows(&events, &history, &acks, args.time_limit);
+        print_fault_windows(&windows);
         let mut summary = json!({
             "mode": format!("{mode:?}"), "nodes": args.nodes, "time_limit_s": args.time_limit, "concurrency": args.concurrency,
-            "unsafe_ack_before_commit": args.unsafe_ack_before_commit, "faults": events,
+            "unsafe_ack_before_commit": args.unsafe_ack_before_commit, "faults": events, "fault_windows": windows,
         });
         harness::merge(&mut summary, harness::summary(&history, &judged, ingest_runs.as_deref()));
         std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
@@ -187,4 +191,61 @@ async fn run(args: RunArgs) -> anyhow::Result<i32> {
     .await;
     env.teardown();
     result
+}
+
+/// What clients saw from one fault's injection to the next one's (or the end of the run).
+#[derive(Debug, serde::Serialize)]
+struct FaultWindow {
+    at_s: f64,
+    fault: nemesis::Fault,
+    nodes: Vec<usize>,
+    window: unavailability::Window,
+}
+
+/// One [`FaultWindow`] per injected fault: for a kill, its longest batch and acknowledgement gap
+/// are how long the killed node's agents waited for their next owner (the hand-off).
+fn fault_windows(
+    events: &[nemesis::Event],
+    history: &[history::Record],
+    acks: &[ingest::Ack],
+    time_limit_s: u64,
+) -> Vec<FaultWindow> {
+    let injects: Vec<&nemesis::Event> = events.iter().filter(|e| e.phase == "inject").collect();
+    let us = |s: f64| (s * 1e6) as u64;
+    injects
+        .iter()
+        .enumerate()
+        .map(|(k, e)| {
+            let to = injects.get(k + 1).map_or(time_limit_s as f64, |n| n.at_s);
+            FaultWindow {
+                at_s: e.at_s,
+                fault: e.fault,
+                nodes: e.nodes.clone(),
+                window: unavailability::measure(history, acks, us(e.at_s), us(to)),
+            }
+        })
+        .collect()
+}
+
+fn print_fault_windows(windows: &[FaultWindow]) {
+    if windows.is_empty() {
+        return;
+    }
+    println!(
+        "per fault (until the next one): longest op / gap, longest batch / ack gap, ms (target < {})",
+        unavailability::TARGET_MS
+    );
+    for w in windows {
+        let x = &w.window;
+        println!(
+            "  {:>6.1}s {:<20} nodes {:?}: op {} / gap {}, batch {} / ack gap {}",
+            w.at_s,
+            format!("{:?}", w.fault),
+            w.nodes,
+            x.longest_op_ms,
+            x.longest_gap_ms,
+            x.longest_batch_ms,
+            x.longest_ack_gap_ms
+        );
+    }
 }

@@ -6,7 +6,9 @@
 //! 2. Gossip announces `draining`: peers, and this node's own view, stop counting it live, so
 //!    placement moves its agent actors to their next owners; requests still arriving here are
 //!    forwarded to them.
-//! 3. If it leads, it hands Raft leadership to the most caught-up voter.
+//! 3. If it leads, it hands Raft leadership to the most caught-up live voter
+//!    (`Replica::transfer_leadership`: writes pause for the hand-over, tens of milliseconds),
+//!    so the cluster does not wait out an election timeout when it stops.
 //! 4. Its actors stop; the HTTP server then stops accepting, finishes the requests in flight,
 //!    and closes agent sockets with 1001 so agents reconnect to another node.
 //!
