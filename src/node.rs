@@ -319,6 +319,13 @@ impl NodeHandle {
         hub.draining.begin();
         self.gossip.announce_draining().await;
         tracing::info!("draining: announced; waiting for placement to move this node's actors");
+        let others = hub.replica.view().members.iter().any(|id| *id != hub.replica.id());
+        if !others {
+            // a one-node cluster has nobody to hand anything to
+            hub.plane.registry.stop_all().await;
+            tracing::info!(took_ms = started.elapsed().as_millis() as u64, "drained (no other member)");
+            return started.elapsed();
+        }
         if hub.replica.is_leader() {
             match hub.replica.transfer_leadership(None).await {
                 Ok(t) => tracing::info!(
