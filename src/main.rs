@@ -25,7 +25,11 @@ fn main() -> anyhow::Result<()> {
         }
         Commands::Hub(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(run_hub(args.into_config()?))
+            let result = runtime.block_on(run_hub(args.into_config()?));
+            // the node has stopped; a blocking task still running must not hold up the exit
+            // (everything acknowledged is durable, and the store survives a crash anyway)
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            result
         }
         Commands::Ctl(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

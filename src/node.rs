@@ -362,31 +362,48 @@ impl NodeHandle {
     /// at once.
     pub async fn shutdown(self) {
         let NodeHandle { hub, gossip, life, server, .. } = self;
+        let started = tokio::time::Instant::now();
+        let ms = |since: tokio::time::Instant| since.elapsed().as_millis() as u64;
         life.stop.cancel();
         let abort = server.abort_handle();
         if tokio::time::timeout(HTTP_DRAIN + Duration::from_secs(1), server).await.is_err() {
             abort.abort();
         }
+        let http_ms = ms(started);
         hub.plane.registry.stop_all().await;
         // in-flight proposals fail fast once Raft is down instead of waiting out their timeouts
         if let Err(e) = hub.replica.raft().shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        let phase = tokio::time::Instant::now();
         life.tasks.close();
         if tokio::time::timeout(TASK_DRAIN, life.tasks.wait()).await.is_err() {
             tracing::warn!(left = life.tasks.len(), "node tasks still running after shutdown");
         }
+        let tasks_ms = ms(phase);
+        let phase = tokio::time::Instant::now();
         if let Ok(gossip) = Arc::try_unwrap(gossip) {
             gossip.shutdown().await;
         }
+        let gossip_ms = ms(phase);
         // the state reader holds the sled trees: wait for the last request that still holds
         // the hub (a connection the drain cut, a socket closing) to let go of it
         let replica = hub.replica.clone();
         drop(hub);
+        let phase = tokio::time::Instant::now();
         let deadline = tokio::time::Instant::now() + TASK_DRAIN;
         while replica.holders() > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // where a slow stop spent its time
+        tracing::info!(
+            http_ms,
+            tasks_ms,
+            gossip_ms,
+            holders_ms = ms(phase),
+            took_ms = ms(started),
+            "stopped"
+        );
         if replica.holders() > 1 {
             tracing::warn!(holders = replica.holders(), "node state still held after shutdown");
         }
