@@ -259,21 +259,9 @@ pub fn decode_result(bytes: &[u8]) -> Result<CommandResult, crate::Error> {
 mod tests {
     use super::*;
     use crate::codec::{self, MAX_VALUE_BYTES};
-    use crate::record::settings::RetentionV1;
 
     fn settings() -> SettingsV1 {
-        SettingsV1 {
-            refresh_interval_secs: 15,
-            registration_enabled: true,
-            agent_offline_after_secs: 90,
-            integrity_check_interval_secs: 600,
-            retention: RetentionV1 {
-                raw_hours: 48,
-                rollup_1m_days: 14,
-                rollup_5m_days: 90,
-                rollup_1h_days: 730,
-            },
-        }
+        crate::record::settings::golden_settings()
     }
 
     fn hex_of<T: Serialize>(value: &T) -> String {

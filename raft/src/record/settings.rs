@@ -123,6 +123,12 @@ impl SettingsRecordV1 {
     }
 }
 
+/// The settings the golden-bytes tests pin (the defaults with registration on).
+#[cfg(test)]
+pub(crate) fn golden_settings() -> SettingsV1 {
+    SettingsV1 { registration_enabled: true, ..SettingsV1::default() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,18 +137,7 @@ mod tests {
     use crate::record::{self, assert_chain};
 
     fn settings() -> SettingsV1 {
-        SettingsV1 {
-            refresh_interval_secs: 15,
-            registration_enabled: true,
-            agent_offline_after_secs: 90,
-            integrity_check_interval_secs: 600,
-            retention: RetentionV1 {
-                raw_hours: 48,
-                rollup_1m_days: 14,
-                rollup_5m_days: 90,
-                rollup_1h_days: 730,
-            },
-        }
+        golden_settings()
     }
 
     fn doc() -> SettingsRecordV1 {
